@@ -1,0 +1,177 @@
+"""The public kernel functions: :func:`kernel` and its shorthands :func:`entk`, :func:`pntk`, :func:`trace_ntk`.
+
+They check the model and inputs, choose an engine and a tile size, and loop over tiles; the maths of one tile
+lives in the engines.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..tiling import tile_plan
+from .engine import KernelEngine
+from .inputs import InputLike, Inputs
+from .jacobian import JacobianEngine
+from .kinds import Engine, Kind, parse_enum
+from .model import FunctionalModel, functional_model
+from .vp import VPEngine
+
+#: The engines that exist, by name; ``Engine.AUTO`` chooses among them.
+ENGINES: dict[Engine, KernelEngine] = {Engine.JACOBIAN: JacobianEngine(), Engine.VP: VPEngine()}
+
+#: Memory that the prepared row and column blocks of one tile may hold when the block size is chosen.
+BLOCK_MEMORY = 1 << 30
+
+
+def get_engine(engine: Engine | str, fm: FunctionalModel, kind: Kind, batch_size: int) -> KernelEngine:
+    """The engine named by ``engine``; for ``"auto"``, the one expected to be fastest here.
+
+    ``auto`` prefers the Jacobian engine while two of its blocks fit :data:`BLOCK_MEMORY`, and NTK-vector
+    products otherwise (they never hold a Jacobian).
+    """
+    engine = parse_enum(Engine, engine, "engine")
+    if engine is not Engine.AUTO:
+        if engine not in ENGINES:
+            valid = ", ".join(repr(e.value) for e in (Engine.AUTO, *ENGINES))
+            raise ValueError(f"engine {engine.value!r} is not available in this build; use one of {valid}")
+        return ENGINES[engine]
+    jacobian = ENGINES[Engine.JACOBIAN]
+    if 2 * jacobian.block_bytes(fm, batch_size, kind) <= BLOCK_MEMORY:
+        return jacobian
+    return ENGINES[Engine.VP]
+
+
+def kernel(
+    model: nn.Module,
+    x1: InputLike,
+    x2: InputLike | None = None,
+    *,
+    kind: Kind | str,
+    engine: Engine | str = Engine.AUTO,
+    batch_size: int | None = None,
+    dtype: torch.dtype | None = None,
+    params: Mapping[str, Tensor] | None = None,
+    progress: bool | None = None,
+) -> Tensor:
+    """A neural tangent kernel of ``model`` between ``x1`` and ``x2``.
+
+    With ``J(x) = ∂f(x)/∂θ ∈ R^{O×P}``:
+
+    - ``kind="entk"``: ``Θ(x, x') = J(x) J(x')ᵀ``, shape ``[N1, N2, O, O]``;
+    - ``kind="trace"``: ``(1/O) tr Θ(x, x')``, shape ``[N1, N2]``;
+    - ``kind="pntk"``: ``(1/O) 1ᵀ Θ(x, x') 1``, shape ``[N1, N2]``.
+
+    Args:
+        model: an ``nn.Module`` mapping a batch of ``B`` samples to ``[B, O]``, in eval mode if it has
+            BatchNorm or Dropout. Its tensors are never modified.
+        x1: ``[N1, *input]``, or a tuple/dict of such tensors passed to the model positionally/by keyword.
+        x2: ``[N2, *input]`` likewise; ``None`` means ``x1`` and computes only the tiles on and above the
+            diagonal, mirroring the rest.
+        kind: ``"entk"``, ``"trace"`` or ``"pntk"`` (or a :class:`Kind`).
+        engine: ``"auto"``, ``"jacobian"``, ``"vp"`` or ``"structured"`` (or an :class:`Engine`).
+        batch_size: the tile edge ``B``, which bounds memory; default: the largest (up to 1024) whose two
+            prepared blocks fit in :data:`BLOCK_MEMORY`.
+        dtype: compute in this dtype, e.g. ``torch.float64``; default: the model's.
+        params: parameters to differentiate, by name (``torch.func`` style); default: all trainable ones.
+        progress: show a progress bar over tiles; default: when there are several tiles and stderr is a
+            terminal.
+
+    Returns:
+        The kernel on the model's device, in ``dtype``: ``[N1, N2, O, O]`` or ``[N1, N2]``.
+
+    Raises:
+        ValueError: unknown ``kind``/``engine``; a model whose samples interact or are random
+            (training-mode BatchNorm/Dropout); no trainable parameter; NaN/Inf in inputs or parameters;
+            inputs that are empty, disagree in sample count or trailing shape, or sit on another device;
+            mixed dtypes; an output that is not ``[B, O]``.
+
+    Example:
+        >>> import torch, pntk
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+        >>> x = torch.randn(5, 3)
+        >>> pntk.kernel(net, x, kind="entk").shape
+        torch.Size([5, 5, 2, 2])
+        >>> pntk.kernel(net, x, x[:3], kind="pntk").shape
+        torch.Size([5, 3])
+    """
+    kind = parse_enum(Kind, kind, "kind")
+    parse_enum(Engine, engine, "engine")
+    X1 = Inputs.from_user(x1, "x1")
+    X2 = X1 if x2 is None else Inputs.from_user(x2, "x2")
+    X1.check_compatible(X2)
+    fm = functional_model(model, X1[:2] if len(X1) else X1, params=params, dtype=dtype)
+    X1 = fm.prepare_inputs(X1, "x1")
+    X2 = X1 if x2 is None else fm.prepare_inputs(X2, "x2")
+    if batch_size is None:
+        batch_size = default_batch_size(fm, kind, max(len(X1), len(X2)), engine)
+    elif not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    eng = get_engine(engine, fm, kind, batch_size)
+    return _tiled(eng, fm, X1, X2, kind, batch_size, symmetric=x2 is None, progress=progress)
+
+
+def default_batch_size(fm: FunctionalModel, kind: Kind, n: int, engine: Engine | str = Engine.AUTO) -> int:
+    """The largest tile edge up to ``min(n, 1024)`` whose two prepared blocks fit :data:`BLOCK_MEMORY`."""
+    engine = parse_enum(Engine, engine, "engine")
+    # Sizing by the Jacobian engine's memory bounds every engine (the others hold less per block).
+    sizer = ENGINES.get(engine, ENGINES[Engine.JACOBIAN])
+    per_sample = max(1, sizer.block_bytes(fm, 1, kind))
+    return max(1, min(n, 1024, BLOCK_MEMORY // (2 * per_sample)))
+
+
+def _tiled(
+    eng: KernelEngine,
+    fm: FunctionalModel,
+    X1: Inputs,
+    X2: Inputs,
+    kind: Kind,
+    batch_size: int,
+    *,
+    symmetric: bool,
+    progress: bool | None,
+) -> Tensor:
+    """Fill the kernel tile by tile, preparing each row block once and mirroring when symmetric."""
+    N1, N2, O = len(X1), len(X2), fm.num_outputs
+    shape = (N1, N2, O, O) if kind.is_matrix_valued else (N1, N2)
+    out = torch.empty(shape, device=fm.device, dtype=fm.dtype)
+    plan = tile_plan(N1, N2, batch_size, symmetric=symmetric)
+    if progress is None:
+        progress = len(plan) > 1 and sys.stderr.isatty()
+    row, a = -1, None
+    for t in tqdm(plan, desc=f"{kind.value} tiles", unit="tile", disable=not progress):
+        if t.i != row:
+            row, a = t.i, eng.prepare(fm, X1[t.rows], kind)
+        same = symmetric and t.on_diagonal
+        b = a if same else eng.prepare(fm, X2[t.cols], kind)
+        tile = eng.contract(fm, a, b, kind, same=same).detach()
+        if same:
+            tile = (tile + transpose_tile(tile)) / 2  # exact symmetry despite rounding
+        out[t.rows, t.cols] = tile
+        if symmetric and not t.on_diagonal:
+            out[t.cols, t.rows] = transpose_tile(tile)
+    return out
+
+
+def transpose_tile(tile: Tensor) -> Tensor:
+    """The tile of ``kernel(x2, x1)`` from that of ``kernel(x1, x2)``: ``Θ(x', x) = Θ(x, x')ᵀ``."""
+    return tile.permute(1, 0, 3, 2) if tile.dim() == 4 else tile.T
+
+
+def entk(model: nn.Module, x1: InputLike, x2: InputLike | None = None, **options) -> Tensor:
+    """The empirical NTK ``Θ``, ``[N1, N2, O, O]``: :func:`kernel` with ``kind="entk"``."""
+    return kernel(model, x1, x2, kind=Kind.ENTK, **options)
+
+
+def pntk(model: nn.Module, x1: InputLike, x2: InputLike | None = None, **options) -> Tensor:
+    """The pseudo-NTK ``K``, ``[N1, N2]``: :func:`kernel` with ``kind="pntk"``."""
+    return kernel(model, x1, x2, kind=Kind.PNTK, **options)
+
+
+def trace_ntk(model: nn.Module, x1: InputLike, x2: InputLike | None = None, **options) -> Tensor:
+    """The trace NTK ``(1/O) tr Θ``, ``[N1, N2]``: :func:`kernel` with ``kind="trace"``."""
+    return kernel(model, x1, x2, kind=Kind.TRACE, **options)

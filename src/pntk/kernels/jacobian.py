@@ -1,0 +1,59 @@
+"""The Jacobian engine: per-sample Jacobians through ``torch.func``, contracted with matmuls.
+
+Cost for a tile: ``B·O`` backward passes (vectorised by ``vmap``) and ``B1·B2·O²·P`` multiply-adds for the
+eNTK (``B1·B2·P`` for the pNTK, ``B1·B2·O·P`` for the trace); memory ``B·O·P`` per block.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.func import grad, jacrev, vmap
+
+from .engine import outputs_per_sample
+from .inputs import Inputs
+from .kinds import Kind
+from .model import FunctionalModel
+
+
+class JacobianEngine:
+    """Per-sample Jacobians ``J(x) ∈ R^{O×P}`` (``∇g(x) ∈ R^P`` for the pNTK), one tensor per parameter."""
+
+    name = "jacobian"
+
+    def prepare(self, fm: FunctionalModel, x: Inputs, kind: Kind) -> list[Tensor]:
+        """Per-sample Jacobians of a block.
+
+        Returns:
+            one tensor per parameter, ``[B, O, numel]`` (``[B, 1, numel]`` for the pNTK, the gradient of
+            ``g = O^{-1/2} Σ_a f_a``).
+        """
+        scale = 1.0 / math.sqrt(fm.num_outputs)
+
+        def f_one(params, *sample):
+            out = fm(params, Inputs(tuple(t.unsqueeze(0) for t in sample), x.keys))[0]
+            return out.sum() * scale if kind is Kind.PNTK else out
+
+        derivative = grad(f_one) if kind is Kind.PNTK else jacrev(f_one)
+        in_dims = (None,) + (0,) * len(x.tensors)
+        jac = vmap(derivative, in_dims=in_dims)(fm.params, *x.tensors)
+        rows = outputs_per_sample(fm, kind)
+        return [j.reshape(len(x), rows, -1) for j in jac.values()]
+
+    def contract(self, fm: FunctionalModel, a: list[Tensor], b: list[Tensor], kind: Kind, *, same: bool) -> Tensor:
+        B1, B2, O = a[0].shape[0], b[0].shape[0], fm.num_outputs
+        if kind is Kind.ENTK:
+            out = sum(ja.reshape(B1 * O, -1) @ jb.reshape(B2 * O, -1).T for ja, jb in zip(a, b))
+            return out.reshape(B1, O, B2, O).permute(0, 2, 1, 3)
+        # The trace contracts the output axis along with the parameters; the pNTK has one output row.
+        out = sum(ja.reshape(B1, -1) @ jb.reshape(B2, -1).T for ja, jb in zip(a, b))
+        return out / O if kind is Kind.TRACE else out
+
+    def block_bytes(self, fm: FunctionalModel, n: int, kind: Kind) -> int:
+        return n * outputs_per_sample(fm, kind) * fm.num_params * _itemsize(fm.dtype)
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
