@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ class FunctionalModel:
         num_outputs: ``O``, the width of the output ``[B, O]``.
         device: where ``params`` live; inputs must be there too.
         dtype: the floating dtype of the computation.
+        casts_inputs: whether floating inputs of another dtype are cast (``dtype`` was asked for) or refused.
     """
 
     module: nn.Module
@@ -34,6 +36,7 @@ class FunctionalModel:
     num_outputs: int
     device: torch.device
     dtype: torch.dtype
+    casts_inputs: bool = False
 
     @property
     def num_params(self) -> int:
@@ -65,6 +68,11 @@ class FunctionalModel:
             if t.is_floating_point() or t.is_complex():
                 if not torch.isfinite(t).all():
                     raise ValueError(f"{name} contains NaN or Inf; clean or impute the inputs first")
+                if t.dtype != self.dtype and not self.casts_inputs:
+                    raise ValueError(
+                        f"{name} has dtype {t.dtype} but the model computes in {self.dtype}; convert the "
+                        f"inputs with x.to({self.dtype}) or pass dtype= to compute in one dtype"
+                    )
         return x.map(lambda t: t.to(self.dtype) if t.is_floating_point() else t)
 
 
@@ -122,6 +130,7 @@ def functional_model(
         )
     (device,) = devices
     float_dtypes = {t.dtype for t in [*chosen.values(), *constants.values()] if t.is_floating_point()}
+    casts_inputs = dtype is not None
     if dtype is None:
         if len(float_dtypes) > 1:
             raise ValueError(
@@ -146,6 +155,7 @@ def functional_model(
         num_outputs=0,
         device=device,
         dtype=dtype,
+        casts_inputs=casts_inputs,
     )
     x = fm.prepare_inputs(sample, "x1")
     with torch.no_grad():
@@ -158,7 +168,7 @@ def functional_model(
             f"the model's output for {len(x)} samples has shape {shape}; it must be [B, O] with one row "
             f"per sample{hint}; wrap the model so that it returns a 2-D tensor, e.g. flatten extra axes"
         )
-    return FunctionalModel(fm.module, fm.params, fm.constants, out.shape[1], device, dtype)
+    return dataclasses.replace(fm, num_outputs=out.shape[1])
 
 
 def _check_samples_independent(module: nn.Module) -> None:
