@@ -1,0 +1,218 @@
+"""Dense and convolutional layers in standard or NTK parametrisation.
+
+In the *standard* parametrisation a layer is a plain ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` with
+PyTorch's default initialisation. In the *NTK* parametrisation (Jacot et al., 2018) the parameters are
+initialised ``N(0, 1)`` and scaled in the forward pass:
+
+.. math::
+
+    z = \\frac{\\sigma_w}{\\sqrt{n_{\\mathrm{in}}}} W a + \\sigma_b b,
+
+where ``n_in`` is the fan-in (``in_features``, or ``in_channels / groups × prod(kernel_size)``). The scale
+moves from the initial values into the function, so gradients with respect to ``W`` carry the factor
+``σ_w / √n_in`` and the NTK has a finite limit as the width grows.
+
+Contract for code that recognises layers by type (the structured kernel engine):
+
+- ``NTKLinear``, ``NTKConv1d`` and ``NTKConv2d`` subclass ``nn.Linear``, ``nn.Conv1d`` and ``nn.Conv2d``;
+  ``weight`` and ``bias`` have the usual shapes, and the input a forward hook sees is the layer input ``a``.
+- Their forward pass is exactly the parent's with ``weight * weight_scale`` and ``bias * bias_scale``,
+  two plain ``float`` attributes. Hence ``∂z/∂W = weight_scale · (∂z/∂W of the plain layer)`` and
+  ``∂z/∂b = bias_scale · (∂z/∂b of the plain layer)``.
+- Plain torch layers carry no such attributes and mean a scale of ``1.0``; :func:`layer_scales` reads both
+  cases.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: Bias multiplier ``σ_b`` of the NTK parametrisation (the ``β = 0.1`` of Jacot et al.).
+SIGMA_B = 0.1
+#: He's ``σ_w = √2`` for layers feeding a ReLU, which keeps the second moment of pre-activations constant.
+RELU_GAIN = math.sqrt(2.0)
+
+
+class Parametrization(str, Enum):
+    """How a layer's weights are initialised and scaled; ``"standard"`` and ``"ntk"`` are accepted too.
+
+    - ``STANDARD``: PyTorch's default layers and initialisation (weights of variance ``~1/n_in``).
+    - ``NTK``: ``N(0, 1)`` parameters, output scaled by ``σ_w/√n_in`` and bias by ``σ_b`` in forward.
+    """
+
+    STANDARD = "standard"
+    NTK = "ntk"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Parametrization:
+        valid = ", ".join(repr(p.value) for p in cls)
+        raise ValueError(f"unknown parametrization {value!r}; valid values: {valid}")
+
+
+class _NTKScaled:
+    """Mixin for a torch layer: ``N(0, 1)`` initialisation and the scales of the NTK parametrisation."""
+
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+    weight_scale: float
+    bias_scale: float
+    sigma_w: float
+    sigma_b: float
+
+    def _set_scales(self, fan_in: int, sigma_w: float, sigma_b: float) -> None:
+        self.sigma_w = float(sigma_w)
+        self.sigma_b = float(sigma_b)
+        self.weight_scale = self.sigma_w / math.sqrt(fan_in)
+        self.bias_scale = self.sigma_b
+
+    def reset_parameters(self) -> None:
+        """Draw every parameter from ``N(0, 1)``."""
+        nn.init.normal_(self.weight)
+        if self.bias is not None:
+            nn.init.normal_(self.bias)
+
+    def scaled_weight(self) -> Tensor:
+        """The effective weight ``weight * weight_scale``."""
+        return self.weight * self.weight_scale
+
+    def scaled_bias(self) -> Tensor | None:
+        """The effective bias ``bias * bias_scale``, or ``None`` for a layer without bias."""
+        return None if self.bias is None else self.bias * self.bias_scale
+
+    def extra_repr(self) -> str:
+        parent = super().extra_repr()  # type: ignore[misc]
+        return f"{parent}, sigma_w={self.sigma_w:g}, sigma_b={self.sigma_b:g}"
+
+
+class NTKLinear(_NTKScaled, nn.Linear):
+    """``nn.Linear`` in NTK parametrisation: ``z = (σ_w/√in_features) W a + σ_b b``.
+
+    Args:
+        in_features: ``n_in``, size of the last input axis.
+        out_features: size of the last output axis.
+        bias: whether the layer has a bias.
+        sigma_w: weight multiplier ``σ_w``.
+        sigma_b: bias multiplier ``σ_b``.
+
+    Shapes:
+        input ``[*, in_features]`` → output ``[*, out_features]``.
+
+    Example:
+        >>> import torch
+        >>> layer = NTKLinear(4, 3, sigma_w=2.0)
+        >>> layer.weight_scale, layer.bias_scale
+        (1.0, 0.1)
+        >>> layer(torch.ones(5, 4)).shape
+        torch.Size([5, 3])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        sigma_w: float = 1.0,
+        sigma_b: float = SIGMA_B,
+    ) -> None:
+        super().__init__(in_features, out_features, bias)
+        self._set_scales(in_features, sigma_w, sigma_b)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.scaled_weight(), self.scaled_bias())
+
+
+class NTKConv1d(_NTKScaled, nn.Conv1d):
+    """``nn.Conv1d`` in NTK parametrisation, fan-in ``in_channels / groups × kernel_size``.
+
+    Takes ``nn.Conv1d``'s arguments, then keyword-only ``sigma_w`` (default 1) and ``sigma_b``
+    (default :data:`SIGMA_B`). Shapes: ``[B, C_in, L]`` → ``[B, C_out, L_out]``.
+    """
+
+    def __init__(self, *args: Any, sigma_w: float = 1.0, sigma_b: float = SIGMA_B, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._set_scales(self.weight[0].numel(), sigma_w, sigma_b)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.scaled_weight(), self.scaled_bias())
+
+
+class NTKConv2d(_NTKScaled, nn.Conv2d):
+    """``nn.Conv2d`` in NTK parametrisation, fan-in ``in_channels / groups × kh × kw``.
+
+    Takes ``nn.Conv2d``'s arguments, then keyword-only ``sigma_w`` (default 1) and ``sigma_b``
+    (default :data:`SIGMA_B`). Shapes: ``[B, C_in, H, W]`` → ``[B, C_out, H_out, W_out]``.
+    """
+
+    def __init__(self, *args: Any, sigma_w: float = 1.0, sigma_b: float = SIGMA_B, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._set_scales(self.weight[0].numel(), sigma_w, sigma_b)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.scaled_weight(), self.scaled_bias())
+
+
+def layer_scales(module: nn.Module) -> tuple[float, float]:
+    """The forward multipliers ``(weight_scale, bias_scale)`` of a layer; ``(1.0, 1.0)`` for plain torch layers.
+
+    Example:
+        >>> layer_scales(nn.Linear(4, 3))
+        (1.0, 1.0)
+        >>> layer_scales(NTKLinear(4, 3))
+        (0.5, 0.1)
+    """
+    return float(getattr(module, "weight_scale", 1.0)), float(getattr(module, "bias_scale", 1.0))
+
+
+def make_linear(
+    in_features: int,
+    out_features: int,
+    *,
+    bias: bool = True,
+    parametrization: Parametrization | str = Parametrization.STANDARD,
+    sigma_w: float = 1.0,
+) -> nn.Linear:
+    """A dense layer ``[*, in_features] → [*, out_features]`` in the given parametrisation.
+
+    ``sigma_w`` applies to the NTK parametrisation only; the standard one uses PyTorch's default init.
+    """
+    if Parametrization(parametrization) is Parametrization.NTK:
+        return NTKLinear(in_features, out_features, bias, sigma_w=sigma_w)
+    return nn.Linear(in_features, out_features, bias)
+
+
+def make_conv(
+    dim: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    *,
+    stride: int = 1,
+    padding: int = 0,
+    bias: bool = True,
+    parametrization: Parametrization | str = Parametrization.STANDARD,
+    sigma_w: float = 1.0,
+) -> nn.Conv1d | nn.Conv2d:
+    """A ``dim``-dimensional convolution (1 or 2) in the given parametrisation.
+
+    ``sigma_w`` applies to the NTK parametrisation only; the standard one uses PyTorch's default init.
+    """
+    ntk = Parametrization(parametrization) is Parametrization.NTK
+    classes = {(1, False): nn.Conv1d, (1, True): NTKConv1d, (2, False): nn.Conv2d, (2, True): NTKConv2d}
+    cls = classes.get((dim, ntk))
+    if cls is None:
+        raise ValueError(f"dim must be 1 (signals [B, C, L]) or 2 (images [B, C, H, W]), got {dim!r}")
+    kwargs = {"sigma_w": sigma_w} if ntk else {}
+    return cls(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias, **kwargs)
+
+
+def make_batch_norm(dim: int, num_features: int) -> nn.BatchNorm1d | nn.BatchNorm2d:
+    """``BatchNorm1d`` or ``BatchNorm2d`` for ``dim`` 1 or 2; BatchNorm is never reparametrised."""
+    if dim not in (1, 2):
+        raise ValueError(f"dim must be 1 (signals [B, C, L]) or 2 (images [B, C, H, W]), got {dim!r}")
+    return nn.BatchNorm1d(num_features) if dim == 1 else nn.BatchNorm2d(num_features)
