@@ -7,8 +7,27 @@
 (torch.Size([6, 6, 3, 3]), torch.Size([6, 6]))
 """
 
-from .kernels import Engine, Kind, entk, kernel, pntk, trace_ntk
-
 __version__ = "0.1.0"
 
-__all__ = ["Engine", "Kind", "__version__", "entk", "kernel", "pntk", "trace_ntk"]
+from . import analysis, data, models
+from .compute import compute
+from .kernels import Engine, Kind, entk, kernel, pntk, trace_ntk
+from .store import KernelStore, StoreLockedError, StoreMismatchError, open
+
+__all__ = [
+    "Engine",
+    "KernelStore",
+    "Kind",
+    "StoreLockedError",
+    "StoreMismatchError",
+    "__version__",
+    "analysis",
+    "compute",
+    "data",
+    "entk",
+    "kernel",
+    "models",
+    "open",
+    "pntk",
+    "trace_ntk",
+]

@@ -1,7 +1,10 @@
-"""Tile plans: how an ``N1 × N2`` kernel is cut into tiles, and only the upper ones when it is symmetric."""
+"""Tile plans: how an ``N1 × N2`` kernel is cut into tiles (only the upper ones when it is symmetric), and how
+large a tile a memory budget allows."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -54,3 +57,67 @@ def tile_plan(n1: int, n2: int, tile: int, *, symmetric: bool = False) -> list[T
         for j, (c0, c1) in enumerate(col_edges)
         if not symmetric or j >= i
     ]
+
+
+#: Bytes per unit of a memory size, by lower-case unit name.
+_UNITS = {
+    "": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+
+
+def parse_bytes(size: int | str) -> int:
+    """A memory size in bytes, from an int or a human string: ``"512MB"``, ``"2GiB"``, ``"1.5 GB"``.
+
+    Decimal units (``kB``, ``MB``, ``GB``, ``TB``) are powers of 1000, binary ones (``KiB``, ``MiB``, ``GiB``,
+    ``TiB``) powers of 1024; case is ignored.
+
+    >>> parse_bytes("512MB"), parse_bytes("2GiB"), parse_bytes(1024)
+    (512000000, 2147483648, 1024)
+
+    Raises:
+        ValueError: not a positive size in a known unit.
+    """
+    if isinstance(size, int) and not isinstance(size, bool):
+        value = size
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(size))
+        unit = match and _UNITS.get(match.group(2).lower())
+        if not unit:
+            raise ValueError(
+                f"cannot read the memory size {size!r}; write bytes as an int or a number with a unit, "
+                "e.g. '512MB', '4GB', '2GiB'"
+            )
+        value = int(float(match.group(1)) * unit)
+    if value < 1:
+        raise ValueError(f"a memory size must be positive, got {size!r}")
+    return value
+
+
+def format_bytes(n: float) -> str:
+    """A byte count for people, in decimal units: ``format_bytes(1.5e9) == "1.5 GB"``."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} TB"
+
+
+def largest_tile(n: int, tile_bytes: Callable[[int], int], budget: int) -> int | None:
+    """The largest tile edge ``t ≤ n`` with ``tile_bytes(t) ≤ budget``, or ``None`` if not even 1 fits.
+
+    ``tile_bytes`` must not decrease with ``t`` (a bisection finds the edge).
+
+    >>> largest_tile(1000, lambda t: 4 * t * t, 40_000)
+    100
+    """
+    if tile_bytes(1) > budget:
+        return None
+    lo, hi = 1, n  # tile_bytes(lo) fits; find the last t that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if tile_bytes(mid) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

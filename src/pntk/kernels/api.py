@@ -7,22 +7,27 @@ lives in the engines.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..tiling import tile_plan
+from ..tiling import Tile, largest_tile, tile_plan
 from .engine import KernelEngine
 from .inputs import InputLike, Inputs
 from .jacobian import JacobianEngine
 from .kinds import Engine, Kind, parse_enum
 from .model import FunctionalModel, functional_model
+from .structured import StructuredEngine
 from .vp import VPEngine
 
 #: The engines that exist, by name; ``Engine.AUTO`` chooses among them.
-ENGINES: dict[Engine, KernelEngine] = {Engine.JACOBIAN: JacobianEngine(), Engine.VP: VPEngine()}
+ENGINES: dict[Engine, KernelEngine] = {
+    Engine.JACOBIAN: JacobianEngine(),
+    Engine.VP: VPEngine(),
+    Engine.STRUCTURED: StructuredEngine(),
+}
 
 #: Memory that the prepared row and column blocks of one tile may hold when the block size is chosen.
 BLOCK_MEMORY = 1 << 30
@@ -31,8 +36,9 @@ BLOCK_MEMORY = 1 << 30
 def get_engine(engine: Engine | str, fm: FunctionalModel, kind: Kind, batch_size: int) -> KernelEngine:
     """The engine named by ``engine``; for ``"auto"``, the one expected to be fastest here.
 
-    ``auto`` prefers the Jacobian engine while two of its blocks fit :data:`BLOCK_MEMORY`, and NTK-vector
-    products otherwise (they never hold a Jacobian).
+    ``auto`` prefers the structured engine when layers with a rule hold at least half of the parameters;
+    otherwise the Jacobian engine while two of its blocks fit :data:`BLOCK_MEMORY`, and NTK-vector products
+    beyond (they never hold a Jacobian).
     """
     engine = parse_enum(Engine, engine, "engine")
     if engine is not Engine.AUTO:
@@ -40,6 +46,13 @@ def get_engine(engine: Engine | str, fm: FunctionalModel, kind: Kind, batch_size
             valid = ", ".join(repr(e.value) for e in (Engine.AUTO, *ENGINES))
             raise ValueError(f"engine {engine.value!r} is not available in this build; use one of {valid}")
         return ENGINES[engine]
+    # The structured engine is exact, but only its ruled layers (dense, convolution, embedding, normalisation,
+    # PReLU) are faster than per-sample gradients, by up to orders of magnitude; its other parameters cost
+    # what they cost the Jacobian engine, plus a forward and backward pass. So it is chosen when ruled layers
+    # hold most of P, and a model of mostly other parameters keeps the engine that suits its memory.
+    structured = ENGINES[Engine.STRUCTURED]
+    if structured.ruled_fraction(fm) >= 0.5:
+        return structured
     jacobian = ENGINES[Engine.JACOBIAN]
     if 2 * jacobian.block_bytes(fm, batch_size, kind) <= BLOCK_MEMORY:
         return jacobian
@@ -74,8 +87,8 @@ def kernel(
             diagonal, mirroring the rest.
         kind: ``"entk"``, ``"trace"`` or ``"pntk"`` (or a :class:`Kind`).
         engine: ``"auto"``, ``"jacobian"``, ``"vp"`` or ``"structured"`` (or an :class:`Engine`).
-        batch_size: the tile edge ``B``, which bounds memory; default: the largest (up to 1024) whose two
-            prepared blocks fit in :data:`BLOCK_MEMORY`.
+        batch_size: the tile edge ``B``, which bounds memory; default: the largest whose two prepared
+            blocks and output tile fit in :data:`BLOCK_MEMORY` (:func:`default_batch_size`).
         dtype: compute in this dtype, e.g. ``torch.float64``; default: the model's.
         params: parameters to differentiate, by name (``torch.func`` style); default: all trainable ones.
         progress: show a progress bar over tiles; default: when there are several tiles and stderr is a
@@ -116,12 +129,20 @@ def kernel(
 
 
 def default_batch_size(fm: FunctionalModel, kind: Kind, n: int, engine: Engine | str = Engine.AUTO) -> int:
-    """The largest tile edge up to ``min(n, 1024)`` whose two prepared blocks fit :data:`BLOCK_MEMORY`."""
+    """The largest tile edge ``B ≤ n`` whose two prepared blocks and output tile fit :data:`BLOCK_MEMORY`.
+
+    The blocks are sized for the engine that will run (``"auto"`` resolved as :func:`get_engine` does), so a
+    light engine gets large tiles that amortise its per-block work.
+    """
     engine = parse_enum(Engine, engine, "engine")
-    # Sizing by the Jacobian engine's memory bounds every engine (the others hold less per block).
-    sizer = ENGINES.get(engine, ENGINES[Engine.JACOBIAN])
-    per_sample = max(1, sizer.block_bytes(fm, 1, kind))
-    return max(1, min(n, 1024, BLOCK_MEMORY // (2 * per_sample)))
+    sizer = get_engine(engine, fm, kind, 1)
+    entries = fm.num_outputs**2 if kind.is_matrix_valued else 1
+    itemsize = torch.empty((), dtype=fm.dtype).element_size()
+
+    def tile_bytes(B: int) -> int:
+        return 2 * sizer.block_bytes(fm, B, kind) + B * B * entries * itemsize
+
+    return largest_tile(n, tile_bytes, BLOCK_MEMORY) or 1
 
 
 def _tiled(
@@ -142,19 +163,53 @@ def _tiled(
     plan = tile_plan(N1, N2, batch_size, symmetric=symmetric)
     if progress is None:
         progress = len(plan) > 1 and sys.stderr.isatty()
-    row, a = -1, None
-    for t in tqdm(plan, desc=f"{kind.value} tiles", unit="tile", disable=not progress):
-        if t.i != row:
-            row, a = t.i, eng.prepare(fm, X1[t.rows], kind)
-        same = symmetric and t.on_diagonal
-        b = a if same else eng.prepare(fm, X2[t.cols], kind)
-        tile = eng.contract(fm, a, b, kind, same=same).detach()
-        if same:
-            tile = (tile + transpose_tile(tile)) / 2  # exact symmetry despite rounding
+    tiles = iter_tiles(eng, fm, plan, X1.__getitem__, X2.__getitem__, kind, symmetric=symmetric)
+    for t, tile in tqdm(tiles, total=len(plan), desc=f"{kind.value} tiles", unit="tile", disable=not progress):
         out[t.rows, t.cols] = tile
         if symmetric and not t.on_diagonal:
-            out[t.cols, t.rows] = transpose_tile(tile)
+            out[t.cols, t.rows] = transpose_tile(tile).contiguous()  # a blocked transpose, then a plain copy
     return out
+
+
+def iter_tiles(
+    eng: KernelEngine,
+    fm: FunctionalModel,
+    plan: Iterable[Tile],
+    rows: Callable[[slice], Inputs],
+    cols: Callable[[slice], Inputs],
+    kind: Kind,
+    *,
+    symmetric: bool,
+) -> Iterator[tuple[Tile, Tensor]]:
+    """Each tile of ``plan`` with its values, preparing a row block once for consecutive tiles of its row.
+
+    A tile depends only on its rows, columns, engine and dtype, never on the plan around it: any subset of
+    a plan, in any process, gives the same numbers.
+
+    Args:
+        eng: the engine.
+        fm: the model.
+        plan: tiles, best in row-major order (each change of row prepares a row block).
+        rows: ``x1[rows]`` for a slice, as inputs ready for ``fm``.
+        cols: ``x2[cols]`` likewise; with ``symmetric`` the same inputs as ``rows``.
+        kind: the kind of kernel.
+        symmetric: ``x2`` is ``x1``: diagonal tiles reuse the row block and are symmetrised exactly.
+
+    Yields:
+        ``(tile, values)``, values ``[B1, B2, O, O]`` for the eNTK, ``[B1, B2]`` otherwise, detached.
+    """
+    row, a = None, None
+    for t in plan:
+        if t.rows != row:
+            row, a = t.rows, eng.prepare(fm, rows(t.rows), kind)
+        same = symmetric and t.on_diagonal
+        b = a if same else eng.prepare(fm, cols(t.cols), kind)
+        tile = eng.contract(fm, a, b, kind, same=same).detach()
+        if same:
+            # Exact symmetry despite rounding; the contiguous copy makes the sum stream through memory (a
+            # transposed operand is read across cache lines, several times slower on large tiles).
+            tile = (tile + transpose_tile(tile).contiguous()) / 2
+        yield t, tile
 
 
 def transpose_tile(tile: Tensor) -> Tensor:

@@ -1,0 +1,302 @@
+"""Which layers the structured engine factors, and the pass that captures their inputs and cotangents.
+
+# NOTE: [When a rule may be trusted]
+# A rule reads a layer's gradient off its input and output cotangent, so it is exact only if (1) the
+# parameter is used nowhere but in that layer's forward, once per call; (2) the first axis of every call's
+# input and output is the sample axis; (3) the captured tensors still hold those values after the forward
+# pass; (4) autograd records the call, so that its output has a cotangent. Types alone guarantee none of
+# these: a parent may read ``self.fc.weight`` itself (tied weights, ``nn.MultiheadAttention``'s
+# ``out_proj``), transpose to sequence-first, apply ``ReLU(inplace=True)`` to a layer's output, or call it
+# without grad. So before each block
+# :func:`plan` runs the model on one and on two copies of a sample under hooks and a ``TorchFunctionMode``
+# that counts the functions taking each parameter: a layer is ruled only if its parameters are used exactly
+# once per call, its calls see a leading axis of 1 and then 2 with the same trailing shapes (which excludes
+# ``[T, B, n]`` and ``[B·T, n]`` layouts for any T > 1), its outputs require grad, and it has no forward hook
+# of its own (which could alter its output); the plan clones inputs/outputs later modified in place.
+# The decision depends on the model and sample shape only, never on the block, so all blocks of a kernel
+# agree on it; parameters of layers that fail a check fall back to per-sample gradients, still exact.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from ..engine import outputs_per_sample
+from ..inputs import Inputs
+from ..kinds import Kind
+from ..model import FunctionalModel
+from .rules import LayerShape, Rule, rule_for
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A ruled layer, as planned for one model, sample shape and kind.
+
+    Attributes:
+        module: the layer; a module called several times is one layer with its calls as extra positions.
+        rule: how its gradient factors.
+        weight, bias: the names of its differentiated parameters in ``fm.params`` (``None``: held fixed).
+        shape: its sizes per sample, all calls together.
+        factored: contract the factors ``A``, ``D`` (else materialise the per-sample gradient).
+        clone_input, clone_output: keep copies, because the model modifies these tensors in place later.
+    """
+
+    module: nn.Module
+    rule: Rule
+    weight: str | None
+    bias: str | None
+    shape: LayerShape
+    factored: bool
+    clone_input: bool = False
+    clone_output: bool = False
+
+    @property
+    def names(self) -> list[str]:
+        return [n for n in (self.weight, self.bias) if n is not None]
+
+
+def ruled_modules(fm: FunctionalModel) -> Iterator[tuple[nn.Module, Rule, str | None, str | None]]:
+    """Modules with a rule and a differentiated parameter: ``(module, rule, weight name, bias name)``.
+
+    By type, and without forward hooks (which could alter the output); :func:`plan` checks how the model
+    really uses them.
+    """
+    for prefix, module in fm.module.named_modules():
+        rule = rule_for(module)
+        if rule is None or module._forward_hooks:
+            continue
+        weight, bias = (f"{prefix}.{p}" if prefix else p for p in ("weight", "bias"))
+        weight, bias = (n if n in fm.params else None for n in (weight, bias))
+        if weight or bias:
+            yield module, rule, weight, bias
+
+
+def factored_cost(rule: Rule, shape: LayerShape, Q: int) -> int:
+    """Multiply-adds per pair of samples of the factored form: Grams of ``A`` and ``D``, their product.
+
+    ``Q`` is the number of ``(a, b)`` output pairs a kind contracts: 1 (pNTK), ``O`` (trace), ``O²`` (eNTK).
+    """
+    return shape.G * shape.T**2 * (rule.gram_width(shape) + Q * (shape.m + 1))
+
+
+def materialised_cost(rule: Rule, shape: LayerShape, Q: int) -> int:
+    """Multiply-adds per pair of samples of the materialised form: inner products of per-sample gradients."""
+    return Q * shape.G * shape.m * rule.gradient_width(shape)
+
+
+def pairs_per_sample(fm: FunctionalModel, kind: Kind) -> int:
+    """``Q``: output pairs ``(a, b)`` contracted per pair of samples."""
+    return {Kind.PNTK: 1, Kind.TRACE: fm.num_outputs, Kind.ENTK: fm.num_outputs**2}[kind]
+
+
+def plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list[str]]:
+    """The ruled layers for inputs shaped like ``x``, and the differentiated parameters that fall back.
+
+    See the note [When a rule may be trusted]. Layers that the model never calls are left out (their
+    parameters have zero gradient).
+    """
+    candidates = list(ruled_modules(fm))
+    modules = [c[0] for c in candidates]
+    params = _differentiable(fm, [n for *_, weight, bias in candidates for n in (weight, bias) if n is not None])
+    uses = _ParameterUses({id(params[n]): n for n in params if params[n] is not fm.params[n]})
+    first = torch.zeros(1, dtype=torch.long, device=fm.device)
+    one = _probe(fm, params, x[first], modules, uses)
+    two = _probe(fm, fm.params, x[first.repeat(2)], modules)
+    Q = pairs_per_sample(fm, kind)
+    layers, ruled = [], set()
+    for module, rule, weight, bias in candidates:
+        calls1, calls2 = one[module], two[module]
+        names = [n for n in (weight, bias) if n is not None]
+        shape = _shape(rule, module, calls1, calls2)
+        if (shape is None or any(uses.counts[n] != len(calls1) for n in names)
+                or not all(c.output.requires_grad for c in calls1)):
+            continue
+        ruled.update(names)
+        if not calls1:
+            continue
+        factored = (
+            rule.factorable and weight is not None
+            and factored_cost(rule, shape, Q) < materialised_cost(rule, shape, Q)
+        )
+        layers.append(Layer(
+            module, rule, weight, bias, shape, factored,
+            clone_input=any(c.input_modified for c in calls1),
+            clone_output=any(c.output_modified for c in calls1),
+        ))
+    return layers, [n for n in fm.params if n not in ruled]
+
+
+@dataclass
+class _Call:
+    """One call of a layer seen by a hook: its input and output, and their version counters then."""
+
+    input: Tensor
+    output: Tensor
+    input_version: int
+    output_version: int
+
+    @property
+    def input_modified(self) -> bool:
+        return self.input._version != self.input_version
+
+    @property
+    def output_modified(self) -> bool:
+        return self.output._version != self.output_version
+
+
+def _layer_input(args: tuple, kwargs: dict):
+    return args[0] if args else next(iter(kwargs.values()), None)
+
+
+def _differentiable(fm: FunctionalModel, names: list[str]) -> dict[str, Tensor]:
+    """``fm.params`` with the named ones as fresh leaves that require grad, so that autograd records their use."""
+    return {**fm.params, **{n: fm.params[n].detach().requires_grad_() for n in names}}
+
+
+def _probe(
+    fm: FunctionalModel,
+    params: dict[str, Tensor],
+    x: Inputs,
+    modules: list[nn.Module],
+    uses: _ParameterUses | None = None,
+) -> dict[nn.Module, list[_Call] | None]:
+    """Every call of ``modules`` in one forward pass on ``x``; ``None`` for a module called on non-tensors.
+
+    With ``uses``, the pass records autograd's graph (on parameters that require grad) and counts uses.
+    """
+    calls: dict[nn.Module, list[_Call] | None] = {m: [] for m in modules}
+
+    def record(module, args, kwargs, output):
+        x_in = _layer_input(args, kwargs)
+        if calls[module] is None or not (isinstance(x_in, Tensor) and isinstance(output, Tensor)):
+            calls[module] = None
+            return
+        calls[module].append(_Call(x_in, output, x_in._version, output._version))
+
+    with ExitStack() as stack:
+        for m in modules:
+            stack.callback(m.register_forward_hook(record, with_kwargs=True).remove)
+        if uses is None:
+            stack.enter_context(torch.no_grad())
+        else:
+            stack.enter_context(torch.enable_grad())
+            stack.enter_context(uses)
+        fm(params, x)
+    return calls
+
+
+def _shape(rule: Rule, module: nn.Module, one: list[_Call] | None, two: list[_Call] | None) -> LayerShape | None:
+    """The layer's sizes if every call has its samples on the leading axis (1, then 2 of them), else ``None``."""
+    if one is None or two is None or len(one) != len(two):
+        return None
+    for c1, c2 in zip(one, two):
+        for t1, t2 in ((c1.input, c2.input), (c1.output, c2.output)):
+            if t1.dim() == 0 or t1.shape[0] != 1 or t2.shape[0] != 2 or t1.shape[1:] != t2.shape[1:]:
+                return None
+    return rule.shape(module, [c.input.shape[1:] for c in one], [c.output.shape[1:] for c in one])
+
+
+class _ParameterUses(TorchFunctionMode):
+    """Counts, per parameter, the torch functions that take it as an argument.
+
+    Reading an attribute such as ``shape`` is no use; reading a view such as ``weight.T`` is.
+    """
+
+    def __init__(self, names: dict[int, str]) -> None:
+        super().__init__()
+        self.names = names
+        self.counts: Counter[str] = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        if getattr(func, "__name__", None) != "__get__" or isinstance(result, Tensor):
+            for t in _tensors((args, kwargs)):
+                if id(t) in self.names:
+                    self.counts[self.names[id(t)]] += 1
+        return result
+
+
+def _tensors(obj) -> Iterator[Tensor]:
+    if isinstance(obj, Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _tensors(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _tensors(o)
+
+
+def capture(fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kind) -> list[tuple[list[Tensor], list[Tensor]]]:
+    """One forward pass over the block and the cotangents of every ruled layer's outputs.
+
+    The cotangents are those of ``g = O^{-1/2} Σ_a f_a`` for the pNTK (one backward pass with cotangent
+    ``1/√O`` on every output) and of each ``f_a`` otherwise (``O`` backward passes sharing the forward one,
+    vectorised by ``is_grads_batched``). Samples do not interact, so the batched backward gives each sample
+    its own cotangents. Gradients are taken with respect to the layer outputs only: the weight gradients that
+    a plain backward pass would also form are never computed.
+
+    Returns:
+        Per layer and call, what its rule kept of the input ``[B, ...]``, and the output's cotangents
+        ``[R, B, ...]`` (``R = 1`` for the pNTK, ``O`` otherwise).
+    """
+    B, O = len(x), fm.num_outputs
+    params = _differentiable(fm, [n for layer in layers for n in layer.names])
+    calls: dict[nn.Module, list[_Call]] = {layer.module: [] for layer in layers}
+    by_module = {layer.module: layer for layer in layers}
+
+    def record(module, args, kwargs, output):
+        layer = by_module[module]
+        with torch.no_grad():
+            kept = layer.rule.keep(module, _layer_input(args, kwargs).detach())
+        if layer.clone_input:
+            kept = kept.clone()
+        calls[module].append(_Call(kept, output, kept._version, output._version))
+        # Downstream in-place operations then modify the copy, not the captured output.
+        return output.clone() if layer.clone_output else None
+
+    with ExitStack() as stack, torch.enable_grad():
+        for m in calls:
+            stack.callback(m.register_forward_hook(record, with_kwargs=True).remove)
+        out = fm(params, x)
+        for module, module_calls in calls.items():
+            for c in module_calls:
+                if c.input.shape[0] != B or c.output.shape[0] != B or c.input_modified or c.output_modified:
+                    raise RuntimeError(
+                        f"{type(module).__name__} behaved differently on a block of {B} samples than on the "
+                        "probe of one and two samples (layout or in-place modification); use engine='jacobian'"
+                    )
+        zs = [c.output for layer in layers for c in calls[layer.module]]
+        R = outputs_per_sample(fm, kind)
+        dzs: list[Tensor | None] = [None] * len(zs)
+        if zs and out.requires_grad:
+            if kind is Kind.PNTK:
+                dzs = [None if d is None else d.unsqueeze(0) for d in torch.autograd.grad(
+                    out, zs, torch.full_like(out, 1 / math.sqrt(O)), allow_unused=True)]
+            else:
+                basis = torch.eye(O, dtype=out.dtype, device=out.device).unsqueeze(1).expand(O, B, O)
+                dzs = list(torch.autograd.grad(out, zs, basis, is_grads_batched=True, allow_unused=True))
+        # The hooks stay on during the backward pass to see layers that it recomputes: those would run
+        # outside ``fm``'s tensors, with the module's own parameters.
+        if sum(map(len, calls.values())) != len(zs):
+            raise RuntimeError(
+                "the model recomputes layers in its backward pass (activation checkpointing), where they would "
+                "use the module's own parameters instead of the kernel's; compute the kernel without "
+                "checkpointing"
+            )
+    dzs = [z.new_zeros(R, *z.shape) if d is None else d for z, d in zip(zs, dzs)]
+    result, k = [], 0
+    for layer in layers:
+        n = len(calls[layer.module])
+        result.append(([c.input for c in calls[layer.module]], dzs[k : k + n]))
+        k += n
+    return result

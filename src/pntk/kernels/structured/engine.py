@@ -1,0 +1,217 @@
+"""The structured engine: per-layer factors, contracted layer by layer (DESIGN.md §2).
+
+For a layer ``z_t = ws·W a_t + bs·b`` at ``T`` positions per sample, the inputs ``A ∈ R^{T×n}`` and the
+output cotangents ``D ∈ R^{T×m}`` of ``g`` give ``∂g/∂W = ws·Dᵀ A`` and
+
+.. math::
+
+    ⟨∂g(x)/∂θ_{layer}, ∂g(x')/∂θ_{layer}⟩ = \\sum_{t,u} (ws² A A'^⊤ + bs²)_{tu} (D D'^⊤)_{tu},
+
+``B1·B2·T²·(n + m)`` multiply-adds for a tile instead of ``B1·B2·n·m``: the kernel of a dense layer is the
+elementwise product of the input Gram and the cotangent Gram. For the eNTK the cotangents carry an output
+index, ``Θ_ab(x, x') += Σ_tu (ws² A A'ᵀ + bs²)_tu (D_a D'_bᵀ)_tu``; the trace keeps ``a = b``, which is one
+inner product over ``(a, m)`` together. Per layer a FLOP count chooses between this factored form and the
+materialised per-sample gradient ``Dᵀ A`` (a convolution on a large image has ``T²`` too large to factor).
+Parameters without a rule fall back to the Jacobian engine's per-sample gradients.
+
+Cost of a block of ``B`` samples: two tiny probe passes, one forward pass, one backward pass to the layer
+outputs (``O`` of them, vectorised, for the eNTK and trace), and the per-sample gradients of materialised
+layers and fallback parameters. A tile then costs the Grams above plus the matmuls of materialised gradients;
+a diagonal tile computes only its chunks on and above the diagonal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..engine import outputs_per_sample
+from ..inputs import Inputs
+from ..jacobian import JacobianEngine
+from ..kinds import Kind
+from ..model import FunctionalModel
+from .capture import Layer, capture, factored_cost, materialised_cost, pairs_per_sample, plan, ruled_modules
+
+#: Memory for the unfolded inputs of a convolution while its per-sample gradients are formed: little enough
+#: to stay in cache between the copy that unfolds them and the matmul that reads them (a quarter faster than
+#: 256 MiB on the reference CPU).
+UNFOLD_BYTES = 16 * 2**20
+
+#: Memory for the Grams of one layer and one pair of row and column chunks during a contraction.
+CONTRACT_BYTES = 256 * 2**20
+
+#: Materialised gradients narrower than this are contracted together, as one matrix (wider ones are not
+#: copied into it: each is contracted as it is).
+NARROW = 4096
+
+#: Samples per chunk of a diagonal tile, which computes only the chunks on and above its diagonal (and is cut
+#: in two at least): smaller chunks skip more of the lower half, larger ones multiply faster.
+SYMMETRIC_CHUNK = 512
+
+
+@dataclass(frozen=True)
+class Factors:
+    """A factored layer of one block: ``∂g/∂W_g = ws Σ_t D_{g,t}ᵀ A_{g,t}`` per sample.
+
+    Attributes:
+        layer: the planned layer.
+        A: inputs ``[G, B, T, n]`` (token ids ``[1, B, T]`` for an embedding).
+        D: cotangents ``[G, B, r, T, m]``: ``r = O`` rows for the eNTK, else one row (of width ``O·m`` for
+            the trace, whose ``Σ_a D_a D'_aᵀ`` is then a single inner product).
+    """
+
+    layer: Layer
+    A: Tensor
+    D: Tensor
+
+
+@dataclass(frozen=True)
+class Block:
+    """A prepared block of ``B`` samples.
+
+    Attributes:
+        factors: the factored layers.
+        J: the materialised per-sample gradients of all other differentiated parameters, in parts
+            ``[B, r, P_part]`` (for the trace ``P_part`` holds the ``O`` gradients of each parameter).
+    """
+
+    B: int
+    factors: list[Factors]
+    J: list[Tensor]
+
+
+class StructuredEngine:
+    """Per-layer factors (inputs and output cotangents) of ruled layers; per-sample gradients elsewhere."""
+
+    name = "structured"
+
+    def prepare(self, fm: FunctionalModel, x: Inputs, kind: Kind) -> Block:
+        B, R = len(x), outputs_per_sample(fm, kind)
+        layers, fallback = plan(fm, x, kind)
+        factors, grads = [], []
+        for layer, (xs, dzs) in zip(layers, capture(fm, x, layers, kind)):
+            D = layer.rule.cotangents(layer.module, dzs)  # [G, B, R, T, m]
+            if not layer.factored:
+                grads += _materialise(layer, xs, D)
+                continue
+            if kind is Kind.TRACE:
+                G, _, _, T, m = D.shape
+                D = D.transpose(2, 3).reshape(G, B, 1, T, R * m)
+            factors.append(Factors(layer, layer.rule.inputs(layer.module, xs), D.contiguous()))
+        if fallback:
+            rest = dataclasses.replace(
+                fm,
+                params={n: fm.params[n] for n in fallback},
+                constants={**fm.constants, **{n: p for n, p in fm.params.items() if n not in fallback}},
+            )
+            grads += JacobianEngine().prepare(rest, x, kind)
+        narrow = [g for g in grads if g.shape[-1] < NARROW]
+        J = [g for g in grads if g.shape[-1] >= NARROW] + ([torch.cat(narrow, -1)] if narrow else [])
+        if kind is Kind.TRACE:
+            J = [g.reshape(B, 1, -1) for g in J]
+        return Block(B, factors, J)
+
+    def contract(self, fm: FunctionalModel, a: Block, b: Block, kind: Kind, *, same: bool) -> Tensor:
+        if ([f.layer for f in a.factors] != [f.layer for f in b.factors]
+                or [g.shape[-1] for g in a.J] != [g.shape[-1] for g in b.J]):
+            raise RuntimeError(
+                "the structured engine planned the two blocks of a tile differently, so the model's structure "
+                "depends on its inputs (data-dependent control flow); use engine='jacobian'"
+            )
+        B1, B2, O = a.B, b.B, fm.num_outputs
+        r = O if kind is Kind.ENTK else 1
+        M = torch.zeros(B1 * r, B2 * r, dtype=fm.dtype, device=fm.device)  # row n·r + a, column m·r + b
+        c = _chunk(a, r, fm.dtype, same)
+        for i0 in range(0, B1, c):
+            rows = slice(i0, min(i0 + c, B1))
+            for j0 in range(i0 if same else 0, B2, c):
+                cols = slice(j0, min(j0 + c, B2))
+                tile = M[rows.start * r : rows.stop * r, cols.start * r : cols.stop * r]
+                for fa, fb in zip(a.factors, b.factors):
+                    _accumulate(tile, fa, fb, rows, cols)
+                for Ja, Jb in zip(a.J, b.J):
+                    P = Ja.shape[-1]
+                    tile.addmm_(Ja[rows].reshape(-1, P), Jb[cols].reshape(-1, P).T)
+                if same and j0 > i0:
+                    M[cols.start * r : cols.stop * r, rows.start * r : rows.stop * r] = tile.T
+        if kind is Kind.ENTK:
+            return M.view(B1, O, B2, O).permute(0, 2, 1, 3)
+        return M / O if kind is Kind.TRACE else M
+
+    def block_bytes(self, fm: FunctionalModel, n: int, kind: Kind) -> int:
+        """Factors of ``n`` samples, from the model alone: the sample shape is not known here.
+
+        A dense layer or embedding is assumed to see one position per sample (``T = 1``; a sequence of ``T``
+        tokens holds up to ``T`` times more, or its materialised gradient); convolutions, whose ``T`` is
+        the output size, are counted at their materialised size ``R·P_layer``, which bounds the factors that
+        the FLOP count would choose instead; elementwise parameters (normalisation layers, PReLU) and fallback
+        parameters hold ``R`` per-sample gradients. Activations, held while a block is prepared, are not counted.
+        """
+        R, Q = outputs_per_sample(fm, kind), pairs_per_sample(fm, kind)
+        numbers, ruled = 0, set()
+        for module, rule, weight, bias in ruled_modules(fm):
+            names = [p for p in (weight, bias) if p is not None]
+            ruled.update(names)
+            shape = rule.nominal_shape(module)
+            if (shape is not None and rule.factorable and weight is not None
+                    and factored_cost(rule, shape, Q) < materialised_cost(rule, shape, Q)):
+                numbers += shape.G * shape.T * (rule.gram_width(shape) + R * shape.m)
+            else:
+                numbers += R * sum(fm.params[p].numel() for p in names)
+        numbers += R * sum(p.numel() for name, p in fm.params.items() if name not in ruled)
+        return n * numbers * torch.empty((), dtype=fm.dtype).element_size()
+
+    def ruled_fraction(self, fm: FunctionalModel) -> float:
+        """The fraction of ``P`` in layers that have a rule (by type; :func:`plan` checks their use)."""
+        ruled = {p for _, _, weight, bias in ruled_modules(fm) for p in (weight, bias) if p is not None}
+        return sum(fm.params[p].numel() for p in ruled) / max(1, fm.num_params)
+
+
+def _materialise(layer: Layer, xs: list[Tensor], D: Tensor) -> list[Tensor]:
+    """The per-sample gradient of a layer in parts ``[B, R, P_part]``, over chunks of samples whose ``A`` fits
+    :data:`UNFOLD_BYTES`."""
+    rule, module = layer.rule, layer.module
+    if layer.weight is None:
+        return rule.gradient(module, None, D, weight=False, bias=True)
+    B = D.shape[1]
+    per_sample = layer.shape.G * layer.shape.T * layer.shape.n * D.element_size()
+    step = max(1, UNFOLD_BYTES // max(1, per_sample))
+    chunks = [
+        rule.gradient(module, rule.inputs(module, [x[s : s + step] for x in xs]), D[:, s : s + step],
+                      weight=True, bias=layer.bias is not None)
+        for s in range(0, B, step)
+    ]
+    return [torch.cat(parts) for parts in zip(*chunks)] if len(chunks) > 1 else chunks[0]
+
+
+def _chunk(a: Block, r: int, dtype: torch.dtype, same: bool) -> int:
+    """Samples per row/column chunk: the Grams of the largest layer fit :data:`CONTRACT_BYTES`; a diagonal
+    tile is cut further so that only its upper chunks are computed."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    # Per pair of samples: the Grams of A and D and their product.
+    per_pair = max((f.D.shape[0] * f.D.shape[3] ** 2 * (1 + 2 * r * r) for f in a.factors), default=1)
+    c = max(1, math.isqrt(CONTRACT_BYTES // (itemsize * per_pair)))
+    return min(c, SYMMETRIC_CHUNK, -(-a.B // 2)) if same else c
+
+
+def _accumulate(tile: Tensor, fa: Factors, fb: Factors, rows: slice, cols: slice) -> None:
+    """``tile += Σ_{g,t,u} (ws² A A'ᵀ + bs²)_{tu} ⊙ (D D'ᵀ)_{tu}`` for one factored layer.
+
+    Args:
+        tile: ``[c1·r, c2·r]``, row ``i·r + a``, column ``j·r + b``.
+    """
+    layer = fa.layer
+    D1, D2 = fa.D[:, rows], fb.D[:, cols]
+    G, c1, r, T, m = D1.shape
+    c2 = D2.shape[1]
+    GA = layer.rule.gram(layer.module, fa.A[:, rows], fb.A[:, cols], layer.bias is not None, D1.dtype)
+    GD = torch.bmm(D1.reshape(G, c1 * r * T, m), D2.reshape(G, c2 * r * T, m).mT)
+    if G == 1 and T == 1:
+        tile.view(c1, r, c2, r).addcmul_(GD.view(c1, r, c2, r), GA.view(c1, 1, c2, 1))
+    else:
+        product = GD.view(G, c1, r, T, c2, r, T) * GA.view(G, c1, 1, T, c2, 1, T)
+        tile += product.sum((0, 3, 6)).view(c1 * r, c2 * r)
