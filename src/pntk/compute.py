@@ -1,0 +1,376 @@
+"""``pntk.compute``: a kernel of any size, tile by tile, into a resumable Zarr store, on one or many processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import IO, Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .distributed import Group, process_group, share
+from .kernels import default_batch_size, functional_model, get_engine
+from .kernels.api import iter_tiles
+from .kernels.engine import KernelEngine
+from .kernels.inputs import Inputs
+from .kernels.kinds import Engine, Kind, parse_enum
+from .kernels.model import FunctionalModel
+from .sources import RowSource, fingerprint, row_source
+from .store import KernelSpec, KernelStore, StoreLock, StoreMismatchError, read_spec
+from .store import open as open_store
+from .tiling import Tile, format_bytes, largest_tile, parse_bytes
+
+#: The memory budget when neither ``memory`` nor ``tile`` is given.
+DEFAULT_MEMORY = "4GB"
+
+# NOTE: [memory budget]
+# The budget bounds the memory of the tile work, not of the interpreter, PyTorch and the model themselves. A
+# tile of edge t holds, at its peak, two prepared blocks (rows and columns: engine.block_bytes(t) each) and
+# TILE_BUFFERS tile-sized arrays of t²·E numbers (E = O² for the eNTK, 1 otherwise): the tile being computed
+# (the engine's result and, on the diagonal, two temporaries of its symmetrisation) and the previous tile,
+# which the background writer holds with its transposed mirror image and Zarr's chunk buffer. SAFETY covers
+# what the estimate leaves out (activations while a block is prepared, temporaries of the contraction,
+# allocator slack). The tile is the largest edge whose estimate fits:
+#     SAFETY · (TILE_BUFFERS · t²·E·itemsize + 2 · block_bytes(t)) ≤ memory.
+TILE_BUFFERS = 6
+SAFETY = 1.5
+
+
+def compute(
+    model: nn.Module,
+    data1: Any,
+    data2: Any = None,
+    *,
+    kind: Kind | str,
+    out: str | os.PathLike,
+    memory: int | str | None = None,
+    tile: int | None = None,
+    engine: Engine | str = Engine.AUTO,
+    dtype: torch.dtype | None = None,
+    resume: bool = True,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    log_json: str | os.PathLike | IO[str] | None = None,
+) -> KernelStore:
+    """Compute a kernel tile by tile into a Zarr store on disk; rerun the same call to resume it.
+
+    The kernel is that of :func:`pntk.kernel` (``[N1, N2, O, O]`` for ``kind="entk"``, ``[N1, N2]`` for
+    ``"trace"`` and ``"pntk"``), bit for bit with ``batch_size=tile`` and the same engine, but it never
+    needs to fit in memory: each tile is computed from the rows and columns it needs, written to its own
+    chunk and recorded as finished only once on disk (see :mod:`pntk.store`). A rerun after a crash or
+    ``kill -9`` computes only the missing tiles and ends bit-identical to an uninterrupted run.
+
+    Under ``torchrun`` (or in an initialised process group) every rank runs the same call: rank 0 creates
+    or checks the store, the missing tiles are dealt to the ranks (:func:`pntk.distributed.share`), each
+    writes its own, and rank 0 marks the store complete at the end.
+
+    Args:
+        model: an ``nn.Module`` mapping ``[B, *input]`` to ``[B, O]``, in eval mode if it has BatchNorm or
+            Dropout. Fetched inputs are moved to its device.
+        data1: the ``N1`` inputs: a tensor or NumPy array ``[N1, *input]`` (a memory-mapped ``.npy`` is read
+            lazily), a tuple/dict of them, a :class:`pntk.data.Dataset`, a map-style torch Dataset whose
+            items are inputs or ``(input, label)`` tuples, or a non-shuffling DataLoader over one. Only the
+            rows a tile needs are read.
+        data2: the ``N2`` inputs likewise; ``None`` means ``data1``: only the tiles on and above the diagonal
+            are computed, and the store holds the full square (each off-diagonal tile is mirrored).
+        kind: ``"entk"``, ``"trace"`` or ``"pntk"``.
+        out: the store's directory, e.g. ``"k.zarr"``; created if missing.
+        memory: the budget for the tile work, in bytes or as ``"512MB"``, ``"4GB"``, ``"2GiB"``: tiles are
+            as few as fit it (:func:`plan_tile`, the ``[memory budget]`` note of this module). It does not
+            cover PyTorch, the model and the inputs kept by the caller. Default: ``DEFAULT_MEMORY`` unless
+            ``tile`` is given.
+        tile: the tile edge (and Zarr chunk edge) instead of one planned from ``memory``; with both given,
+            the tile must fit the budget. When resuming, the store's tile is kept.
+        engine: ``"auto"``, ``"jacobian"``, ``"vp"``, ... as in :func:`pntk.kernel`; ``"auto"`` picks as it
+            does when the store is new, and keeps the store's engine when resuming.
+        dtype: compute and store in this floating dtype; default: the model's.
+        resume: continue an existing store of the same computation; ``False`` refuses an existing store.
+        overwrite: replace the kernel store at ``out`` (a directory that is not one is never deleted).
+        progress: show a progress bar (tiles, entries per second, ETA); default: on rank 0 when stderr is a
+            terminal.
+        log_json: a path (appended to) or a text file: one JSON line per finished tile with ``i``, ``j``,
+            ``rows``, ``cols``, ``entries`` (kernel entries filled, the mirror included), ``seconds`` (to
+            compute it), ``write_seconds`` (to write it durably, while the next tile is computed), ``rank``
+            and ``time`` (Unix time when it was recorded).
+
+    Returns:
+        The store, opened read-only (:class:`pntk.store.KernelStore`).
+
+    Raises:
+        StoreMismatchError: the store at ``out`` was made for another model, data, kind, shape, dtype,
+            engine or tile; the message lists what differs.
+        StoreLockedError: another process (not of this torchrun job) is writing to ``out``.
+        FileExistsError: ``out`` exists with ``resume=False``, or is not a kernel store.
+        ValueError: as :func:`pntk.kernel`; a memory budget too small for a tile; ``tile`` above the budget.
+
+    Example:
+        >>> import tempfile, torch, pntk
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).eval()
+        >>> x = torch.randn(10, 3)
+        >>> out = tempfile.mkdtemp() + "/k.zarr"
+        >>> Th = pntk.compute(net, x, kind="entk", out=out, memory="64MB")
+        >>> Th.shape, Th.complete
+        ((10, 10, 2, 2), True)
+        >>> bool((torch.from_numpy(Th.numpy()) == pntk.entk(net, x, batch_size=Th.spec.tile)).all())
+        True
+    """
+    kind = parse_enum(Kind, kind, "kind")
+    parse_enum(Engine, engine, "engine")
+    source1 = row_source(data1, "data1")
+    source2 = source1 if data2 is None else row_source(data2, "data2")
+    sample = _to_device(source1.fetch(slice(0, 2)), _device_of(model))
+    fm = functional_model(model, sample, dtype=dtype)
+    sample.check_compatible(source2.fetch(slice(0, 1)))
+    store_dtype = _numpy_dtype(fm.dtype)
+    symmetric = data2 is None
+
+    with process_group() as group:
+        lock, spec, missing = _setup(group, out, lambda: _open_or_create(
+            out, fm, kind, source1, source2, store_dtype, symmetric,
+            engine=engine, tile=tile, memory=memory, resume=resume, overwrite=overwrite,
+        ))
+        try:
+            store = KernelStore(out, writable=True)
+            eng = get_engine(spec.engine, fm, kind, spec.tile)
+            with _tile_log(log_json) as log:
+                done = len(spec.plan()) - len(missing)
+                _fill(store, eng, fm, source1, source2, share(missing, group), group, progress, log, done=done)
+            group.barrier()
+            if group.is_leader:
+                store.mark_complete()
+            group.barrier()
+        finally:
+            if lock is not None:
+                lock.release()
+    return open_store(out)
+
+
+def _setup(
+    group: Group, out: str | os.PathLike, open_or_create: Callable[[], tuple[KernelSpec, list[Tile]]]
+) -> tuple[StoreLock | None, KernelSpec, list[Tile]]:
+    """Rank 0 locks the store and runs ``open_or_create``; every rank gets the spec and missing tiles.
+
+    Returns:
+        The lock (rank 0 only; held until the end), the store's spec and its missing tiles.
+
+    Raises:
+        On every rank, rank 0's error: rank 0 raises its own, the others a ``RuntimeError`` quoting it
+        (instead of waiting forever for the spec).
+    """
+    if not group.is_leader:
+        received = group.broadcast(None)
+        if isinstance(received, str):
+            raise RuntimeError(received)
+        return None, *received
+    lock = None
+    try:
+        read_spec(out)  # refuse a file or foreign directory before putting a lock file in it
+        lock = StoreLock(out)
+        spec, missing = open_or_create()
+    except BaseException as err:
+        if lock is not None:
+            lock.release()
+        group.broadcast(f"rank 0 failed: {type(err).__name__}: {err}")
+        raise
+    group.broadcast((spec, missing))
+    return lock, spec, missing
+
+
+def _open_or_create(
+    out, fm, kind, source1, source2, store_dtype, symmetric, *, engine, tile, memory, resume, overwrite
+) -> tuple[KernelSpec, list[Tile]]:
+    """Rank 0, under the lock: check the store at ``out`` against this call, or create it.
+
+    Returns:
+        The store's spec and its missing tiles.
+    """
+    engine = parse_enum(Engine, engine, "engine")
+    requested = KernelSpec(
+        kind=kind, N1=len(source1), N2=len(source2), O=fm.num_outputs, dtype=store_dtype, symmetric=symmetric,
+        engine=None if engine is Engine.AUTO else engine.value, tile=tile,
+        model=model_fingerprint(fm), data1=fingerprint(source1), data2=None if symmetric else fingerprint(source2),
+    )
+    existing = read_spec(out)  # also refuses to overwrite anything but a kernel store
+    if existing is not None and not overwrite:
+        if not resume:
+            raise FileExistsError(
+                f"{out} already holds a kernel store; pass resume=True to finish it, or overwrite=True "
+                "(CLI: --overwrite) to replace it"
+            )
+        differences = existing.differences(requested)
+        if differences:
+            raise StoreMismatchError(
+                f"{out} holds a different computation than this call:\n  - " + "\n  - ".join(differences)
+                + "\nPass overwrite=True (CLI: --overwrite) to replace it, or choose another out path."
+            )
+        store = KernelStore(out, writable=True)
+        store.discard_partial_writes()  # no rank writes yet
+        return existing, store.missing_tiles
+    eng, tile = plan_tile(fm, kind, max(requested.N1, requested.N2), engine=engine, tile=tile, memory=memory)
+    spec = dataclasses.replace(requested, engine=eng.name, tile=tile)
+    return spec, KernelStore.create(out, spec).missing_tiles
+
+
+def plan_tile(
+    fm: FunctionalModel,
+    kind: Kind,
+    n: int,
+    *,
+    engine: Engine | str = Engine.AUTO,
+    tile: int | None = None,
+    memory: int | str | None = None,
+) -> tuple[KernelEngine, int]:
+    """The engine and tile edge for a kernel whose longer side has ``n`` samples.
+
+    The engine is the one :func:`pntk.kernel` would use (for ``"auto"``: chosen at its default block size,
+    or at ``tile``). The tile is ``tile``, or else planned from ``memory``: with ``t`` the largest edge whose
+    memory estimate fits (the ``[memory budget]`` note of this module), ``k = ⌈n/t⌉`` tiles per side of edge
+    ``⌈n/k⌉``, so that the last tile is not much shorter than the others.
+
+    Raises:
+        ValueError: ``memory`` too small for even a 1 × 1 tile, or ``tile`` over the ``memory`` budget.
+    """
+    if tile is not None and (not isinstance(tile, int) or tile < 1):
+        raise ValueError(f"tile must be a positive integer, got {tile!r}")
+    eng = get_engine(engine, fm, kind, tile or default_batch_size(fm, kind, n, engine))
+    if tile is not None and memory is None:
+        return eng, tile
+    budget = parse_bytes(DEFAULT_MEMORY if memory is None else memory)
+    if tile is not None:
+        if tile_memory(fm, eng, kind, tile) > budget:
+            raise ValueError(
+                f"tile={tile} needs about {format_bytes(tile_memory(fm, eng, kind, tile))}, more than "
+                f"memory={memory!r}; lower tile, raise memory, or leave tile out to have it planned"
+            )
+        return eng, tile
+    largest = largest_tile(n, lambda t: tile_memory(fm, eng, kind, t), budget)
+    if largest is None:
+        raise ValueError(
+            f"memory={memory or DEFAULT_MEMORY!r} is too small for even a 1 × 1 tile of this model with the "
+            f"{eng.name} engine (about {format_bytes(tile_memory(fm, eng, kind, 1))}); raise memory"
+        )
+    # As few tiles per side as fit, all of one size: Zarr stores edge chunks at full size, so a short last
+    # tile would cost as much disk and writing as a full one.
+    return eng, math.ceil(n / math.ceil(n / largest))
+
+
+def tile_memory(fm: FunctionalModel, eng: KernelEngine, kind: Kind, t: int) -> int:
+    """The estimated peak memory of one ``t × t`` tile, in bytes (the ``[memory budget]`` note)."""
+    entries = t * t * (fm.num_outputs**2 if kind.is_matrix_valued else 1)
+    itemsize = torch.empty((), dtype=fm.dtype).element_size()
+    return int(SAFETY * (TILE_BUFFERS * entries * itemsize + 2 * eng.block_bytes(fm, t, kind)))
+
+
+def model_fingerprint(fm: FunctionalModel) -> str:
+    """``sha256:…`` of the model's tensors (names, dtypes, shapes, bytes, in name order), which of them are
+    differentiated, and its module tree (class of every submodule); code inside ``forward`` is not covered."""
+    h = hashlib.sha256()
+    for name, m in fm.module.named_modules():
+        h.update(f"module {name} {type(m).__module__}.{type(m).__qualname__}\n".encode())
+    module_tensors = {**dict(fm.module.named_parameters()), **dict(fm.module.named_buffers())}
+    for name in sorted(module_tensors):
+        t = module_tensors[name].detach()
+        h.update(f"tensor {name} {t.dtype} {list(t.shape)} {name in fm.params}\n".encode())
+        h.update(memoryview(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
+    return "sha256:" + h.hexdigest()
+
+
+def _fill(
+    store: KernelStore,
+    eng: KernelEngine,
+    fm: FunctionalModel,
+    source1: RowSource,
+    source2: RowSource,
+    tiles: list[Tile],
+    group: Group,
+    progress: bool | None,
+    log: Callable[[dict[str, Any]], None],
+    *,
+    done: int,
+) -> None:
+    """Compute this rank's ``tiles``, each written to the store by a background thread while the next is
+    computed (at most one tile waits to be written)."""
+    spec = store.spec
+    if progress is None:
+        progress = group.is_leader and sys.stderr.isatty()
+    rank = f" rank {group.rank}/{group.world_size}" if group.world_size > 1 else ""
+    resumed = f" (resuming: {done} done)" if done else ""
+    bar = tqdm(total=len(tiles), desc=f"{spec.kind.value} tiles{rank}{resumed}", unit="tile", disable=not progress)
+
+    def rows(source: RowSource, name: str) -> Callable[[slice], Inputs]:
+        return lambda s: fm.prepare_inputs(_to_device(source.fetch(s), fm.device), name)
+
+    per_entry = spec.O**2 if spec.kind.is_matrix_valued else 1
+    start = time.perf_counter()
+    entries_done = 0
+
+    def write(t: Tile, values: torch.Tensor, seconds: float) -> None:
+        nonlocal entries_done
+        clock = time.perf_counter()
+        store.write_tile(t, values, rank=group.rank, seconds=seconds)
+        entries = (t.r1 - t.r0) * (t.c1 - t.c0) * per_entry * (1 if t.on_diagonal or not spec.symmetric else 2)
+        log({"i": t.i, "j": t.j, "rows": [t.r0, t.r1], "cols": [t.c0, t.c1], "entries": entries,
+             "seconds": round(seconds, 6), "write_seconds": round(time.perf_counter() - clock, 6),
+             "rank": group.rank, "time": round(time.time(), 3)})
+        entries_done += entries
+        bar.set_postfix_str(f"{entries_done / (time.perf_counter() - start):.3g} entries/s", refresh=False)
+        bar.update()
+
+    fetch1 = rows(source1, "data1")
+    fetch2 = fetch1 if spec.symmetric else rows(source2, "data2")
+    with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="pntk-writer") as writer:
+        pending = None
+        clock = time.perf_counter()
+        for t, values in iter_tiles(eng, fm, tiles, fetch1, fetch2, spec.kind, symmetric=spec.symmetric):
+            values, seconds = values.cpu(), time.perf_counter() - clock
+            if pending is not None:
+                pending.result()  # raises the writer's error, if any
+            pending = writer.submit(write, t, values, seconds)
+            clock = time.perf_counter()
+        if pending is not None:
+            pending.result()
+
+
+@contextmanager
+def _tile_log(target: str | os.PathLike | IO[str] | None) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A function that writes one JSON line per call to ``target`` (a path, appended to, or a text file)."""
+    if target is None:
+        yield lambda record: None
+        return
+    # One write per line, flushed: lines of several ranks appending to one file do not interleave.
+    f = open(target, "a", buffering=1) if isinstance(target, (str, os.PathLike)) else target  # noqa: SIM115
+    try:
+        yield lambda record: (f.write(json.dumps(record) + "\n"), f.flush())
+    finally:
+        if f is not target:
+            f.close()
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _to_device(x: Inputs, device: torch.device) -> Inputs:
+    return x.map(lambda t: t.to(device))
+
+
+def _numpy_dtype(dtype: torch.dtype) -> str:
+    try:
+        return str(torch.empty(0, dtype=dtype).numpy().dtype)
+    except TypeError:
+        raise ValueError(
+            f"a kernel store holds NumPy numbers and NumPy has no {dtype}; pass dtype=torch.float32"
+        ) from None
+
