@@ -13,6 +13,7 @@ from . import analysis, data, models
 from .compute import compute
 from .kernels import Engine, Kind, entk, kernel, pntk, trace_ntk
 from .store import KernelStore, StoreLockedError, StoreMismatchError, open
+from .training import TrainConfig, load_checkpoint, save_checkpoint, train
 
 __all__ = [
     "Engine",
@@ -20,14 +21,18 @@ __all__ = [
     "Kind",
     "StoreLockedError",
     "StoreMismatchError",
+    "TrainConfig",
     "__version__",
     "analysis",
     "compute",
     "data",
     "entk",
     "kernel",
+    "load_checkpoint",
     "models",
     "open",
     "pntk",
+    "save_checkpoint",
     "trace_ntk",
+    "train",
 ]

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 #: Modules of ``pntk.cli`` that define subcommands, in the order ``pntk --help`` lists them.
-SUBCOMMANDS = ("kernel", "compute", "info", "reproduce")
+SUBCOMMANDS = ("compute", "info", "sweep", "reproduce")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,13 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pntk {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 

@@ -1,0 +1,226 @@
+"""Training a network by SGD or Adam, with checkpoints in safetensors at chosen epochs.
+
+The experiments follow a kernel along training: :func:`train` hands the network to a callback at each
+checkpoint epoch (epoch 0 is the initialisation) and writes its parameters with safetensors;
+:func:`load_checkpoint` reads them back into a network of the same architecture. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from .kernels.kinds import parse_enum
+
+
+class Loss(str, enum.Enum):
+    """The training loss; ``"mse"`` and ``Loss.MSE`` both work.
+
+    - ``MSE``: ``½ ‖f(x) − y‖²`` averaged over samples, against float targets ``y`` ``[N, O]`` (one-hot or
+      centred) — the loss under which the linearised network is kernel regression.
+    - ``CROSS_ENTROPY``: softmax cross-entropy averaged over samples, against integer labels ``[N]``.
+    """
+
+    MSE = "mse"
+    CROSS_ENTROPY = "cross_entropy"
+
+
+class Optimizer(str, enum.Enum):
+    """The optimiser: ``"sgd"`` (with momentum) or ``"adam"``."""
+
+    SGD = "sgd"
+    ADAM = "adam"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: the loss, the optimiser and its settings, the epochs and the minibatches.
+
+    Attributes:
+        loss: ``"mse"`` or ``"cross_entropy"`` (see :class:`Loss`).
+        optimizer: ``"sgd"`` or ``"adam"``.
+        lr: learning rate.
+        momentum: SGD momentum (ignored by Adam).
+        weight_decay: L2 penalty of the optimiser.
+        epochs: passes over the training set.
+        batch_size: samples per step; ``None`` for full-batch gradient descent.
+        seed: seed of the minibatch order (the initialisation is the model's own).
+    """
+
+    loss: Loss | str = Loss.MSE
+    optimizer: Optimizer | str = Optimizer.SGD
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    epochs: int = 10
+    batch_size: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "loss", parse_enum(Loss, self.loss, "loss"))
+        object.__setattr__(self, "optimizer", parse_enum(Optimizer, self.optimizer, "optimizer"))
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer or None (full batch), got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The network after ``epoch`` epochs.
+
+    Attributes:
+        epoch: epochs done (0: the initialisation).
+        loss: the training loss on the whole training set at that point.
+        path: the safetensors file, or ``None`` when no directory was given.
+    """
+
+    epoch: int
+    loss: float
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` did.
+
+    Attributes:
+        losses: ``[epochs + 1]`` training loss on the whole training set before training and after each epoch.
+        checkpoints: one :class:`Checkpoint` per checkpoint epoch, in order.
+    """
+
+    losses: list[float]
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+
+
+def half_squared_error(f: Tensor, y: Tensor) -> Tensor:
+    """``½ ‖f(x) − y‖²`` averaged over the batch: ``f``, ``y`` ``[B, O]`` → scalar."""
+    return 0.5 * (f - y).pow(2).sum(-1).mean()
+
+
+def loss_function(loss: Loss | str) -> Callable[[Tensor, Tensor], Tensor]:
+    """The mean loss over a batch, ``(outputs [B, O], targets) → scalar``; see :class:`Loss`."""
+    return half_squared_error if parse_enum(Loss, loss, "loss") is Loss.MSE else nn.functional.cross_entropy
+
+
+def train(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    config: TrainConfig = TrainConfig(),
+    *,
+    checkpoint_epochs: Iterable[int] = (),
+    checkpoint_dir: str | Path | None = None,
+    callback: Callable[[Checkpoint, nn.Module], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on ``(x, y)`` and checkpoint it at the chosen epochs.
+
+    At each epoch ``e`` in ``checkpoint_epochs`` (``0`` is before the first step), the parameters and buffers
+    are written to ``checkpoint_dir/epoch_{e:04d}.safetensors`` when a directory is given, and
+    ``callback(checkpoint, model)`` is called with the model in eval mode (its mode is restored afterwards).
+
+    Args:
+        model: the network, mapping ``[B, *input]`` to ``[B, O]``; trained on its own device.
+        x: ``[N, *input]`` training inputs.
+        y: ``[N, O]`` float targets for ``"mse"``, ``[N]`` integer labels for ``"cross_entropy"``.
+        config: the loss, optimiser and schedule.
+        checkpoint_epochs: epochs in ``0..config.epochs`` at which to checkpoint.
+        checkpoint_dir: where to write the safetensors files; created if missing; ``None`` writes nothing.
+        callback: called at each checkpoint, e.g. to compute kernels of the network there.
+
+    Returns:
+        A :class:`TrainResult` with the loss after every epoch and the checkpoints.
+
+    Raises:
+        ValueError: a checkpoint epoch outside ``0..epochs``, or ``x`` and ``y`` of different lengths.
+
+    Example:
+        >>> net = nn.Linear(3, 2)
+        >>> x, y = torch.randn(16, 3), torch.randn(16, 2)
+        >>> result = train(net, x, y, TrainConfig(lr=0.1, epochs=5), checkpoint_epochs=[0, 5])
+        >>> [c.epoch for c in result.checkpoints], result.losses[-1] < result.losses[0]
+        ([0, 5], True)
+    """
+    epochs_wanted = sorted(set(int(e) for e in checkpoint_epochs))
+    if epochs_wanted and not 0 <= epochs_wanted[0] <= epochs_wanted[-1] <= config.epochs:
+        raise ValueError(f"checkpoint epochs must lie in 0..{config.epochs}, got {epochs_wanted}")
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} samples and y {len(y)}; they must match")
+    device = next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
+    criterion = loss_function(config.loss)
+    optimizer = _optimizer(model, config)
+    generator = torch.Generator().manual_seed(config.seed)
+    batch_size = config.batch_size or len(x)
+    directory = None if checkpoint_dir is None else Path(checkpoint_dir)
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+
+    losses, checkpoints = [_full_loss(model, x, y, criterion)], []
+    for epoch in range(config.epochs + 1):
+        if epoch > 0:
+            model.train()
+            for batch in torch.randperm(len(x), generator=generator).to(device).split(batch_size):
+                optimizer.zero_grad(set_to_none=True)
+                criterion(model(x[batch]), y[batch]).backward()
+                optimizer.step()
+            losses.append(_full_loss(model, x, y, criterion))
+        if epoch in epochs_wanted:
+            path = None if directory is None else directory / f"epoch_{epoch:04d}.safetensors"
+            checkpoint = Checkpoint(epoch, losses[-1], path)
+            if path is not None:
+                save_checkpoint(model, path, epoch=epoch, loss=losses[-1])
+            if callback is not None:
+                was_training = model.training
+                callback(checkpoint, model.eval())
+                model.train(was_training)
+            checkpoints.append(checkpoint)
+    return TrainResult(losses, checkpoints)
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer is Optimizer.SGD:
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+@torch.no_grad()
+def _full_loss(model: nn.Module, x: Tensor, y: Tensor, criterion: Callable[[Tensor, Tensor], Tensor]) -> float:
+    # Evaluated in eval mode so that BatchNorm uses its running statistics, as the kernels do.
+    was_training = model.training
+    loss = float(criterion(model.eval()(x), y))
+    model.train(was_training)
+    return loss
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, **metadata: object) -> None:
+    """Write the parameters and buffers of ``model`` (its ``state_dict``) to a safetensors file.
+
+    Args:
+        model: the network.
+        path: the file to write.
+        **metadata: stored as strings in the file's header (e.g. ``epoch=3``).
+    """
+    state = {name: t.detach().cpu().contiguous().clone() for name, t in model.state_dict().items()}
+    save_file(state, str(path), metadata={k: str(v) for k, v in metadata.items()})
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a safetensors file written by :func:`save_checkpoint` into ``model`` (same architecture), in place.
+
+    Returns:
+        ``model``, for chaining.
+
+    Raises:
+        RuntimeError: if the file's tensors do not match the model's names or shapes.
+    """
+    device = next(model.parameters()).device
+    model.load_state_dict(load_file(str(path), device=str(device)), strict=True)
+    return model
