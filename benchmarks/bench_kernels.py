@@ -7,7 +7,7 @@ Usage (from the repository root)::
         [--out benchmarks/out/kernels.json] [--nt-venv .venv-nt]
 
 neural-tangents runs in its own virtual environment (JAX is not a pntk dependency); make it once with
-``/work/shared/tools/nt-venv.sh .venv-nt`` (or pass ``--nt-venv DIR`` to use another).
+``benchmarks/nt-venv.sh .venv-nt`` (or pass ``--nt-venv DIR`` to use another).
 
 Every measurement runs in a fresh subprocess (``torch_worker.py`` or ``nt_worker.py``) with a wall-time
 limit and a resident-memory cap, and reports the median of ``--repeats`` calls after a warm-up; JAX
@@ -456,7 +456,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small run: mlp,convnet at N=64,128, 2 repeats, 20 s cap")
     p.add_argument("--out", type=Path, default=harness.BENCH_DIR / "out" / "kernels.json")
     p.add_argument("--nt-venv", type=Path, default=harness.REPO_ROOT / ".venv-nt",
-                   help="neural-tangents venv, made by /work/shared/tools/nt-venv.sh DIR (default .venv-nt)")
+                   help="neural-tangents venv, made by benchmarks/nt-venv.sh DIR (default .venv-nt)")
     p.add_argument("--no-nt", action="store_true", help="time PyTorch implementations only")
     p.add_argument("--implementations", type=csv, default=None,
                    help="only these, e.g. 'pntk:*' or 'pntk:auto,nt:structured_derivatives'")
@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> None:
             nt_python = candidate
         else:
             print(f"neural-tangents venv not found at {args.nt_venv}; make it with "
-                  f"/work/shared/tools/nt-venv.sh {args.nt_venv} (timing PyTorch only)", flush=True)  # fmt: skip
+                  f"benchmarks/nt-venv.sh {args.nt_venv} (timing PyTorch only)", flush=True)  # fmt: skip
 
     print(f"# bench_kernels {args.run_id}; load average {harness.load_average()}", flush=True)
     rate = harness.matmul_gflops(threads=args.threads)

@@ -1,7 +1,7 @@
 """Worker: time one neural-tangents kernel computation and print JSON.
 
 Runs in the neural-tangents virtual environment (JAX is not in pntk's), one measurement per process. Make
-that environment with ``/work/shared/tools/nt-venv.sh .venv-nt`` (neural-tangents 0.6.5, jax 0.4.23). The
+that environment with ``benchmarks/nt-venv.sh .venv-nt`` (neural-tangents 0.6.5, jax 0.4.23). The
 job is JSON on stdin::
 
     {"workload": "mlp", "sizes": null, "N": 256, "kind": "pntk",
