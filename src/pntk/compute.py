@@ -18,12 +18,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .choices import parse_enum
 from .distributed import Group, process_group, share
 from .kernels import default_batch_size, functional_model, get_engine
-from .kernels.api import iter_tiles
+from .kernels.api import iter_tiles, tile_bytes
 from .kernels.engine import KernelEngine
 from .kernels.inputs import Inputs
-from .kernels.kinds import Engine, Kind, parse_enum
+from .kernels.kinds import Engine, Kind
 from .kernels.model import FunctionalModel
 from .sources import RowSource, fingerprint, row_source
 from .store import KernelSpec, KernelStore, StoreLock, StoreMismatchError, read_spec
@@ -266,9 +267,7 @@ def plan_tile(
 
 def tile_memory(fm: FunctionalModel, eng: KernelEngine, kind: Kind, t: int) -> int:
     """The estimated peak memory of one ``t × t`` tile, in bytes (the ``[memory budget]`` note)."""
-    entries = t * t * (fm.num_outputs**2 if kind.is_matrix_valued else 1)
-    itemsize = torch.empty((), dtype=fm.dtype).element_size()
-    return int(SAFETY * (TILE_BUFFERS * entries * itemsize + 2 * eng.block_bytes(fm, t, kind)))
+    return int(SAFETY * tile_bytes(fm, eng, kind, t, output_copies=TILE_BUFFERS))
 
 
 def model_fingerprint(fm: FunctionalModel) -> str:

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from .kernels.kinds import parse_enum
+from .choices import parse_enum
 
 
 class Loss(str, enum.Enum):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 import warnings
 from dataclasses import dataclass
-from typing import Any, TypeVar, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -39,8 +39,6 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 
 _EPS = np.finfo(np.float64).eps
 _BLOCK = 2048
-
-EnumT = TypeVar("EnumT", bound=enum.Enum)
 
 
 class IllConditionedKernelWarning(UserWarning):
@@ -67,15 +65,6 @@ class OnSingular(str, enum.Enum):
     WARN = "warn"
     RAISE = "raise"
     IGNORE = "ignore"
-
-
-def parse_enum(cls: type[EnumT], value: EnumT | str, name: str) -> EnumT:
-    """``value`` as a member of the string enum ``cls``; a ValueError that lists the valid values otherwise."""
-    try:
-        return cls(value)
-    except ValueError:
-        valid = ", ".join(repr(member.value) for member in cls)
-        raise ValueError(f"{name}={value!r} is not valid; use one of {valid}") from None
 
 
 def default_rtol(n: int) -> float:

@@ -25,10 +25,10 @@ from pntk.analysis._linalg import (
     as_linear_operator,
     kernel_system,
     outputs_like,
-    parse_enum,
     residual,
     solve_symmetric,
 )
+from pntk.choices import parse_enum
 
 __all__ = ["kernel_regression", "kernel_regression_cg"]
 
@@ -99,7 +99,7 @@ def kernel_regression(
         >>> kernel_regression(K, K[:1], Y, ridge=1.0).shape
         (1, 2)
     """
-    on_singular = parse_enum(OnSingular, on_singular, "on_singular")
+    on_singular = parse_enum(OnSingular, on_singular, "on_singular value")
     A, system = kernel_system(K_train_train, Y_train, f0_train, overwrite=overwrite_kernel)
     add_ridge(A, ridge)
     coefficients = solve_symmetric(A, system.R, rtol=rtol, on_singular=on_singular)
@@ -159,7 +159,7 @@ def kernel_regression_cg(
         >>> np.round(kernel_regression_cg(K, K, Y), 8)
         array([ 1., -1.])
     """
-    on_singular = parse_enum(OnSingular, on_singular, "on_singular")
+    on_singular = parse_enum(OnSingular, on_singular, "on_singular value")
     if ridge < 0:
         raise ValueError(f"ridge must be non-negative; got {ridge}")
     R, squeeze = residual(Y_train, f0_train)

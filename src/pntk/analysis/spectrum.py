@@ -9,7 +9,8 @@ import numpy as np
 from scipy.linalg import eigvalsh
 from scipy.sparse.linalg import eigsh
 
-from pntk.analysis._linalg import ArrayLike, as_linear_operator, parse_enum, symmetric_matrix
+from pntk.analysis._linalg import ArrayLike, as_linear_operator, symmetric_matrix
+from pntk.choices import parse_enum
 
 __all__ = ["Which", "eigenvalues", "extreme_eigenvalues"]
 
@@ -93,7 +94,7 @@ def extreme_eigenvalues(
         >>> extreme_eigenvalues(K, 2, "LA"), extreme_eigenvalues(K, 1, "SA")
         (array([4., 3.]), array([1.]))
     """
-    which = parse_enum(Which, which, "which")
+    which = parse_enum(Which, which, "which value")
     A = as_linear_operator(op)
     n, m = A.shape
     if n != m:

@@ -13,11 +13,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..choices import parse_enum
 from ..tiling import Tile, largest_tile, tile_plan
 from .engine import KernelEngine
 from .inputs import InputLike, Inputs
 from .jacobian import JacobianEngine
-from .kinds import Engine, Kind, parse_enum
+from .kinds import Engine, Kind
 from .model import FunctionalModel, functional_model
 from .structured import StructuredEngine
 from .vp import VPEngine
@@ -113,7 +114,7 @@ def kernel(
         torch.Size([5, 3])
     """
     kind = parse_enum(Kind, kind, "kind")
-    parse_enum(Engine, engine, "engine")
+    engine = parse_enum(Engine, engine, "engine")
     X1 = Inputs.from_user(x1, "x1")
     X2 = X1 if x2 is None else Inputs.from_user(x2, "x2")
     X1.check_compatible(X2)
@@ -136,13 +137,13 @@ def default_batch_size(fm: FunctionalModel, kind: Kind, n: int, engine: Engine |
     """
     engine = parse_enum(Engine, engine, "engine")
     sizer = get_engine(engine, fm, kind, 1)
-    entries = fm.num_outputs**2 if kind.is_matrix_valued else 1
-    itemsize = torch.empty((), dtype=fm.dtype).element_size()
+    return largest_tile(n, lambda B: tile_bytes(fm, sizer, kind, B), BLOCK_MEMORY) or 1
 
-    def tile_bytes(B: int) -> int:
-        return 2 * sizer.block_bytes(fm, B, kind) + B * B * entries * itemsize
 
-    return largest_tile(n, tile_bytes, BLOCK_MEMORY) or 1
+def tile_bytes(fm: FunctionalModel, eng: KernelEngine, kind: Kind, B: int, *, output_copies: int = 1) -> int:
+    """Memory of one ``B × B`` tile: ``output_copies`` buffers of its values and two prepared blocks."""
+    entries = B * B * (fm.num_outputs**2 if kind.is_matrix_valued else 1)
+    return output_copies * entries * fm.dtype.itemsize + 2 * eng.block_bytes(fm, B, kind)
 
 
 def _tiled(

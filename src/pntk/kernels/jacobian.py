@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 from torch.func import grad, jacrev, vmap
 
@@ -52,8 +51,5 @@ class JacobianEngine:
         return out / O if kind is Kind.TRACE else out
 
     def block_bytes(self, fm: FunctionalModel, n: int, kind: Kind) -> int:
-        return n * outputs_per_sample(fm, kind) * fm.num_params * _itemsize(fm.dtype)
+        return n * outputs_per_sample(fm, kind) * fm.num_params * fm.dtype.itemsize
 
-
-def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()

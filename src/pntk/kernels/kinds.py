@@ -7,7 +7,6 @@ Both ``"pntk"`` and ``Kind.PNTK`` are accepted wherever a kind is expected; an u
 from __future__ import annotations
 
 import enum
-from typing import TypeVar
 
 
 class Kind(str, enum.Enum):
@@ -52,21 +51,3 @@ class Engine(str, enum.Enum):
     JACOBIAN = "jacobian"
     VP = "vp"
     STRUCTURED = "structured"
-
-
-_E = TypeVar("_E", bound=enum.Enum)
-
-
-def parse_enum(cls: type[_E], value: object, what: str) -> _E:
-    """Return ``value`` as a member of ``cls``, accepting the member or its string value.
-
-    Raises:
-        ValueError: ``value`` names no member; the message lists the valid ones.
-    """
-    if isinstance(value, cls):
-        return value
-    try:
-        return cls(value)
-    except ValueError:
-        valid = ", ".join(repr(m.value) for m in cls)
-        raise ValueError(f"unknown {what} {value!r}; valid {what}s are {valid}") from None

@@ -43,7 +43,7 @@ class VPEngine:
         # One cotangent per (sample of b, output direction): e_j ⊗ 1/√O for the pNTK, e_j ⊗ e_b otherwise.
         eye = torch.eye(B2 * rows, device=fm.device, dtype=fm.dtype).reshape(B2 * rows, B2, rows)
         cotangents = eye.expand(-1, -1, O) / math.sqrt(O) if kind is Kind.PNTK else eye
-        itemsize = torch.empty((), dtype=fm.dtype).element_size()
+        itemsize = fm.dtype.itemsize
         chunk = max(1, CHUNK_BYTES // max(1, fm.num_params * itemsize))
         cols = vmap(column, chunk_size=min(chunk, B2 * rows))(cotangents)  # [B2·rows, B1, O]
         if kind is Kind.PNTK:
@@ -55,5 +55,5 @@ class VPEngine:
 
     def block_bytes(self, fm: FunctionalModel, n: int, kind: Kind) -> int:
         # A block is only its inputs; a contraction holds at most one chunk of parameter-space vectors.
-        itemsize = torch.empty((), dtype=fm.dtype).element_size()
+        itemsize = fm.dtype.itemsize
         return min(n * outputs_per_sample(fm, kind) * fm.num_params * itemsize, CHUNK_BYTES)

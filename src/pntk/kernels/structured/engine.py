@@ -163,7 +163,7 @@ class StructuredEngine:
             else:
                 numbers += R * sum(fm.params[p].numel() for p in names)
         numbers += R * sum(p.numel() for name, p in fm.params.items() if name not in ruled)
-        return n * numbers * torch.empty((), dtype=fm.dtype).element_size()
+        return n * numbers * fm.dtype.itemsize
 
     def ruled_fraction(self, fm: FunctionalModel) -> float:
         """The fraction of ``P`` in layers that have a rule (by type; :func:`plan` checks their use)."""
@@ -191,7 +191,7 @@ def _materialise(layer: Layer, xs: list[Tensor], D: Tensor) -> list[Tensor]:
 def _chunk(a: Block, r: int, dtype: torch.dtype, same: bool) -> int:
     """Samples per row/column chunk: the Grams of the largest layer fit :data:`CONTRACT_BYTES`; a diagonal
     tile is cut further so that only its upper chunks are computed."""
-    itemsize = torch.empty((), dtype=dtype).element_size()
+    itemsize = dtype.itemsize
     # Per pair of samples: the Grams of A and D and their product.
     per_pair = max((f.D.shape[0] * f.D.shape[3] ** 2 * (1 + 2 * r * r) for f in a.factors), default=1)
     c = max(1, math.isqrt(CONTRACT_BYTES // (itemsize * per_pair)))
