@@ -15,7 +15,7 @@ from torch import nn
 
 import pntk
 from pntk.kernels import Inputs, Kind, functional_model, get_engine
-from pntk.kernels.structured import StructuredEngine, capture, engine
+from pntk.kernels.structured import StructuredEngine, capture, engine, rules
 from reference import reference_kernel
 
 KINDS = ["entk", "trace", "pntk"]
@@ -25,11 +25,14 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
 
 
-@pytest.fixture(params=["factored", "materialised"])
+@pytest.fixture(params=["factored", "materialised", "grouped"])
 def form(request, monkeypatch):
-    """Force every factorable layer into one form, whatever the FLOP count says."""
+    """Force every factorable layer into one form, whatever the FLOP count says; ``"grouped"`` materialises
+    every ungrouped convolution's gradient by a grouped convolution backward pass, whatever its size."""
     cost = 0 if request.param == "factored" else math.inf
     monkeypatch.setattr(capture, "factored_cost", lambda *args: cost)
+    if request.param == "grouped":
+        monkeypatch.setattr(rules, "GROUPED_FROM", 1)
     return request.param
 
 
@@ -128,7 +131,10 @@ def convnet(dim: int, padding_mode: str) -> nn.Module:
 @pytest.mark.parametrize(("dim", "size", "padding_mode"), [
     (1, (9,), "reflect"), (2, (6, 5), "circular"), (3, (7, 6, 7), "replicate"), (2, (5, 5), "zeros"),
 ])
-def test_convolutions(form, dim, size, padding_mode):
+def test_convolutions(form, dim, size, padding_mode, monkeypatch):
+    grouped_calls = []
+    weight_gradient = rules._conv_weight_gradient
+    monkeypatch.setattr(rules, "_conv_weight_gradient", lambda *a: grouped_calls.append(1) or weight_gradient(*a))
     torch.manual_seed(0)
     model = convnet(dim, padding_mode)
     x1, x2 = randn(4, 2, *size, seed=1), randn(3, 2, *size, seed=2)
@@ -139,6 +145,7 @@ def test_convolutions(form, dim, size, padding_mode):
     assert [layer.shape.G for layer in layers[:4]] == [1, 1, 2, 1]
     # float64 conv3d is slow in torch; the contraction of every kind is covered by the 1-d and 2-d cases.
     check(model, x1, x2, kinds=KINDS if dim < 3 else ["entk"])
+    assert bool(grouped_calls) is (form == "grouped")
 
 
 def test_2d_convolution_with_rectangular_kernel_and_stride(form):

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .results import model_label
 from .stats import PowerLaw
 
 DPI = 120
@@ -83,7 +84,7 @@ def width_sweep_figure(result: dict, path: str | Path) -> Path:
         return [r[metric] for r in rows]
 
     fig, (a, b, c, d) = _figure(
-        2, 2, f"{spec['model']} on {spec['dataset']}: eNTK Θ vs pNTK K at initialisation "
+        2, 2, f"{model_label(spec)}: eNTK Θ vs pNTK K at initialisation "
         f"(N = {result['N']}, O = {result['O']}, {len(spec['seeds'])} seeds; band: min–max)",
     )
     _band(a, widths, col("relative_error"), "‖Θ − K⊗I‖ / ‖Θ‖", fit=fits["relative_error"], color="C0")
@@ -128,7 +129,7 @@ def trajectory_figure(result: dict, path: str | Path) -> Path:
     spec, rows = result["spec"], result["checkpoints"]
     epochs = [r["epoch"] for r in rows]
     fig, (a, b, c) = _figure(
-        1, 3, f"{spec['model']} (width {spec['width']}) on {spec['dataset']} through training "
+        1, 3, f"{model_label(spec)}, width {spec['width']} through training "
         f"({spec['train']['optimizer']}, {spec['train']['loss']} loss; kernels on N = {result['N']} training inputs)",
     )
     a.plot(range(len(result["losses"])), result["losses"], marker=".", color="C0", label="train loss")
@@ -172,7 +173,7 @@ def regression_figure(result: dict, path: str | Path) -> Path:
     large = result.get("large")
     note = "" if not large else f"; pNTK alone at N = {large['N']}: test acc. {large['accuracy']:.3f}"
     fig, (a, b) = _figure(
-        1, 2, f"Kernel regression, {spec['model']} on {spec['dataset']}\n"
+        1, 2, f"Kernel regression, {model_label(spec)}\n"
         f"N_train = {result['N_train']}, N_test = {result['N_test']}, ridge = {spec['ridge']:g}·tr K/N{note}",
     )
     for key, label, style in (
@@ -203,7 +204,7 @@ def timing_figure(result: dict, path: str | Path) -> Path:
     """Three log-log panels: wall time against ``N``, wall time against ``O``, kernel bytes against ``N``."""
     spec, fits = result["spec"], result["fits"]
     fig, (a, b, c) = _figure(
-        1, 3, f"Cost of eNTK vs pNTK: {spec['model']} (width {spec['width']}) on {spec['dataset']}, {spec['dtype']}",
+        1, 3, f"Cost of eNTK vs pNTK: {model_label(spec)}, width {spec['width']}, {spec['dtype']}",
     )
     for ax, rows, axis in ((a, result["against_N"], "N"), (b, result["against_O"], "O")):
         x = [r[axis] for r in rows]

@@ -19,7 +19,7 @@ from ..kernels import pntk
 from ..analysis import IllConditionedKernelWarning, kernel_regression
 from ..data import Dataset
 from ..training import TrainConfig, train
-from .results import jsonable
+from .results import file_stem, jsonable
 from .setup import (
     Log,
     accuracy,
@@ -76,8 +76,8 @@ class Regression:
 
     @property
     def name(self) -> str:
-        """A file-name stem, e.g. ``regression_digits_mlp``."""
-        return f"regression_{self.dataset}_{self.model}"
+        """A file-name stem (see :func:`.results.file_stem`), e.g. ``regression_digits_mlp``."""
+        return file_stem("regression", self.dataset, self.model, self.parametrization)
 
 
 def relative_difference(f: np.ndarray, f_reference: np.ndarray) -> float:

@@ -12,13 +12,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .regression import GiB
+from .results import model_label
 from .stats import PowerLaw, loglog_slope
 
 #: How each verdict is reached, printed under the table of claims.
 CRITERIA = {
     "error": "the log-log slope of the relative error against width is below zero by more than two standard "
     "errors, and the mean error at the largest width is below that at the smallest",
-    "parts": "‖Θ_aa‖ grows (slope > 0.1) while ‖Θ_a≠b‖ stays bounded (|slope| < 0.1) over the widths swept",
+    "parts": "in standard parametrisation ‖Θ_aa‖ grows (slope > 0.1) while ‖Θ_a≠b‖ stays bounded (|slope| < 0.1) "
+    "over the widths swept; in NTK parametrisation, whose kernel is the standard one divided by the width, the "
+    "same statement reads ‖Θ_aa‖ bounded (slope < 0.1) while ‖Θ_a≠b‖ decays (slope < −0.1)",
     "lambda_max": "the log-log slope of the relative error of λ_max against width is below zero by more than two "
     "standard errors",
     "lambda_min": "the same holds for the relative errors of both λ_min and κ, over the seeds whose eNTK is "
@@ -79,7 +82,7 @@ def _decreasing(*fits: dict | None) -> bool | None:
 
 def _sweep_claims(result: dict, source: str) -> Iterator[Claim]:
     spec, rows, fits = result["spec"], result["by_width"], result["fits"]
-    who = f"[{spec['model']}/{spec['dataset']}]"
+    who = f"[{model_label(spec)}]"
     first, last = rows[0], rows[-1]
     span = f"widths {first['width']}→{last['width']}"
 
@@ -95,11 +98,14 @@ def _sweep_claims(result: dict, source: str) -> Iterator[Claim]:
         None if decreasing is None else decreasing and e1 < e0, "error", source,
     )
     sd, so = _slope(fits["norm_Theta_diagonal"]), _slope(fits["off_diagonal_error"])
+    ntk = spec.get("parametrization") == "ntk"
     yield Claim(
-        f"{who} block-diagonal part of Θ grows with width, off-diagonal part stays bounded",
+        f"{who} block-diagonal part of Θ "
+        + ("stays bounded, off-diagonal part decays" if ntk else "grows with width, off-diagonal part stays bounded"),
         f"‖Θ_aa‖_F ∝ width^{_g(sd)}, ‖Θ_a≠b‖_F ∝ width^{_g(so)}"
         + ("" if sd is None or so is None else f" (ratio ∝ width^{_g(so - sd)})"),
-        None if sd is None or so is None else (sd > 0.1 and abs(so) < 0.1), "parts", source,
+        None if sd is None or so is None else ((sd < 0.1 and so < -0.1) if ntk else (sd > 0.1 and abs(so) < 0.1)),
+        "parts", source,
     )
     l0, l1 = first["lambda_max_relative_error"]["mean"], last["lambda_max_relative_error"]["mean"]
     yield Claim(
@@ -118,7 +124,7 @@ def _sweep_claims(result: dict, source: str) -> Iterator[Claim]:
 
 def _regression_claims(result: dict, source: str) -> Iterator[Claim]:
     spec, rows = result["spec"], result["widths"]
-    who = f"[{spec['model']}/{spec['dataset']}]"
+    who = f"[{model_label(spec)}]"
     first, last = rows[0], rows[-1]
     diff = [r["relative_difference"]["pntk"] for r in rows]
     slope = loglog_slope([r["width"] for r in rows], diff).slope if len(rows) > 1 else None
@@ -157,7 +163,7 @@ def _timing_claims(result: dict, source: str) -> Iterator[Claim]:
     ratio_time = big["seconds_entk"] / big["seconds_pntk"]
     se, sp = fits["entk_vs_O"]["slope"], fits["pntk_vs_O"]["slope"]
     yield Claim(
-        f"[{spec['model']}/{spec['dataset']}] the pNTK costs about O² less than the eNTK",
+        f"[{model_label(spec)}] the pNTK costs about O² less than the eNTK",
         f"N = {big['N']}, O = {big['O']}: {ratio_bytes:.0f}× fewer bytes, {ratio_time:.1f}× faster; "
         f"time ∝ O^{se:.2f} (eNTK) vs O^{sp:.2f} (pNTK)",
         ratio_bytes == big["O"] ** 2 and ratio_time > 1 and se > sp, "cost", source,
@@ -168,7 +174,7 @@ def _trajectory_claims(result: dict, source: str) -> Iterator[Claim]:
     spec, rows = result["spec"], result["checkpoints"]
     first, last = rows[0], rows[-1]
     yield Claim(
-        f"[{spec['model']}/{spec['dataset']}] the approximation through training (width {spec['width']})",
+        f"[{model_label(spec)}] the approximation through training (width {spec['width']})",
         f"‖Θ − K⊗I‖/‖Θ‖ {_g(first['relative_error'])} at init → {_g(last['relative_error'])} after "
         f"{last['epoch']} epochs; λ_max rel. error {_g(first['lambda_max_relative_error'])} → "
         f"{_g(last['lambda_max_relative_error'])}; test acc. {last['test_accuracy']:.3f}",
@@ -311,10 +317,10 @@ def write_report(
     for source, result in results.items():
         title, section = _SECTIONS[result["experiment"]]
         spec = result["spec"]
-        lines += ["", f"## {title}: {spec['model']} on {spec['dataset']}", ""]
+        lines += ["", f"## {title}: {model_label(spec)}", ""]
         if source in figures:
             link = figures[source].relative_to(path.parent)
-            lines += [f"![{title}, {spec['model']} on {spec['dataset']}]({link})", ""]
+            lines += [f"![{title}, {model_label(spec)}]({link})", ""]
         lines += section(result) + ["", f"Numbers: `{source}.json` ({result['seconds']:.0f} s)."]
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -33,6 +33,22 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def model_label(spec: dict) -> str:
+    """``"{model} on {dataset}"``, naming the parametrisation when it is not PyTorch's standard one.
+
+    Example:
+        >>> model_label({"model": "convnet", "dataset": "mnist1d", "parametrization": "ntk"})
+        'convnet (NTK param.) on mnist1d'
+    """
+    ntk = " (NTK param.)" if spec.get("parametrization") == "ntk" else ""
+    return f"{spec['model']}{ntk} on {spec['dataset']}"
+
+
+def file_stem(experiment: str, dataset: str, model: str, parametrization: str = "standard") -> str:
+    """The file-name stem of an experiment, e.g. ``width_sweep_mnist1d_convnet_ntk``."""
+    return f"{experiment}_{dataset}_{model}" + ("" if parametrization == "standard" else f"_{parametrization}")
+
+
 def write_json(path: str | Path, value: Any) -> Path:
     """Write ``value`` (see :func:`jsonable`) as indented JSON to ``path``, creating its folder; returns the path."""
     path = Path(path)

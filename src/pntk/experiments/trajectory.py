@@ -10,7 +10,7 @@ from torch import nn
 
 from ..analysis import compare
 from ..training import Checkpoint, TrainConfig, train
-from .results import jsonable
+from .results import file_stem, jsonable
 from .setup import Log, accuracy, kernel_pair, load_split, log_line, make_model, training_targets
 
 
@@ -48,8 +48,8 @@ class Trajectory:
 
     @property
     def name(self) -> str:
-        """A file-name stem, e.g. ``trajectory_mnist1d_mlp``."""
-        return f"trajectory_{self.dataset}_{self.model}"
+        """A file-name stem (see :func:`.results.file_stem`), e.g. ``trajectory_mnist1d_mlp``."""
+        return file_stem("trajectory", self.dataset, self.model, self.parametrization)
 
 
 def trajectory(

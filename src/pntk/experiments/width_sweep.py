@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..analysis import compare
-from .results import jsonable
+from .results import file_stem, jsonable
 from .setup import Log, kernel_pair, load_split, log_line, make_model, num_parameters, torch_dtype
 from .stats import loglog_slope, spread
 
@@ -74,8 +74,8 @@ class WidthSweep:
 
     @property
     def name(self) -> str:
-        """A file-name stem, e.g. ``width_sweep_mnist1d_mlp``."""
-        return f"width_sweep_{self.dataset}_{self.model}"
+        """A file-name stem (see :func:`.results.file_stem`), e.g. ``width_sweep_mnist1d_mlp``."""
+        return file_stem("width_sweep", self.dataset, self.model, self.parametrization)
 
 
 def width_sweep(

@@ -12,7 +12,9 @@ elementwise product of the input Gram and the cotangent Gram. For the eNTK the c
 index, ``Θ_ab(x, x') += Σ_tu (ws² A A'ᵀ + bs²)_tu (D_a D'_bᵀ)_tu``; the trace keeps ``a = b``, which is one
 inner product over ``(a, m)`` together. Per layer a FLOP count chooses between this factored form and the
 materialised per-sample gradient ``Dᵀ A`` (a convolution on a large image has ``T²`` too large to factor).
-Parameters without a rule fall back to the Jacobian engine's per-sample gradients.
+Parameters without a rule fall back to the Jacobian engine's per-sample gradients. A materialised gradient is
+written chunk by chunk into its place: one matmul per sample over unfolded patches, or, for a convolution on a
+large image, one weight-gradient pass of a convolution whose groups are the samples (no patches copied).
 
 Cost of a block of ``B`` samples: two tiny probe passes, one forward pass, one backward pass to the layer
 outputs (``O`` of them, vectorised, for the eNTK and trace), and the per-sample gradients of materialised
@@ -173,19 +175,25 @@ class StructuredEngine:
 
 def _materialise(layer: Layer, xs: list[Tensor], D: Tensor) -> list[Tensor]:
     """The per-sample gradient of a layer in parts ``[B, R, P_part]``, over chunks of samples whose ``A`` fits
-    :data:`UNFOLD_BYTES`."""
+    :data:`UNFOLD_BYTES`, each chunk written into its rows of the parts."""
     rule, module = layer.rule, layer.module
     if layer.weight is None:
         return rule.gradient(module, None, D, weight=False, bias=True)
     B = D.shape[1]
     per_sample = layer.shape.G * layer.shape.T * layer.shape.n * D.element_size()
     step = max(1, UNFOLD_BYTES // max(1, per_sample))
-    chunks = [
-        rule.gradient(module, rule.inputs(module, [x[s : s + step] for x in xs]), D[:, s : s + step],
-                      weight=True, bias=layer.bias is not None)
-        for s in range(0, B, step)
-    ]
-    return [torch.cat(parts) for parts in zip(*chunks)] if len(chunks) > 1 else chunks[0]
+    parts: list[Tensor] | None = None
+    for s in range(0, B, step):
+        rows = slice(s, min(s + step, B))
+        chunk = rule.materialise(module, [x[rows] for x in xs], D[:, rows], bias=layer.bias is not None,
+                                 out=None if parts is None else [p[rows] for p in parts])
+        if parts is None:
+            if rows.stop == B:
+                return chunk
+            parts = [c.new_empty(B, *c.shape[1:]) for c in chunk]
+            for p, c in zip(parts, chunk):
+                p[rows] = c
+    return parts
 
 
 def _chunk(a: Block, r: int, dtype: torch.dtype, same: bool) -> int:
