@@ -42,3 +42,16 @@ def test_default_batch_size_fits_the_block_budget():
         rows = 1 if kind is Kind.PNTK else 10
         assert 1 <= B < 4000
         assert 2 * B * rows * fm.num_params * 4 <= BLOCK_MEMORY
+
+
+def test_a_symmetric_kernel_whose_block_fits_is_one_tile(monkeypatch):
+    """With room for one block of all n samples but not two, ``x2 = None`` takes a single diagonal tile."""
+    from pntk.kernels import api
+
+    model = nn.Sequential(nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 10))
+    fm = functional_model(model, Inputs((torch.randn(2, 100),)))
+    n, jacobian = 300, ENGINES[pntk.Engine.JACOBIAN]
+    one_tile = api.tile_bytes(fm, jacobian, Kind.PNTK, n, blocks=1)
+    monkeypatch.setattr(api, "BLOCK_MEMORY", one_tile)
+    assert default_batch_size(fm, Kind.PNTK, n, "jacobian", symmetric=True) == n
+    assert default_batch_size(fm, Kind.PNTK, n, "jacobian") < n / 1.9

@@ -157,6 +157,36 @@ def test_2d_convolution_with_rectangular_kernel_and_stride(form):
     check(model, x1, x2)
 
 
+class ViewFlatten(nn.Module):
+    """Flattens with ``.view``, which refuses channels-last activations."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(2, 3, 3, padding=1), nn.Linear(3 * 4 * 4, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.conv(x))
+        return self.head(h.view(h.shape[0], -1))
+
+
+@pytest.mark.parametrize(("model", "converted"), [
+    (ViewFlatten(), False),
+    (nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(48, 2)), True),
+])
+def test_channels_last_passes_only_where_the_model_allows_them(form, model, converted):
+    x1, x2 = randn(4, 2, 4, 4, seed=1), randn(3, 2, 4, 4, seed=2)
+    model.eval()
+    X = Inputs.from_user(x1)
+    fm = functional_model(model, X[:2])
+    layers, _ = capture.plan(fm, X, Kind.PNTK)
+    got = capture.channels_last(fm, X, layers, Kind.PNTK)
+    assert (got is not None) is converted
+    assert capture.channels_last(fm, X, layers, Kind.ENTK) is None  # vmap-batched backward passes
+    if converted:
+        assert got.tensors[0].is_contiguous(memory_format=torch.channels_last)
+    check(model, x1, x2)
+
+
 # --- embeddings and normalisation layers ------------------------------------------------------------------
 
 
@@ -304,7 +334,10 @@ class Mixed(nn.Module):
         return self.head(s) + (s @ self.emb.weight.T)[:, :3]  # tied: emb.weight is read here too
 
 
-def test_unsupported_uses_fall_back_exactly():
+@pytest.mark.parametrize("capture_bytes", [engine.CAPTURE_BYTES, 1])
+def test_unsupported_uses_fall_back_exactly(monkeypatch, capture_bytes):
+    """Also with one pass per sample, the factors, gradients and fallback gradients put together."""
+    monkeypatch.setattr(engine, "CAPTURE_BYTES", capture_bytes)
     torch.manual_seed(0)
     model = Mixed().eval()
     g = torch.Generator().manual_seed(1)
@@ -423,8 +456,10 @@ def test_float32(form, out):
 
 
 def test_chunked_contraction_and_unfolding(monkeypatch, form):
-    """Chunks of a tile (and of a diagonal tile's upper half), and of the unfolded inputs, change nothing."""
+    """Chunks of a tile (and of a diagonal tile's upper half), of the passes that prepare a block, and of the
+    unfolded inputs change nothing."""
     monkeypatch.setattr(engine, "SYMMETRIC_CHUNK", 2)
+    monkeypatch.setattr(engine, "CAPTURE_BYTES", 1100)  # 2 samples per pass for the pNTK, 1 for the others
     monkeypatch.setattr(engine, "CONTRACT_BYTES", 1)
     monkeypatch.setattr(engine, "UNFOLD_BYTES", 1)
     torch.manual_seed(0)

@@ -36,12 +36,30 @@ from ..inputs import Inputs
 from ..jacobian import JacobianEngine
 from ..kinds import Kind
 from ..model import FunctionalModel
-from .capture import Layer, capture, factored_cost, materialised_cost, pairs_per_sample, plan, ruled_modules
+from .capture import (
+    Layer,
+    capture,
+    channels_last,
+    factored_cost,
+    materialised_cost,
+    pairs_per_sample,
+    plan,
+    ruled_modules,
+)
 
 #: Memory for the unfolded inputs of a convolution while its per-sample gradients are formed: little enough
 #: to stay in cache between the copy that unfolds them and the matmul that reads them (a quarter faster than
 #: 256 MiB on the reference CPU).
 UNFOLD_BYTES = 16 * 2**20
+
+#: Memory for the activations and cotangents of one forward and backward pass while a block is prepared: the
+#: block's factors and gradients are bounded by its tile edge, but the activations of a deep network on
+#: thousands of images would not be (WRN-16-2: about 4 MB a CIFAR image).
+CAPTURE_BYTES = 512 * 2**20
+
+#: Tensors the size of a ruled layer's output that a pass holds per layer (its output, the activation after
+#: it, and what autograd saves), besides the ``R`` cotangents.
+ACTIVATIONS_PER_OUTPUT = 3
 
 #: Memory for the Grams of one layer and one pair of row and column chunks during a contraction.
 CONTRACT_BYTES = 256 * 2**20
@@ -92,30 +110,77 @@ class StructuredEngine:
     name = "structured"
 
     def prepare(self, fm: FunctionalModel, x: Inputs, kind: Kind) -> Block:
-        B, R = len(x), outputs_per_sample(fm, kind)
+        B = len(x)
         layers, fallback = plan(fm, x, kind)
-        factors, grads = [], []
-        for layer, (xs, dzs) in zip(layers, capture(fm, x, layers, kind)):
-            D = layer.rule.cotangents(layer.module, dzs)  # [G, B, R, T, m]
-            if not layer.factored:
-                grads += _materialise(layer, xs, D)
-                continue
-            if kind is Kind.TRACE:
-                G, _, _, T, m = D.shape
-                D = D.transpose(2, 3).reshape(G, B, 1, T, R * m)
-            factors.append(Factors(layer, layer.rule.inputs(layer.module, xs), D.contiguous()))
+        x = channels_last(fm, x, layers, kind) or x
+        rest = None
         if fallback:
             rest = dataclasses.replace(
                 fm,
                 params={n: fm.params[n] for n in fallback},
                 constants={**fm.constants, **{n: p for n, p in fm.params.items() if n not in fallback}},
             )
-            grads += JacobianEngine().prepare(rest, x, kind)
+        # The passes run over chunks of the block, so that their activations stay within CAPTURE_BYTES: the
+        # first chunk's results are copied into tensors for the whole block, and later chunks write into them.
+        step = _capture_samples(layers, outputs_per_sample(fm, kind), fm.dtype.itemsize)
+        full: list[Tensor] | None = None
+        for s in range(0, B, step):
+            rows = slice(s, min(s + step, B))
+            parts = self._prepare_rows(fm, x[rows], kind, layers, rest, full, rows)
+            if full is None:
+                full = [p for p, _ in parts]
+                if rows.stop < B:
+                    full = [p.new_empty(p.shape[:axis] + (B,) + p.shape[axis + 1 :]) for p, axis in parts]
+                    for f, (p, axis) in zip(full, parts):
+                        f.narrow(axis, 0, rows.stop).copy_(p)
+        factored = [layer for layer in layers if layer.factored]
+        factors = [Factors(layer, full[2 * i], full[2 * i + 1]) for i, layer in enumerate(factored)]
+        grads = full[2 * len(factored) :]
         narrow = [g for g in grads if g.shape[-1] < NARROW]
         J = [g for g in grads if g.shape[-1] >= NARROW] + ([torch.cat(narrow, -1)] if narrow else [])
         if kind is Kind.TRACE:
             J = [g.reshape(B, 1, -1) for g in J]
         return Block(B, factors, J)
+
+    def _prepare_rows(
+        self,
+        fm: FunctionalModel,
+        x: Inputs,
+        kind: Kind,
+        layers: list[Layer],
+        rest: FunctionalModel | None,
+        into: list[Tensor] | None,
+        rows: slice,
+    ) -> list[tuple[Tensor, int]]:
+        """One forward and backward pass over the samples ``x``: ``A`` and ``D`` of each factored layer, then
+        the gradient parts of the materialised layers and of the fallback parameters ``rest``, each with its
+        sample axis. With ``into`` (the tensors of a whole block), each is also written into its ``rows``
+        there, a materialised gradient directly."""
+        B, R = len(x), outputs_per_sample(fm, kind)
+        parts: list[tuple[Tensor, int]] = []
+        materialised = []
+        for layer, (xs, dzs) in zip(layers, capture(fm, x, layers, kind)):
+            D = layer.rule.cotangents(layer.module, dzs)  # [G, B, R, T, m]
+            if not layer.factored:
+                materialised.append((layer, xs, D))
+                continue
+            if kind is Kind.TRACE:
+                G, _, _, T, m = D.shape
+                D = D.transpose(2, 3).reshape(G, B, 1, T, R * m)
+            parts += [(layer.rule.inputs(layer.module, xs), 1), (D.contiguous(), 1)]
+        in_place = range(len(parts), len(parts))
+        for layer, xs, D in materialised:
+            k = len(parts)
+            out = None if into is None else [g[rows] for g in into[k : k + len(layer.names)]]
+            parts += [(g, 0) for g in _materialise(layer, xs, D, out)]
+            in_place = range(in_place.start, len(parts))
+        if rest is not None:
+            parts += [(g, 0) for g in JacobianEngine().prepare(rest, x, kind)]
+        if into is not None:
+            for k, (p, axis) in enumerate(parts):
+                if k not in in_place:
+                    into[k].narrow(axis, rows.start, B).copy_(p)
+        return parts
 
     def contract(self, fm: FunctionalModel, a: Block, b: Block, kind: Kind, *, same: bool) -> Tensor:
         if ([f.layer for f in a.factors] != [f.layer for f in b.factors]
@@ -173,16 +238,16 @@ class StructuredEngine:
         return sum(fm.params[p].numel() for p in ruled) / max(1, fm.num_params)
 
 
-def _materialise(layer: Layer, xs: list[Tensor], D: Tensor) -> list[Tensor]:
-    """The per-sample gradient of a layer in parts ``[B, R, P_part]``, over chunks of samples whose ``A`` fits
-    :data:`UNFOLD_BYTES`, each chunk written into its rows of the parts."""
+def _materialise(layer: Layer, xs: list[Tensor], D: Tensor, out: list[Tensor] | None = None) -> list[Tensor]:
+    """The per-sample gradient of a layer in parts ``[B, R, P_part]`` (written into ``out`` if given), over
+    chunks of samples whose ``A`` fits :data:`UNFOLD_BYTES`, each chunk written into its rows of the parts."""
     rule, module = layer.rule, layer.module
     if layer.weight is None:
-        return rule.gradient(module, None, D, weight=False, bias=True)
+        return rule.gradient(module, None, D, weight=False, bias=True, out=out)
     B = D.shape[1]
     per_sample = layer.shape.G * layer.shape.T * layer.shape.n * D.element_size()
     step = max(1, UNFOLD_BYTES // max(1, per_sample))
-    parts: list[Tensor] | None = None
+    parts = out
     for s in range(0, B, step):
         rows = slice(s, min(s + step, B))
         chunk = rule.materialise(module, [x[rows] for x in xs], D[:, rows], bias=layer.bias is not None,
@@ -194,6 +259,14 @@ def _materialise(layer: Layer, xs: list[Tensor], D: Tensor) -> list[Tensor]:
             for p, c in zip(parts, chunk):
                 p[rows] = c
     return parts
+
+
+def _capture_samples(layers: list[Layer], R: int, itemsize: int) -> int:
+    """Samples per forward and backward pass of :meth:`StructuredEngine.prepare`: their activations fit
+    :data:`CAPTURE_BYTES`, estimated as :data:`ACTIVATIONS_PER_OUTPUT` tensors and ``R`` cotangents the size of
+    each ruled layer's output (the only sizes known before the pass)."""
+    outputs = sum(layer.shape.G * layer.shape.T * layer.shape.m for layer in layers)
+    return max(1, CAPTURE_BYTES // max(1, outputs * (ACTIVATIONS_PER_OUTPUT + R) * itemsize))
 
 
 def _chunk(a: Block, r: int, dtype: torch.dtype, same: bool) -> int:
