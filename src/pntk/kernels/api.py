@@ -6,6 +6,7 @@ lives in the engines.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
@@ -30,18 +31,32 @@ ENGINES: dict[Engine, KernelEngine] = {
     Engine.STRUCTURED: StructuredEngine(),
 }
 
-#: Memory that the prepared row and column blocks of one tile may hold when the block size is chosen. Every
-#: extra row of tiles prepares its column blocks again, so small tiles multiply the cost of the passes: at
-#: 1 GiB a ResNet-18 (P = 0.7 M) pNTK of 1,024 inputs prepared 3.9 blocks' worth of samples per sample.
-#: Pass ``batch_size`` (or the store's ``memory``) to hold less.
-BLOCK_MEMORY = 4 << 30
+#: The most memory that the prepared row and column blocks of one tile may hold when the block size is chosen
+#: (see :func:`block_memory`). Every extra row of tiles prepares its column blocks again, so small tiles
+#: multiply the cost of the passes: at 4 GiB a WRN-16-2 trace NTK of 256 CIFAR images prepared 2.5 blocks'
+#: worth of samples per sample and took 1.7 times as long as with one tile. Pass ``batch_size`` (or the
+#: store's ``memory``) to hold less.
+BLOCK_MEMORY = 8 << 30
+
+
+def block_memory(device: torch.device) -> int:
+    """The memory the prepared blocks of one tile may hold on ``device``: :data:`BLOCK_MEMORY`, or a third of
+    the machine's memory (a quarter of a GPU's) where that is less."""
+    try:
+        if device.type == "cuda":
+            total = torch.cuda.get_device_properties(device).total_memory // 4
+        else:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 3
+    except (ValueError, OSError, AttributeError, RuntimeError):  # no sysconf names, or no device properties
+        total = BLOCK_MEMORY
+    return min(BLOCK_MEMORY, total)
 
 
 def get_engine(engine: Engine | str, fm: FunctionalModel, kind: Kind, batch_size: int) -> KernelEngine:
     """The engine named by ``engine``; for ``"auto"``, the one expected to be fastest here.
 
     ``auto`` prefers the structured engine when layers with a rule hold at least half of the parameters;
-    otherwise the Jacobian engine while two of its blocks fit :data:`BLOCK_MEMORY`, and NTK-vector products
+    otherwise the Jacobian engine while two of its blocks fit :func:`block_memory`, and NTK-vector products
     beyond (they never hold a Jacobian).
     """
     engine = parse_enum(Engine, engine, "engine")
@@ -58,7 +73,7 @@ def get_engine(engine: Engine | str, fm: FunctionalModel, kind: Kind, batch_size
     if structured.ruled_fraction(fm) >= 0.5:
         return structured
     jacobian = ENGINES[Engine.JACOBIAN]
-    if 2 * jacobian.block_bytes(fm, batch_size, kind) <= BLOCK_MEMORY:
+    if 2 * jacobian.block_bytes(fm, batch_size, kind) <= block_memory(fm.device):
         return jacobian
     return ENGINES[Engine.VP]
 
@@ -92,7 +107,7 @@ def kernel(
         kind: ``"entk"``, ``"trace"`` or ``"pntk"`` (or a :class:`Kind`).
         engine: ``"auto"``, ``"jacobian"``, ``"vp"`` or ``"structured"`` (or an :class:`Engine`).
         batch_size: the tile edge ``B``, which bounds memory; default: the largest whose two prepared
-            blocks and output tile fit in :data:`BLOCK_MEMORY` (:func:`default_batch_size`).
+            blocks and output tile fit in :func:`block_memory` (:func:`default_batch_size`).
         dtype: compute in this dtype, e.g. ``torch.float64``; default: the model's.
         params: parameters to differentiate, by name (``torch.func`` style); default: all trainable ones.
         progress: show a progress bar over tiles; default: when there are several tiles and stderr is a
@@ -135,7 +150,7 @@ def kernel(
 def default_batch_size(
     fm: FunctionalModel, kind: Kind, n: int, engine: Engine | str = Engine.AUTO, *, symmetric: bool = False
 ) -> int:
-    """The largest tile edge ``B ≤ n`` whose two prepared blocks and output tile fit :data:`BLOCK_MEMORY`.
+    """The largest tile edge ``B ≤ n`` whose two prepared blocks and output tile fit :func:`block_memory`.
 
     The blocks are sized for the engine that will run (``"auto"`` resolved as :func:`get_engine` does), so a
     light engine gets large tiles that amortise its per-block work. A ``symmetric`` kernel (``x2 = x1``) of
@@ -143,9 +158,10 @@ def default_batch_size(
     """
     engine = parse_enum(Engine, engine, "engine")
     sizer = get_engine(engine, fm, kind, 1)
-    if symmetric and tile_bytes(fm, sizer, kind, n, blocks=1) <= BLOCK_MEMORY:
+    budget = block_memory(fm.device)
+    if symmetric and tile_bytes(fm, sizer, kind, n, blocks=1) <= budget:
         return n
-    return largest_tile(n, lambda B: tile_bytes(fm, sizer, kind, B), BLOCK_MEMORY) or 1
+    return largest_tile(n, lambda B: tile_bytes(fm, sizer, kind, B), budget) or 1
 
 
 def tile_bytes(
