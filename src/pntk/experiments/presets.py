@@ -62,7 +62,7 @@ QUICK = Preset(
 
 DEMO = Preset(
     "demo",
-    "the paper in miniature on built-in MNIST-1D and digits, MLP and ConvNet, 4 to 8 minutes on 2 CPU cores",
+    "the paper in miniature on built-in MNIST-1D and digits, MLP and ConvNet, 3 to 6 minutes on 2 CPU cores",
     sweeps=(
         WidthSweep("mnist1d", "mlp", widths=(16, 32, 64, 128, 256, 512, 1024), N=100),
         WidthSweep("mnist1d", "convnet", widths=(16, 32, 64, 128, 256), N=100),
