@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -120,19 +121,11 @@ class StructuredEngine:
                 params={n: fm.params[n] for n in fallback},
                 constants={**fm.constants, **{n: p for n, p in fm.params.items() if n not in fallback}},
             )
-        # The passes run over chunks of the block, so that their activations stay within CAPTURE_BYTES: the
-        # first chunk's results are copied into tensors for the whole block, and later chunks write into them.
+        # The passes run over chunks of the block, so that their activations stay within CAPTURE_BYTES.
         step = _capture_samples(layers, outputs_per_sample(fm, kind), fm.dtype.itemsize)
-        full: list[Tensor] | None = None
-        for s in range(0, B, step):
-            rows = slice(s, min(s + step, B))
-            parts = self._prepare_rows(fm, x[rows], kind, layers, rest, full, rows)
-            if full is None:
-                full = [p for p, _ in parts]
-                if rows.stop < B:
-                    full = [p.new_empty(p.shape[:axis] + (B,) + p.shape[axis + 1 :]) for p, axis in parts]
-                    for f, (p, axis) in zip(full, parts):
-                        f.narrow(axis, 0, rows.stop).copy_(p)
+        full = _fill_rows(
+            B, step, lambda rows, into: self._prepare_rows(fm, x[rows], kind, layers, rest, into, rows)
+        )
         factored = [layer for layer in layers if layer.factored]
         factors = [Factors(layer, full[2 * i], full[2 * i + 1]) for i, layer in enumerate(factored)]
         grads = full[2 * len(factored) :]
@@ -168,12 +161,12 @@ class StructuredEngine:
                 G, _, _, T, m = D.shape
                 D = D.transpose(2, 3).reshape(G, B, 1, T, R * m)
             parts += [(layer.rule.inputs(layer.module, xs), 1), (D.contiguous(), 1)]
-        in_place = range(len(parts), len(parts))
+        first = len(parts)
         for layer, xs, D in materialised:
             k = len(parts)
             out = None if into is None else [g[rows] for g in into[k : k + len(layer.names)]]
             parts += [(g, 0) for g in _materialise(layer, xs, D, out)]
-            in_place = range(in_place.start, len(parts))
+        in_place = range(first, len(parts))
         if rest is not None:
             parts += [(g, 0) for g in JacobianEngine().prepare(rest, x, kind)]
         if into is not None:
@@ -247,18 +240,38 @@ def _materialise(layer: Layer, xs: list[Tensor], D: Tensor, out: list[Tensor] | 
     B = D.shape[1]
     per_sample = layer.shape.G * layer.shape.T * layer.shape.n * D.element_size()
     step = max(1, UNFOLD_BYTES // max(1, per_sample))
-    parts = out
+
+    def chunk(rows: slice, into: list[Tensor] | None) -> list[tuple[Tensor, int]]:
+        parts = rule.materialise(module, [x[rows] for x in xs], D[:, rows], bias=layer.bias is not None,
+                                 out=None if into is None else [p[rows] for p in into])
+        return [(p, 0) for p in parts]
+
+    return _fill_rows(B, step, chunk, out)
+
+
+def _fill_rows(
+    B: int,
+    step: int,
+    compute: Callable[[slice, list[Tensor] | None], list[tuple[Tensor, int]]],
+    into: list[Tensor] | None = None,
+) -> list[Tensor]:
+    """Results for ``B`` samples, computed ``step`` samples at a time (written into ``into`` if given).
+
+    ``compute(rows, into)`` gives the results for the samples ``rows``, each with its sample axis, and with
+    ``into`` (tensors for all ``B`` samples) also writes them into their rows there. Without ``into``, the
+    first chunk's results are copied into new tensors for the whole block unless they already cover it.
+    """
+    full = into
     for s in range(0, B, step):
         rows = slice(s, min(s + step, B))
-        chunk = rule.materialise(module, [x[rows] for x in xs], D[:, rows], bias=layer.bias is not None,
-                                 out=None if parts is None else [p[rows] for p in parts])
-        if parts is None:
+        parts = compute(rows, full)
+        if full is None:
             if rows.stop == B:
-                return chunk
-            parts = [c.new_empty(B, *c.shape[1:]) for c in chunk]
-            for p, c in zip(parts, chunk):
-                p[rows] = c
-    return parts
+                return [p for p, _ in parts]
+            full = [p.new_empty(p.shape[:axis] + (B,) + p.shape[axis + 1 :]) for p, axis in parts]
+            for f, (p, axis) in zip(full, parts):
+                f.narrow(axis, 0, rows.stop).copy_(p)
+    return full
 
 
 def _capture_samples(layers: list[Layer], R: int, itemsize: int) -> int:
