@@ -78,11 +78,13 @@ def time_engines(args: argparse.Namespace, rate: float) -> list[dict[str, Any]]:
                 if est > args.max_seconds:
                     row.update(status="skipped", reason=f"estimated {fmt_seconds(est)} > {args.max_seconds:g} s cap")
                 else:
-                    fn = lambda: pntk.kernel(model, x, kind=kind, engine=engine, progress=False)  # noqa: E731
+                    fn = lambda: pntk.kernel(model, x, kind=kind, engine=engine, progress=False)  # noqa: E731, B023 (called in this iteration)
                     signal.signal(signal.SIGALRM, _alarm)
                     signal.alarm(int(args.timeout))
                     try:
-                        t = harness.time_calls(fn, repeats=args.repeats, max_seconds=args.max_seconds, first_compiles=False)
+                        t = harness.time_calls(
+                            fn, repeats=args.repeats, max_seconds=args.max_seconds, first_compiles=False
+                        )
                         row.update(status="ok", median_s=t.median_s, times_s=t.times_s, first_s=t.first_s,
                                    single_call=t.warmup_reused)  # fmt: skip
                         history.setdefault(impl, []).append((kind, N, t.median_s))
@@ -95,7 +97,9 @@ def time_engines(args: argparse.Namespace, rate: float) -> list[dict[str, Any]]:
                     if engine == "auto":
                         row["auto_engine"] = _auto_choice(model, x, kind)
                 rows.append(row)
-                done = fmt_seconds(row.get("median_s")) if row["status"] == "ok" else f"{row['status']} ({row['reason']})"
+                done = (
+                    fmt_seconds(row.get("median_s")) if row["status"] == "ok" else f"{row['status']} ({row['reason']})"
+                )
                 auto = f" (auto → {row['auto_engine']})" if row.get("auto_engine") else ""
                 print(f"  {kind:5s} {engine:10s} {done}{auto}", flush=True)
     best: dict[tuple, float] = {}

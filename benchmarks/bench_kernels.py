@@ -370,7 +370,16 @@ def floor_table(rows: list[dict[str, Any]], rate: float) -> str:
             r["workload"], str(r["N"]), r["kind"], f"{f['forward'] / 1e9:.3g}", f"{f['backward'] / 1e9:.3g}",
             f"{f['gram'] / 1e9:.3g}", f"{f['total'] / 1e9:.3g}", fmt_seconds(f["total"] / (rate * 1e9)),
         ])  # fmt: skip
-    head = ["workload", "N", "kind", "fwd GFLOP", "bwd GFLOP", "Gram GFLOP", "total GFLOP", f"floor @ {rate:.0f} GFLOP/s"]
+    head = [
+        "workload",
+        "N",
+        "kind",
+        "fwd GFLOP",
+        "bwd GFLOP",
+        "Gram GFLOP",
+        "total GFLOP",
+        f"floor @ {rate:.0f} GFLOP/s",
+    ]
     return harness.table(head, lines)
 
 
@@ -450,26 +459,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     csv = lambda s: [t for t in s.split(",") if t]  # noqa: E731
     p.add_argument("--workloads", type=csv, default=None, help=f"comma-separated, from {', '.join(models.WORKLOADS)}")
-    p.add_argument("--N", type=lambda s: [int(t) for t in csv(s)], default=None, help="sample counts (default 256,1024,4096)")
+    p.add_argument(
+        "--N", type=lambda s: [int(t) for t in csv(s)], default=None, help="sample counts (default 256,1024,4096)"
+    )
     p.add_argument("--kinds", type=csv, default=None, help="pntk,trace,entk (default all)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls after the warm-up (default 3)")
     p.add_argument("--quick", action="store_true", help="small run: mlp,convnet at N=64,128, 2 repeats, 20 s cap")
     p.add_argument("--out", type=Path, default=harness.BENCH_DIR / "out" / "kernels.json")
-    p.add_argument("--nt-venv", type=Path, default=harness.REPO_ROOT / ".venv-nt",
-                   help="neural-tangents venv, made by benchmarks/nt-venv.sh DIR (default .venv-nt)")
+    p.add_argument(
+        "--nt-venv",
+        type=Path,
+        default=harness.REPO_ROOT / ".venv-nt",
+        help="neural-tangents venv, made by benchmarks/nt-venv.sh DIR (default .venv-nt)",
+    )
     p.add_argument("--no-nt", action="store_true", help="time PyTorch implementations only")
-    p.add_argument("--implementations", type=csv, default=None,
-                   help="only these, e.g. 'pntk:*' or 'pntk:auto,nt:structured_derivatives'")
-    p.add_argument("--merge", action="store_true",
-                   help="keep the rows of --out that this run does not re-measure (their ratios mix runs)")
+    p.add_argument(
+        "--implementations",
+        type=csv,
+        default=None,
+        help="only these, e.g. 'pntk:*' or 'pntk:auto,nt:structured_derivatives'",
+    )
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of --out that this run does not re-measure (their ratios mix runs)",
+    )
     p.add_argument("--max-seconds", type=float, default=60.0, help="skip when one call is estimated longer")
-    p.add_argument("--timeout", type=float, default=None,
-                   help="per-measurement wall-time limit in s (default 4 × max-seconds + 120)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="per-measurement wall-time limit in s (default 4 × max-seconds + 120)",
+    )
     p.add_argument("--memory-gb", type=float, default=None, help="memory cap (default 70%% of available, ≤ 16)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (JAX uses all cores, here 2)")
-    p.add_argument("--skip", type=csv, default=[], help="combinations to leave out, 'workload:N:kind', '*' matching anything")
-    p.add_argument("--crosscheck", type=csv, default=None,
-                   help="workloads to cross-check numerically against neural-tangents (default mlp,convnet; '' none)")
+    p.add_argument(
+        "--skip", type=csv, default=[], help="combinations to leave out, 'workload:N:kind', '*' matching anything"
+    )
+    p.add_argument(
+        "--crosscheck",
+        type=csv,
+        default=None,
+        help="workloads to cross-check numerically against neural-tangents (default mlp,convnet; '' none)",
+    )
     p.add_argument("--crosscheck-N", type=int, default=8)
     p.add_argument("--crosscheck-dtype", choices=("float64", "float32"), default="float64")
     args = p.parse_args(argv)
@@ -532,7 +564,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.merge and args.out.exists():
         previous = json.loads(args.out.read_text())
         fresh = {(r["workload"], r["N"], r["kind"], r["implementation"]) for r in rows}
-        kept = [r for r in previous.get("results", []) if (r["workload"], r["N"], r["kind"], r["implementation"]) not in fresh]
+        kept = [
+            r
+            for r in previous.get("results", [])
+            if (r["workload"], r["N"], r["kind"], r["implementation"]) not in fresh
+        ]
         rows = kept + rows
         order = {w: i for i, w in enumerate(models.WORKLOADS)}
         rows.sort(key=lambda r: (order.get(r["workload"], 99), r["N"], KINDS.index(r["kind"])))

@@ -53,11 +53,25 @@ def large(n: int, memory: str, engine: str, time_limit: float, workdir: Path, ke
     out, log = workdir / f"pntk-{n}.zarr", workdir / f"pntk-{n}.jsonl"
     shutil.rmtree(out, ignore_errors=True)
     log.unlink(missing_ok=True)
-    job = {"n": n, "memory": memory, "out": str(out), "log": str(log), "engine": engine,
-           "width": WIDTH, "depth": DEPTH, "threads": THREADS, "seed": SEED}
+    job = {
+        "n": n,
+        "memory": memory,
+        "out": str(out),
+        "log": str(log),
+        "engine": engine,
+        "width": WIDTH,
+        "depth": DEPTH,
+        "threads": THREADS,
+        "seed": SEED,
+    }
     started = time.time()
-    outcome = harness.run_worker(sys.executable, harness.BENCH_DIR / "compute_worker.py", job,
-                                 timeout_s=time_limit, memory_cap_bytes=int(0.9 * harness.memory_available_bytes()))
+    outcome = harness.run_worker(
+        sys.executable,
+        harness.BENCH_DIR / "compute_worker.py",
+        job,
+        timeout_s=time_limit,
+        memory_cap_bytes=int(0.9 * harness.memory_available_bytes()),
+    )
     tiles = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     store = open_store(out) if (out / "zarr.json").exists() else None
     entries = sum(t["entries"] for t in tiles)
@@ -65,11 +79,18 @@ def large(n: int, memory: str, engine: str, time_limit: float, workdir: Path, ke
     elapsed = tiles[-1]["time"] - started if tiles else None
     compute_s = sum(t["seconds"] for t in tiles)
     result = {
-        "n": n, "memory": memory, "status": outcome.status, "detail": outcome.detail,
-        "wall_s": outcome.wall_s, "peak_rss_bytes": outcome.peak_rss_bytes,
-        "tile": store.spec.tile if store else None, "engine": store.spec.engine if store else None,
-        "tiles_total": len(store.spec.plan()) if store else None, "tiles_done": len(tiles),
-        "entries_done": entries, "entries_total": n * n,
+        "n": n,
+        "memory": memory,
+        "status": outcome.status,
+        "detail": outcome.detail,
+        "wall_s": outcome.wall_s,
+        "peak_rss_bytes": outcome.peak_rss_bytes,
+        "tile": store.spec.tile if store else None,
+        "engine": store.spec.engine if store else None,
+        "tiles_total": len(store.spec.plan()) if store else None,
+        "tiles_done": len(tiles),
+        "entries_done": entries,
+        "entries_total": n * n,
         "entries_per_s": entries / elapsed if elapsed else None,
         "compute_entries_per_s": entries / compute_s if compute_s else None,
         "write_s": sum(t["write_seconds"] for t in tiles),
@@ -109,11 +130,20 @@ def overhead(n: int, memory: str, engine: str, repeats: int, workdir: Path) -> d
     shutil.rmtree(out, ignore_errors=True)
     wall_med = {k: statistics.median(v) for k, v in wall.items()}
     cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
-    return {"n": n, "tile": tile, "engine": eng.name, "repeats": repeats, "wall_s": wall, "cpu_s": cpu,
-            "median_memory_s": wall_med["memory"], "median_store_s": wall_med["store"],
-            "overhead": wall_med["store"] / wall_med["memory"] - 1,
-            "median_memory_cpu_s": cpu_med["memory"], "median_store_cpu_s": cpu_med["store"],
-            "cpu_overhead": cpu_med["store"] / cpu_med["memory"] - 1}
+    return {
+        "n": n,
+        "tile": tile,
+        "engine": eng.name,
+        "repeats": repeats,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "median_memory_s": wall_med["memory"],
+        "median_store_s": wall_med["store"],
+        "overhead": wall_med["store"] / wall_med["memory"] - 1,
+        "median_memory_cpu_s": cpu_med["memory"],
+        "median_store_cpu_s": cpu_med["store"],
+        "cpu_overhead": cpu_med["store"] / cpu_med["memory"] - 1,
+    }
 
 
 def main() -> None:
@@ -130,32 +160,85 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=harness.BENCH_DIR / "out" / "store.json")
     args = parser.parse_args()
 
-    report = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                          "threads": THREADS, "load_average": harness.load_average(),
-                          "matmul_gflops": harness.matmul_gflops(threads=THREADS)},
-              "model": f"mlp 64-{WIDTH}x{DEPTH}-10, digits-shaped random inputs, float32, pNTK"}
+    report = {
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": THREADS,
+            "load_average": harness.load_average(),
+            "matmul_gflops": harness.matmul_gflops(threads=THREADS),
+        },
+        "model": f"mlp 64-{WIDTH}x{DEPTH}-10, digits-shaped random inputs, float32, pNTK",
+    }
     report["overhead"] = ov = overhead(args.overhead_n, args.memory, args.engine, args.repeats, args.dir)
-    print(harness.table(
-        ["overhead run", "N", "tile", "engine", "time", "in memory (median)", "into store (median)", "overhead"],
-        [["pntk.kernel vs pntk.compute", ov["n"], ov["tile"], ov["engine"], "wall",
-          fmt_seconds(ov["median_memory_s"]), fmt_seconds(ov["median_store_s"]), f"{100 * ov['overhead']:+.1f} %"],
-         ["", "", "", "", "CPU", fmt_seconds(ov["median_memory_cpu_s"]), fmt_seconds(ov["median_store_cpu_s"]),
-          f"{100 * ov['cpu_overhead']:+.1f} %"]],
-    ))
+    print(
+        harness.table(
+            ["overhead run", "N", "tile", "engine", "time", "in memory (median)", "into store (median)", "overhead"],
+            [
+                [
+                    "pntk.kernel vs pntk.compute",
+                    ov["n"],
+                    ov["tile"],
+                    ov["engine"],
+                    "wall",
+                    fmt_seconds(ov["median_memory_s"]),
+                    fmt_seconds(ov["median_store_s"]),
+                    f"{100 * ov['overhead']:+.1f} %",
+                ],
+                [
+                    "",
+                    "",
+                    "",
+                    "",
+                    "CPU",
+                    fmt_seconds(ov["median_memory_cpu_s"]),
+                    fmt_seconds(ov["median_store_cpu_s"]),
+                    f"{100 * ov['cpu_overhead']:+.1f} %",
+                ],
+            ],
+        )
+    )
     if not args.skip_large:
         report["large"] = lg = large(args.n, args.memory, args.engine, args.time_limit, args.dir, args.keep)
         rate = lg["entries_per_s"]
         print()
         compute_rate = lg["compute_entries_per_s"]
-        print(harness.table(
-            ["large run", "N", "memory", "tile", "engine", "tiles done", "entries/s (wall)",
-             "entries/s (computing)", "peak RSS", "on disk", "wall", "projected total", "status"],
-            [[f"{lg['entries_total']:.3g} entries", lg["n"], lg["memory"], lg["tile"], lg["engine"],
-              f"{lg['tiles_done']}/{lg['tiles_total']}", f"{rate:.3g}" if rate else "—",
-              f"{compute_rate:.3g}" if compute_rate else "—", fmt_bytes(lg["peak_rss_bytes"]),
-              fmt_bytes(lg["size_on_disk_bytes"]), fmt_seconds(lg["wall_s"]),
-              fmt_seconds(lg.get("projected_total_s")), lg["status"]]],
-        ))
+        print(
+            harness.table(
+                [
+                    "large run",
+                    "N",
+                    "memory",
+                    "tile",
+                    "engine",
+                    "tiles done",
+                    "entries/s (wall)",
+                    "entries/s (computing)",
+                    "peak RSS",
+                    "on disk",
+                    "wall",
+                    "projected total",
+                    "status",
+                ],
+                [
+                    [
+                        f"{lg['entries_total']:.3g} entries",
+                        lg["n"],
+                        lg["memory"],
+                        lg["tile"],
+                        lg["engine"],
+                        f"{lg['tiles_done']}/{lg['tiles_total']}",
+                        f"{rate:.3g}" if rate else "—",
+                        f"{compute_rate:.3g}" if compute_rate else "—",
+                        fmt_bytes(lg["peak_rss_bytes"]),
+                        fmt_bytes(lg["size_on_disk_bytes"]),
+                        fmt_seconds(lg["wall_s"]),
+                        fmt_seconds(lg.get("projected_total_s")),
+                        lg["status"],
+                    ]
+                ],
+            )
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"\nwritten to {args.out}")

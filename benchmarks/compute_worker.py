@@ -35,8 +35,16 @@ def main() -> None:
     torch.set_num_threads(job["threads"])
     model, x = problem(job["n"], job["width"], job["depth"], job["seed"])
     t0 = time.perf_counter()
-    store = compute(model, x, kind="pntk", out=job["out"], memory=job["memory"], engine=job["engine"],
-                    log_json=job["log"], progress=False)
+    store = compute(
+        model,
+        x,
+        kind="pntk",
+        out=job["out"],
+        memory=job["memory"],
+        engine=job["engine"],
+        log_json=job["log"],
+        progress=False,
+    )
     harness.emit({"seconds": time.perf_counter() - t0, "tile": store.spec.tile, "engine": store.spec.engine})
 
 

@@ -140,14 +140,20 @@ def small_workload(name: str, **sizes: int) -> Workload:
     if name == "mlp":
         width, depth, d_in = sizes.get("width", 256), sizes.get("depth", 2), sizes.get("d_in", 784)
         return Workload(
-            f"mlp-w{width}", f"MLP {d_in}-{'-'.join([str(width)] * depth)}-10, ReLU", (d_in,), 10,
+            f"mlp-w{width}",
+            f"MLP {d_in}-{'-'.join([str(width)] * depth)}-10, ReLU",
+            (d_in,),
+            10,
             _mlp([width] * depth, 10),
         )
     if name == "convnet":
         width, hw = sizes.get("width", 16), sizes.get("hw", 16)
         return Workload(
-            f"convnet-w{width}-{hw}px", f"ConvNet ({width},{width},{2 * width},{2 * width}) on 3×{hw}×{hw}",
-            (3, hw, hw), 10, _convnet(width, 2 * width, 10),
+            f"convnet-w{width}-{hw}px",
+            f"ConvNet ({width},{width},{2 * width},{2 * width}) on 3×{hw}×{hw}",
+            (3, hw, hw),
+            10,
+            _convnet(width, 2 * width, 10),
         )
     raise ValueError(f"no size-parametrised variant of {name!r}; use 'mlp' or 'convnet'")
 

@@ -78,9 +78,7 @@ def main() -> None:
     else:
         raise ValueError(f"unknown kind {kind!r}")
     implementation = nt.NtkImplementation[job["implementation"].upper()]
-    ntk_fn = nt.empirical_ntk_fn(
-        f, trace_axes=trace_axes, diagonal_axes=(), vmap_axes=0, implementation=implementation
-    )
+    ntk_fn = nt.empirical_ntk_fn(f, trace_axes=trace_axes, diagonal_axes=(), vmap_axes=0, implementation=implementation)
     repeats, max_seconds = int(job.get("repeats", 3)), float(job.get("max_seconds", 60))
     B = int(job.get("batch_size") or 0)
     out: dict = {}

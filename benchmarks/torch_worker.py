@@ -126,7 +126,9 @@ def main() -> None:
         timing = harness.Timing(elapsed, [elapsed], warmup_reused=True)
     else:
         timing = harness.time_calls(
-            run, repeats=int(job.get("repeats", 3)), max_seconds=float(job.get("max_seconds", 60)),
+            run,
+            repeats=int(job.get("repeats", 3)),
+            max_seconds=float(job.get("max_seconds", 60)),
             first_compiles=False,
         )
     K = out["K"]

@@ -30,8 +30,9 @@ def jacobian(model: nn.Module, x, names: list[str] | None = None) -> Tensor:
         out = model(*(t[n : n + 1] for t in xs))[0]
         for a in range(out.shape[0]):
             grads = torch.autograd.grad(out[a], params, retain_graph=True, allow_unused=True)
-            rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                                   for g, p in zip(grads, params)]))
+            rows.append(
+                torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+            )
     O = rows and len(rows) // xs[0].shape[0]
     return torch.stack(rows).reshape(xs[0].shape[0], O, -1)
 

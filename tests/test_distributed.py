@@ -31,8 +31,19 @@ def test_share_deals_every_tile_once_and_balances_the_work(world_size, symmetric
 
 
 def torchrun(out, *options):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               str(WORKER), str(out), "--kind", "trace", *options]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(WORKER),
+        str(out),
+        "--kind",
+        "trace",
+        *options,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 

@@ -111,14 +111,19 @@ def test_a_second_writer_is_refused(tmp_path):
     model, x = make_problem(6)
     out = tmp_path / "k.zarr"
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, time
             from pntk.store import StoreLock
             StoreLock({str(out)!r})
             print("locked", flush=True)
             time.sleep(60)
-        """)],
-        stdout=subprocess.PIPE, text=True,
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"

@@ -61,16 +61,26 @@ def mlp(out: int) -> nn.Module:
 
 def cnn() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(4, 4, 3, stride=1, padding=1), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Flatten(), nn.Linear(4 * 2 * 2, 3),
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3, stride=1, padding=1),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 2 * 2, 3),
     )
 
 
 def batchnorm() -> nn.Module:
     net = nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.Flatten(), nn.Linear(4 * 8 * 8, 6), nn.BatchNorm1d(6), nn.Linear(6, 3),
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 8 * 8, 6),
+        nn.BatchNorm1d(6),
+        nn.Linear(6, 3),
     )
     g = torch.Generator().manual_seed(1)
     for m in net.modules():
@@ -84,8 +94,14 @@ def batchnorm() -> nn.Module:
 
 def norms() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(),
-        nn.Flatten(), nn.Linear(4 * 4 * 4, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, 3),
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.GroupNorm(2, 4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 6),
+        nn.LayerNorm(6),
+        nn.Tanh(),
+        nn.Linear(6, 3),
     )
 
 

@@ -136,10 +136,24 @@ def compute(
     symmetric = data2 is None
 
     with process_group() as group:
-        lock, spec, missing = _setup(group, out, lambda: _open_or_create(
-            out, fm, kind, source1, source2, store_dtype, symmetric,
-            engine=engine, tile=tile, memory=memory, resume=resume, overwrite=overwrite,
-        ))
+        lock, spec, missing = _setup(
+            group,
+            out,
+            lambda: _open_or_create(
+                out,
+                fm,
+                kind,
+                source1,
+                source2,
+                store_dtype,
+                symmetric,
+                engine=engine,
+                tile=tile,
+                memory=memory,
+                resume=resume,
+                overwrite=overwrite,
+            ),
+        )
         try:
             store = KernelStore(out, writable=True)
             eng = get_engine(spec.engine, fm, kind, spec.tile)
@@ -197,9 +211,17 @@ def _open_or_create(
     """
     engine = parse_enum(Engine, engine, "engine")
     requested = KernelSpec(
-        kind=kind, N1=len(source1), N2=len(source2), O=fm.num_outputs, dtype=store_dtype, symmetric=symmetric,
-        engine=None if engine is Engine.AUTO else engine.value, tile=tile,
-        model=model_fingerprint(fm), data1=fingerprint(source1), data2=None if symmetric else fingerprint(source2),
+        kind=kind,
+        N1=len(source1),
+        N2=len(source2),
+        O=fm.num_outputs,
+        dtype=store_dtype,
+        symmetric=symmetric,
+        engine=None if engine is Engine.AUTO else engine.value,
+        tile=tile,
+        model=model_fingerprint(fm),
+        data1=fingerprint(source1),
+        data2=None if symmetric else fingerprint(source2),
     )
     existing = read_spec(out)  # also refuses to overwrite anything but a kernel store
     if existing is not None and not overwrite:
@@ -211,7 +233,8 @@ def _open_or_create(
         differences = existing.differences(requested)
         if differences:
             raise StoreMismatchError(
-                f"{out} holds a different computation than this call:\n  - " + "\n  - ".join(differences)
+                f"{out} holds a different computation than this call:\n  - "
+                + "\n  - ".join(differences)
                 + "\nPass overwrite=True (CLI: --overwrite) to replace it, or choose another out path."
             )
         store = KernelStore(out, writable=True)
@@ -318,9 +341,19 @@ def _fill(
         clock = time.perf_counter()
         store.write_tile(t, values, rank=group.rank, seconds=seconds)
         entries = (t.r1 - t.r0) * (t.c1 - t.c0) * per_entry * (1 if t.on_diagonal or not spec.symmetric else 2)
-        log({"i": t.i, "j": t.j, "rows": [t.r0, t.r1], "cols": [t.c0, t.c1], "entries": entries,
-             "seconds": round(seconds, 6), "write_seconds": round(time.perf_counter() - clock, 6),
-             "rank": group.rank, "time": round(time.time(), 3)})
+        log(
+            {
+                "i": t.i,
+                "j": t.j,
+                "rows": [t.r0, t.r1],
+                "cols": [t.c0, t.c1],
+                "entries": entries,
+                "seconds": round(seconds, 6),
+                "write_seconds": round(time.perf_counter() - clock, 6),
+                "rank": group.rank,
+                "time": round(time.time(), 3),
+            }
+        )
         entries_done += entries
         bar.set_postfix_str(f"{entries_done / (time.perf_counter() - start):.3g} entries/s", refresh=False)
         bar.update()
@@ -372,4 +405,3 @@ def _numpy_dtype(dtype: torch.dtype) -> str:
         raise ValueError(
             f"a kernel store holds NumPy numbers and NumPy has no {dtype}; pass dtype=torch.float32"
         ) from None
-

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.sparse.linalg import aslinearoperator
 
-from pntk.analysis import _linalg
 from pntk.analysis import (
     IllConditionedKernelError,
     IllConditionedKernelWarning,
+    _linalg,
     kernel_regression,
     kernel_regression_cg,
 )

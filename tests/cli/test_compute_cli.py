@@ -26,8 +26,25 @@ def make():
 
 def test_zoo_model_on_builtin_dataset_then_info(tmp_path, capsys):
     out, log = tmp_path / "k.zarr", tmp_path / "tiles.jsonl"
-    argv = ["compute", "--model", "mlp", "--width", "16", "--dataset", "digits", "--num-samples", "40", "--kind", "pntk",
-            "--out", str(out), "--tile", "16", "--log-json", str(log)]
+    argv = [
+        "compute",
+        "--model",
+        "mlp",
+        "--width",
+        "16",
+        "--dataset",
+        "digits",
+        "--num-samples",
+        "40",
+        "--kind",
+        "pntk",
+        "--out",
+        str(out),
+        "--tile",
+        "16",
+        "--log-json",
+        str(log),
+    ]
     assert main(argv) == 0
     model = build_model("mlp", width=16, in_shape=(1, 8, 8), num_classes=10, seed=0).eval()
     x = load_dataset("digits", n=40).x
@@ -64,9 +81,25 @@ def test_model_file_weights_and_tensor_files(tmp_path, weights_format):
     np.save(tmp_path / "x1.npy", x1.numpy())
     torch.save(x2, tmp_path / "x2.pt")
     out = tmp_path / "k.zarr"
-    argv = ["compute", "--model", f"{tmp_path / 'net.py'}:make", "--weights", str(weights),
-            "--dataset", str(tmp_path / "x1.npy"), "--dataset2", str(tmp_path / "x2.pt"),
-            "--kind", "entk", "--out", str(out), "--memory", "20kB", "--dtype", "float64"]
+    argv = [
+        "compute",
+        "--model",
+        f"{tmp_path / 'net.py'}:make",
+        "--weights",
+        str(weights),
+        "--dataset",
+        str(tmp_path / "x1.npy"),
+        "--dataset2",
+        str(tmp_path / "x2.pt"),
+        "--kind",
+        "entk",
+        "--out",
+        str(out),
+        "--memory",
+        "20kB",
+        "--dtype",
+        "float64",
+    ]
     assert main(argv) == 0
     K = pntk.store.open(out)
     expected = pntk.kernel(trained.eval(), x1, x2, kind="entk", batch_size=K.spec.tile, dtype=torch.float64)
@@ -102,14 +135,40 @@ def test_pickles_are_never_loaded(tmp_path, capsys):
     torch.save({"x": Evil()}, tmp_path / "evil.pt")
     np.save(tmp_path / "evil.npy", np.array([Evil()], dtype=object))
     for path in ("evil.pt", "evil.npy"):
-        argv = ["compute", "--model", "mlp", "--width", "8", "--dataset", str(tmp_path / path),
-                "--kind", "pntk", "--out", str(tmp_path / "k.zarr")]
+        argv = [
+            "compute",
+            "--model",
+            "mlp",
+            "--width",
+            "8",
+            "--dataset",
+            str(tmp_path / path),
+            "--kind",
+            "pntk",
+            "--out",
+            str(tmp_path / "k.zarr"),
+        ]
         assert main(argv) == 2
         captured = capsys.readouterr()
         assert "unpickled!" not in captured.out and "does not unpickle" in captured.err
     torch.save({"x": Evil()}, tmp_path / "w.pt")
-    argv = ["compute", "--model", "mlp", "--width", "8", "--dataset", "digits", "--n", "4", "--weights",
-            str(tmp_path / "w.pt"), "--kind", "pntk", "--out", str(tmp_path / "k.zarr")]
+    argv = [
+        "compute",
+        "--model",
+        "mlp",
+        "--width",
+        "8",
+        "--dataset",
+        "digits",
+        "--n",
+        "4",
+        "--weights",
+        str(tmp_path / "w.pt"),
+        "--kind",
+        "pntk",
+        "--out",
+        str(tmp_path / "k.zarr"),
+    ]
     assert main(argv) == 2
     assert "does not unpickle" in capsys.readouterr().err
 
@@ -126,8 +185,25 @@ def test_info_of_an_interrupted_store(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(KernelStore, "_record", stop_after_two)
     out = tmp_path / "k.zarr"
     with pytest.raises(KeyboardInterrupt):
-        main(["compute", "--model", "mlp", "--width", "8", "--dataset", "digits", "--n", "30", "--kind", "trace",
-              "--tile", "10", "--out", str(out)])
+        main(
+            [
+                "compute",
+                "--model",
+                "mlp",
+                "--width",
+                "8",
+                "--dataset",
+                "digits",
+                "--n",
+                "30",
+                "--kind",
+                "trace",
+                "--tile",
+                "10",
+                "--out",
+                str(out),
+            ]
+        )
     capsys.readouterr()
     assert main(["info", str(out)]) == 0
     assert "complete  no: 4 of 6 tiles missing" in capsys.readouterr().out

@@ -13,9 +13,18 @@ def _metric(mean):
 def _sweep(parametrization, diagonal_slope, off_diagonal_slope):
     fit = {"slope": -0.5, "intercept": 0.0, "points": 9, "stderr": 0.01}
     rows = [
-        {"width": w, **{m: _metric(e) for m in
-                        ("relative_error", "lambda_max_relative_error", "lambda_min_relative_error",
-                         "cond_relative_error")}}
+        {
+            "width": w,
+            **{
+                m: _metric(e)
+                for m in (
+                    "relative_error",
+                    "lambda_max_relative_error",
+                    "lambda_min_relative_error",
+                    "cond_relative_error",
+                )
+            },
+        }
         for w, e in ((16, 0.4), (64, 0.2), (256, 0.1))
     ]
     return {
@@ -23,7 +32,9 @@ def _sweep(parametrization, diagonal_slope, off_diagonal_slope):
         "spec": {"model": "convnet", "dataset": "mnist1d", "parametrization": parametrization},
         "by_width": rows,
         "fits": {
-            "relative_error": fit, "lambda_max_relative_error": fit, "lambda_min_relative_error": fit,
+            "relative_error": fit,
+            "lambda_max_relative_error": fit,
+            "lambda_min_relative_error": fit,
             "cond_relative_error": fit,
             "norm_Theta_diagonal": {**fit, "slope": diagonal_slope},
             "off_diagonal_error": {**fit, "slope": off_diagonal_slope},
@@ -34,11 +45,11 @@ def _sweep(parametrization, diagonal_slope, off_diagonal_slope):
 @pytest.mark.parametrize(
     "parametrization, diagonal, off_diagonal, holds",
     [
-        ("standard", 0.9, 0.05, True),   # the paper's statement
-        ("standard", 0.6, 0.2, False),   # the off-diagonal part grows too
-        ("ntk", 0.0, -0.5, True),        # the same statement divided by the width
-        ("ntk", 0.0, 0.0, False),        # nothing decays
-        ("ntk", 0.9, 0.05, False),       # a standard-parametrisation outcome is no verdict for NTK
+        ("standard", 0.9, 0.05, True),  # the paper's statement
+        ("standard", 0.6, 0.2, False),  # the off-diagonal part grows too
+        ("ntk", 0.0, -0.5, True),  # the same statement divided by the width
+        ("ntk", 0.0, 0.0, False),  # nothing decays
+        ("ntk", 0.9, 0.05, False),  # a standard-parametrisation outcome is no verdict for NTK
     ],
 )
 def test_parts_claim_reads_the_statement_in_the_sweeps_parametrisation(parametrization, diagonal, off_diagonal, holds):

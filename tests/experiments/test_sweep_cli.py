@@ -14,8 +14,23 @@ from pntk.models import build_model
 
 
 def test_sweep_writes_json_and_figure_matching_the_library(tmp_path, capsys):
-    argv = ["sweep", "--dataset", "digits", "--model", "mlp", "--widths", "16,32", "--seeds", "0,1", "--n", "8",
-            "--out", str(tmp_path), "--device", "cpu"]
+    argv = [
+        "sweep",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--widths",
+        "16,32",
+        "--seeds",
+        "0,1",
+        "--n",
+        "8",
+        "--out",
+        str(tmp_path),
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     assert "‖Θ − K⊗I‖/‖Θ‖ ∝ width^(" in capsys.readouterr().out
     result = json.loads((tmp_path / "width_sweep_digits_mlp.json").read_text())

@@ -50,8 +50,9 @@ def check(model, x1, x2, *, names=None, kinds=KINDS, batch_size=2, dtype=torch.f
     params = None if names is None else {n: p for n, p in model.named_parameters() if n in names}
     for kind in kinds:
         for a, b in ((x1, None), (x1, x2)):
-            got = pntk.kernel(model, a, b, kind=kind, engine="structured", batch_size=batch_size, dtype=dtype,
-                              params=params)
+            got = pntk.kernel(
+                model, a, b, kind=kind, engine="structured", batch_size=batch_size, dtype=dtype, params=params
+            )
             ref = reference_kernel(model, a, b, kind, names=names)
             assert got.dtype == dtype and got.shape == ref.shape
             assert rel_err(got, ref) <= tol, (kind, b is None)
@@ -119,18 +120,29 @@ def convnet(dim: int, padding_mode: str) -> nn.Module:
     """Stride, ``"same"`` with an odd total (asymmetric), dilation, groups, no bias, a padding mode."""
     Conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dim]
     return nn.Sequential(
-        Conv(2, 4, 3, stride=2, padding=1), nn.Tanh(),
-        Conv(4, 4, 2, padding="same"), nn.Tanh(),
-        Conv(4, 6, 2, dilation=2, groups=2, bias=False), nn.Tanh(),
-        Conv(6, 3, 3, padding=1, padding_mode=padding_mode), nn.Tanh(),
-        nn.Flatten(), nn.LazyLinear(3),
+        Conv(2, 4, 3, stride=2, padding=1),
+        nn.Tanh(),
+        Conv(4, 4, 2, padding="same"),
+        nn.Tanh(),
+        Conv(4, 6, 2, dilation=2, groups=2, bias=False),
+        nn.Tanh(),
+        Conv(6, 3, 3, padding=1, padding_mode=padding_mode),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.LazyLinear(3),
     )
 
 
 @pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
-@pytest.mark.parametrize(("dim", "size", "padding_mode"), [
-    (1, (9,), "reflect"), (2, (6, 5), "circular"), (3, (7, 6, 7), "replicate"), (2, (5, 5), "zeros"),
-])
+@pytest.mark.parametrize(
+    ("dim", "size", "padding_mode"),
+    [
+        (1, (9,), "reflect"),
+        (2, (6, 5), "circular"),
+        (3, (7, 6, 7), "replicate"),
+        (2, (5, 5), "zeros"),
+    ],
+)
 def test_convolutions(form, dim, size, padding_mode, monkeypatch):
     grouped_calls = []
     weight_gradient = rules._conv_weight_gradient
@@ -150,8 +162,12 @@ def test_convolutions(form, dim, size, padding_mode, monkeypatch):
 
 def test_2d_convolution_with_rectangular_kernel_and_stride(form):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2)), nn.Tanh(),
-                          nn.Flatten(), nn.Linear(4 * 3 * 3, 2)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2)),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(4 * 3 * 3, 2),
+    ).eval()
     x1, x2 = randn(4, 3, 5, 5, seed=1), randn(2, 3, 5, 5, seed=2)
     assert planned(model, x1)[1] == set()
     check(model, x1, x2)
@@ -169,10 +185,13 @@ class ViewFlatten(nn.Module):
         return self.head(h.view(h.shape[0], -1))
 
 
-@pytest.mark.parametrize(("model", "converted"), [
-    (ViewFlatten(), False),
-    (nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(48, 2)), True),
-])
+@pytest.mark.parametrize(
+    ("model", "converted"),
+    [
+        (ViewFlatten(), False),
+        (nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(48, 2)), True),
+    ],
+)
 def test_channels_last_passes_only_where_the_model_allows_them(form, model, converted):
     x1, x2 = randn(4, 2, 4, 4, seed=1), randn(3, 2, 4, 4, seed=2)
     model.eval()
@@ -285,12 +304,26 @@ class SineLinear(nn.Linear):
 
 def test_ntk_scaled_subclasses_and_other_subclasses(form):
     torch.manual_seed(0)
-    model = nn.Sequential(ScaledConv2d(2, 3, 3, padding=1), nn.Tanh(), nn.Flatten(), ScaledLinear(27, 5),
-                          nn.Tanh(), SineLinear(5, 4), nn.Tanh(), ScaledLinear(4, 10)).eval()
+    model = nn.Sequential(
+        ScaledConv2d(2, 3, 3, padding=1),
+        nn.Tanh(),
+        nn.Flatten(),
+        ScaledLinear(27, 5),
+        nn.Tanh(),
+        SineLinear(5, 4),
+        nn.Tanh(),
+        ScaledLinear(4, 10),
+    ).eval()
     x1, x2 = randn(4, 2, 3, 3, seed=1), randn(3, 2, 3, 3, seed=2)
     ruled, fallback, _ = planned(model, x1)
-    assert fallback == {"5.weight", "5.bias"} and ruled == {"0.weight", "0.bias", "3.weight", "3.bias", "7.weight",
-                                                            "7.bias"}
+    assert fallback == {"5.weight", "5.bias"} and ruled == {
+        "0.weight",
+        "0.bias",
+        "3.weight",
+        "3.bias",
+        "7.weight",
+        "7.bias",
+    }
     check(model, x1, x2)
 
 
@@ -344,9 +377,17 @@ def test_unsupported_uses_fall_back_exactly(monkeypatch, capture_bytes):
     x1, x2 = torch.randint(0, 6, (4, 3), generator=g), torch.randint(0, 6, (2, 3), generator=g)
     ruled, fallback, layers = planned(model, x1)
     assert ruled == {"inplace.weight", "inplace.bias", "head.weight", "head.bias"}
-    assert fallback == {"emb.weight", "gain", "attn.in_proj", "attn.out_proj.weight",
-                        "attn.out_proj.bias", "seq_first.weight", "seq_first.bias", "batch_second.weight",
-                        "batch_second.bias"}
+    assert fallback == {
+        "emb.weight",
+        "gain",
+        "attn.in_proj",
+        "attn.out_proj.weight",
+        "attn.out_proj.bias",
+        "seq_first.weight",
+        "seq_first.bias",
+        "batch_second.weight",
+        "batch_second.bias",
+    }
     assert [layer.clone_output for layer in layers] == [True, False]
     check(model, x1, x2)
 
@@ -432,10 +473,13 @@ def mlp(out: int) -> nn.Module:
     return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, out)).eval()
 
 
-@pytest.mark.parametrize("names", [
-    ["0.weight", "2.bias", "4.weight", "4.bias"],  # a weight without its bias; a bias alone
-    ["2.weight"],
-])
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["0.weight", "2.bias", "4.weight", "4.bias"],  # a weight without its bias; a bias alone
+        ["2.weight"],
+    ],
+)
 def test_params_subset(form, names):
     torch.manual_seed(0)
     model = mlp(4)
@@ -448,11 +492,19 @@ def test_params_subset(form, names):
 @pytest.mark.parametrize("out", [1, 10])
 def test_float32(form, out):
     torch.manual_seed(0)
-    model = with_statistics(nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 8), nn.LayerNorm(8),
-        nn.Tanh(), nn.Linear(8, out)))
-    check(model, randn(6, 2, 4, 4, seed=1), randn(4, 2, 4, 4, seed=2), batch_size=4, dtype=torch.float32,
-          tol=1e-4)
+    model = with_statistics(
+        nn.Sequential(
+            nn.Conv2d(2, 4, 3, padding=1),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64, 8),
+            nn.LayerNorm(8),
+            nn.Tanh(),
+            nn.Linear(8, out),
+        )
+    )
+    check(model, randn(6, 2, 4, 4, seed=1), randn(4, 2, 4, 4, seed=2), batch_size=4, dtype=torch.float32, tol=1e-4)
 
 
 def test_chunked_contraction_and_unfolding(monkeypatch, form):

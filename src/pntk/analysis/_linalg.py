@@ -27,14 +27,14 @@ from __future__ import annotations
 import enum
 import warnings
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 from scipy.linalg import eigh, lapack, solve_triangular
 from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
+ArrayLike = np.ndarray | torch.Tensor
 """A kernel or target array: a NumPy array or a torch tensor (any dtype, any device)."""
 
 _EPS = np.finfo(np.float64).eps

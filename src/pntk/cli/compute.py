@@ -44,19 +44,35 @@ def register(subparsers) -> None:
     m.add_argument("--weights", help="a .safetensors file or a torch checkpoint (read with weights_only=True)")
     m.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda:LOCAL_RANK if available)")
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", required=True, help="a built-in name (digits, mnist1d, ...), a directory of "
-                   "standard files (with --dataset-format), or a .npy/.pt file of inputs")
+    d.add_argument(
+        "--dataset",
+        required=True,
+        help="a built-in name (digits, mnist1d, ...), a directory of "
+        "standard files (with --dataset-format), or a .npy/.pt file of inputs",
+    )
     d.add_argument("--dataset-format", help="what a dataset directory holds: cifar10, cifar100, mnist, fashion-mnist")
     d.add_argument("--split", default="train", help="train, test or all (default: train)")
     # torchrun's own parser rejects "--n" anywhere on its command line as an ambiguous abbreviation of its
     # options, hence the long name.
-    d.add_argument("--num-samples", "--n", dest="n", type=int, metavar="N",
-                   help="use N samples: a stratified subset, or the first N rows of a file (--n for short, "
-                   "but not under torchrun, which takes it for one of its own options)")
+    d.add_argument(
+        "--num-samples",
+        "--n",
+        dest="n",
+        type=int,
+        metavar="N",
+        help="use N samples: a stratified subset, or the first N rows of a file (--n for short, "
+        "but not under torchrun, which takes it for one of its own options)",
+    )
     d.add_argument("--dataset2", help="columns from another dataset (default: the same, symmetric kernel)")
     d.add_argument("--split2", help="split of --dataset2 (default: --split)")
-    d.add_argument("--num-samples2", "--n2", dest="n2", type=int, metavar="N2",
-                   help="samples of --dataset2 (default: --num-samples)")
+    d.add_argument(
+        "--num-samples2",
+        "--n2",
+        dest="n2",
+        type=int,
+        metavar="N2",
+        help="samples of --dataset2 (default: --num-samples)",
+    )
     k = p.add_argument_group("kernel and store")
     k.add_argument("--kind", required=True, choices=("entk", "trace", "pntk"))
     k.add_argument("--out", required=True, help="the store's directory, e.g. k.zarr")
@@ -76,21 +92,39 @@ def run(args: argparse.Namespace) -> int:
     x2 = None
     if args.dataset2 is not None:
         x2, _ = load_inputs(
-            args.dataset2, split=args.split2 or args.split, n=args.n2 if args.n2 is not None else args.n,
-            fmt=args.dataset_format, seed=args.seed,
+            args.dataset2,
+            split=args.split2 or args.split,
+            n=args.n2 if args.n2 is not None else args.n,
+            fmt=args.dataset_format,
+            seed=args.seed,
         )
     model = load_model(
-        args.model, in_shape=tuple(x1.shape[1:]), num_classes=args.num_classes or classes or 10,
-        width=args.width, depth=args.depth, parametrization=args.parametrization, seed=args.seed,
+        args.model,
+        in_shape=tuple(x1.shape[1:]),
+        num_classes=args.num_classes or classes or 10,
+        width=args.width,
+        depth=args.depth,
+        parametrization=args.parametrization,
+        seed=args.seed,
     )
     if args.weights:
         load_weights(model, args.weights)
     model.to(_device(args.device))
     try:
         store = compute(
-            model, x1, x2, kind=args.kind, out=args.out, memory=args.memory, tile=args.tile, engine=args.engine,
-            dtype=_DTYPES.get(args.dtype), resume=not args.no_resume, overwrite=args.overwrite,
-            progress=args.progress, log_json=args.log_json,
+            model,
+            x1,
+            x2,
+            kind=args.kind,
+            out=args.out,
+            memory=args.memory,
+            tile=args.tile,
+            engine=args.engine,
+            dtype=_DTYPES.get(args.dtype),
+            resume=not args.no_resume,
+            overwrite=args.overwrite,
+            progress=args.progress,
+            log_json=args.log_json,
         )
     except StoreLockedError as err:
         print(f"pntk compute: error: {err}", file=sys.stderr)

@@ -54,4 +54,3 @@ def run(args) -> int:
     for name, value in rows:
         print(f"  {name:<9} {value}")
     return 0
-

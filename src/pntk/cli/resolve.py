@@ -112,8 +112,13 @@ def load_model(
         if width is None:
             raise ValueError(f"the zoo model {name.value!r} needs --width")
         model = build_model(
-            name, width=width, depth=depth, in_shape=in_shape, num_classes=num_classes,
-            parametrization=parametrization, seed=seed,
+            name,
+            width=width,
+            depth=depth,
+            in_shape=in_shape,
+            num_classes=num_classes,
+            parametrization=parametrization,
+            seed=seed,
         )
     return model.eval()
 

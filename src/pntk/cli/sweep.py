@@ -46,8 +46,14 @@ def run(args: argparse.Namespace) -> int:
     if list(args.widths) != sorted(set(args.widths)):
         raise ValueError(f"--widths must be distinct and ascending, got {','.join(map(str, args.widths))}")
     spec = WidthSweep(
-        args.dataset, args.model, widths=args.widths, seeds=args.seeds, N=args.n, depth=args.depth,
-        parametrization=args.parametrization, dtype=args.dtype,
+        args.dataset,
+        args.model,
+        widths=args.widths,
+        seeds=args.seeds,
+        N=args.n,
+        depth=args.depth,
+        parametrization=args.parametrization,
+        dtype=args.dtype,
     )
     device = args.device or default_device()
     with analysis_threads(device):

@@ -84,7 +84,9 @@ def width_sweep_figure(result: dict, path: str | Path) -> Path:
         return [r[metric] for r in rows]
 
     fig, (a, b, c, d) = _figure(
-        2, 2, f"{model_label(spec)}: eNTK Θ vs pNTK K at initialisation "
+        2,
+        2,
+        f"{model_label(spec)}: eNTK Θ vs pNTK K at initialisation "
         f"(N = {result['N']}, O = {result['O']}, {len(spec['seeds'])} seeds; band: min–max)",
     )
     _band(a, widths, col("relative_error"), "‖Θ − K⊗I‖ / ‖Θ‖", fit=fits["relative_error"], color="C0")
@@ -129,7 +131,9 @@ def trajectory_figure(result: dict, path: str | Path) -> Path:
     spec, rows = result["spec"], result["checkpoints"]
     epochs = [r["epoch"] for r in rows]
     fig, (a, b, c) = _figure(
-        1, 3, f"{model_label(spec)}, width {spec['width']} through training "
+        1,
+        3,
+        f"{model_label(spec)}, width {spec['width']} through training "
         f"({spec['train']['optimizer']}, {spec['train']['loss']} loss; kernels on N = {result['N']} training inputs)",
     )
     a.plot(range(len(result["losses"])), result["losses"], marker=".", color="C0", label="train loss")
@@ -153,8 +157,10 @@ def trajectory_figure(result: dict, path: str | Path) -> Path:
         ("cond_relative_error", "κ", "C4"),
     ):
         c.plot(epochs, _finite([r[metric] for r in rows]), marker="o", label=label, color=color)
-    for ax, ylabel, title in ((b, "relative Frobenius error", "approximation error"),
-                              (c, "relative error", "spectrum")):
+    for ax, ylabel, title in (
+        (b, "relative Frobenius error", "approximation error"),
+        (c, "relative error", "spectrum"),
+    ):
         ax.set_yscale("log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
@@ -173,7 +179,9 @@ def regression_figure(result: dict, path: str | Path) -> Path:
     large = result.get("large")
     note = "" if not large else f"; pNTK alone at N = {large['N']}: test acc. {large['accuracy']:.3f}"
     fig, (a, b) = _figure(
-        1, 2, f"Kernel regression, {model_label(spec)}\n"
+        1,
+        2,
+        f"Kernel regression, {model_label(spec)}\n"
         f"N_train = {result['N_train']}, N_test = {result['N_test']}, ridge = {spec['ridge']:g}·tr K/N{note}",
     )
     for key, label, style in (
@@ -204,13 +212,20 @@ def timing_figure(result: dict, path: str | Path) -> Path:
     """Three log-log panels: wall time against ``N``, wall time against ``O``, kernel bytes against ``N``."""
     spec, fits = result["spec"], result["fits"]
     fig, (a, b, c) = _figure(
-        1, 3, f"Cost of eNTK vs pNTK: {model_label(spec)}, width {spec['width']}, {spec['dtype']}",
+        1,
+        3,
+        f"Cost of eNTK vs pNTK: {model_label(spec)}, width {spec['width']}, {spec['dtype']}",
     )
     for ax, rows, axis in ((a, result["against_N"], "N"), (b, result["against_O"], "O")):
         x = [r[axis] for r in rows]
         for name, label, color in (("entk", "eNTK Θ", "C0"), ("pntk", "pNTK K", "C1")):
-            ax.plot(x, [r[f"seconds_{name}"] for r in rows], marker="o", color=color,
-                    label=f"{label} (slope {fits[f'{name}_vs_{axis}']['slope']:+.2f})")
+            ax.plot(
+                x,
+                [r[f"seconds_{name}"] for r in rows],
+                marker="o",
+                color=color,
+                label=f"{label} (slope {fits[f'{name}_vs_{axis}']['slope']:+.2f})",
+            )
         fixed = f"O = {rows[0]['O']}" if axis == "N" else f"N = {rows[0]['N']}"
         ax.set_title(f"time against {axis} ({fixed})", fontsize=11)
         _log_x(ax, x, axis)

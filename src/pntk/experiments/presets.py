@@ -40,21 +40,33 @@ class Preset:
         return (*self.sweeps, *self.trajectories, *self.regressions, *self.timings)
 
 
-
 QUICK = Preset(
     "quick",
     "a few seconds on a CPU: every experiment at toy sizes, for tests",
     sweeps=(WidthSweep("mnist1d", "mlp", widths=(16, 32, 64), seeds=(0, 1), N=16),),
     trajectories=(
         Trajectory(
-            "mnist1d", "mlp", width=32, N_train=200, N=16, N_test=100,
-            train=TrainConfig(lr=0.05, epochs=2, batch_size=50), checkpoint_epochs=(0, 1, 2),
+            "mnist1d",
+            "mlp",
+            width=32,
+            N_train=200,
+            N=16,
+            N_test=100,
+            train=TrainConfig(lr=0.05, epochs=2, batch_size=50),
+            checkpoint_epochs=(0, 1, 2),
         ),
     ),
     regressions=(
         Regression(
-            "digits", "mlp", widths=(16, 64), N_train=40, N_test=60, train=TrainConfig(lr=0.05, epochs=20),
-            large_N=300, large_width=32, entk_budget=16 * MiB,
+            "digits",
+            "mlp",
+            widths=(16, 64),
+            N_train=40,
+            N_test=60,
+            train=TrainConfig(lr=0.05, epochs=20),
+            large_N=300,
+            large_width=32,
+            entk_budget=16 * MiB,
         ),
     ),
     timings=(Timing("mnist1d", "mlp", width=32, Ns=(8, 16), Os=(1, 4), N_for_O=8),),
@@ -74,12 +86,24 @@ DEMO = Preset(
     ),
     trajectories=(
         Trajectory(
-            "mnist1d", "mlp", width=256, N_train=4000, N=100, N_test=1000,
-            train=TrainConfig(optimizer="sgd", lr=0.05, epochs=10, batch_size=100), checkpoint_epochs=(0, 1, 2, 5, 10),
+            "mnist1d",
+            "mlp",
+            width=256,
+            N_train=4000,
+            N=100,
+            N_test=1000,
+            train=TrainConfig(optimizer="sgd", lr=0.05, epochs=10, batch_size=100),
+            checkpoint_epochs=(0, 1, 2, 5, 10),
         ),
         Trajectory(
-            "digits", "convnet", width=128, N_train=1442, N=100, N_test=355,
-            train=TrainConfig(optimizer="sgd", lr=0.05, epochs=10, batch_size=100), checkpoint_epochs=(0, 1, 2, 5, 10),
+            "digits",
+            "convnet",
+            width=128,
+            N_train=1442,
+            N=100,
+            N_test=355,
+            train=TrainConfig(optimizer="sgd", lr=0.05, epochs=10, batch_size=100),
+            checkpoint_epochs=(0, 1, 2, 5, 10),
         ),
     ),
     regressions=(
@@ -87,13 +111,24 @@ DEMO = Preset(
         Regression("digits", "convnet", widths=(16, 32, 64, 128), N_train=100, N_test=200),
         # N = 4000: the eNTK would take 12.8 GB, and its factorisation as much again, past this machine's memory.
         Regression(
-            "mnist1d", "mlp", widths=(64, 256, 1024), N_train=100, N_test=500, large_N=4000, large_width=256,
+            "mnist1d",
+            "mlp",
+            widths=(64, 256, 1024),
+            N_train=100,
+            N_test=500,
+            large_N=4000,
+            large_width=256,
             entk_budget=8 * GiB,
         ),
     ),
     timings=(
         Timing(
-            "mnist1d", "mlp", width=256, Ns=(128, 256, 512, 1024), Os=(2, 5, 10, 20, 50, 100), N_for_O=128,
+            "mnist1d",
+            "mlp",
+            width=256,
+            Ns=(128, 256, 512, 1024),
+            Os=(2, 5, 10, 20, 50, 100),
+            N_for_O=128,
             repeats=3,
         ),
         # Times of seconds: one run each is enough to read the scaling.
@@ -111,22 +146,33 @@ PAPER = Preset(
     ),
     trajectories=(
         Trajectory(
-            "cifar10", "resnet18", width=32, N_train=10000, N=100, N_test=2000,
+            "cifar10",
+            "resnet18",
+            width=32,
+            N_train=10000,
+            N=100,
+            N_test=2000,
             train=TrainConfig(optimizer="sgd", lr=0.05, epochs=20, batch_size=128),
-            checkpoint_epochs=(0, 1, 2, 5, 10, 20), dtype="float32",
+            checkpoint_epochs=(0, 1, 2, 5, 10, 20),
+            dtype="float32",
         ),
     ),
     regressions=(
         Regression(
-            "cifar10", "resnet18", widths=(8, 16, 32, 64), N_train=500, N_test=500,
+            "cifar10",
+            "resnet18",
+            widths=(8, 16, 32, 64),
+            N_train=500,
+            N_test=500,
             train=TrainConfig(optimizer="sgd", lr=0.05, epochs=200, batch_size=100),
-            large_N=20000, large_width=32, entk_budget=16 * GiB, dtype="float32",
+            large_N=20000,
+            large_width=32,
+            entk_budget=16 * GiB,
+            dtype="float32",
         ),
     ),
     timings=(
-        Timing(
-            "cifar10", "resnet18", width=32, Ns=(32, 64, 128, 256), Os=(1, 2, 5, 10, 20, 50), N_for_O=64, repeats=3
-        ),
+        Timing("cifar10", "resnet18", width=32, Ns=(32, 64, 128, 256), Os=(1, 2, 5, 10, 20, 50), N_for_O=64, repeats=3),
     ),
 )
 

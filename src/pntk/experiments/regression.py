@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..kernels import pntk
 from ..analysis import IllConditionedKernelWarning, kernel_regression
 from ..data import Dataset
+from ..kernels import pntk
 from ..training import TrainConfig, train
 from .results import file_stem, jsonable
 from .setup import (
@@ -85,9 +85,7 @@ def relative_difference(f: np.ndarray, f_reference: np.ndarray) -> float:
     return float(np.linalg.norm(f - f_reference) / np.linalg.norm(f_reference))
 
 
-def regression(
-    spec: Regression, *, device: str = "cpu", data_root: str | Path | None = None, log: Log = None
-) -> dict:
+def regression(spec: Regression, *, device: str = "cpu", data_root: str | Path | None = None, log: Log = None) -> dict:
     """Test accuracy of eNTK and pNTK kernel regression and of the trained network, at each width.
 
     At each width, with ``Y`` the centred one-hot targets and ``λ`` from ``spec.ridge``:
@@ -179,8 +177,13 @@ def regression(
 
 def _model(spec: Regression, width: int, data: Dataset, device: str) -> torch.nn.Module:
     return make_model(
-        spec.model, width=width, depth=spec.depth, data=data, parametrization=spec.parametrization,
-        seed=spec.seed, device=device,
+        spec.model,
+        width=width,
+        depth=spec.depth,
+        data=data,
+        parametrization=spec.parametrization,
+        seed=spec.seed,
+        device=device,
     )
 
 

@@ -95,7 +95,9 @@ def _sweep_claims(result: dict, source: str) -> Iterator[Claim]:
     yield Claim(
         f"{who} ‖Θ − K⊗I‖_F / ‖Θ‖_F → 0 as width grows",
         f"slope {slope('relative_error')}; error {_g(e0)} → {_g(e1)} ({span})",
-        None if decreasing is None else decreasing and e1 < e0, "error", source,
+        None if decreasing is None else decreasing and e1 < e0,
+        "error",
+        source,
     )
     sd, so = _slope(fits["norm_Theta_diagonal"]), _slope(fits["off_diagonal_error"])
     ntk = spec.get("parametrization") == "ntk"
@@ -105,20 +107,25 @@ def _sweep_claims(result: dict, source: str) -> Iterator[Claim]:
         f"‖Θ_aa‖_F ∝ width^{_g(sd)}, ‖Θ_a≠b‖_F ∝ width^{_g(so)}"
         + ("" if sd is None or so is None else f" (ratio ∝ width^{_g(so - sd)})"),
         None if sd is None or so is None else ((sd < 0.1 and so < -0.1) if ntk else (sd > 0.1 and abs(so) < 0.1)),
-        "parts", source,
+        "parts",
+        source,
     )
     l0, l1 = first["lambda_max_relative_error"]["mean"], last["lambda_max_relative_error"]["mean"]
     yield Claim(
         f"{who} λ_max(K) follows λ_max(Θ)",
         f"relative error {_g(l0)} → {_g(l1)}, slope {slope('lambda_max_relative_error')}",
-        _decreasing(fits["lambda_max_relative_error"]), "lambda_max", source,
+        _decreasing(fits["lambda_max_relative_error"]),
+        "lambda_max",
+        source,
     )
     m1, c1 = last["lambda_min_relative_error"]["mean"], last["cond_relative_error"]["mean"]
     yield Claim(
         f"{who} λ_min and κ of K follow those of Θ (empirically)",
         f"λ_min rel. error slope {slope('lambda_min_relative_error')} ({_g(m1)} at width {last['width']}); "
         f"κ rel. error slope {slope('cond_relative_error')} ({_g(c1)})",
-        _decreasing(fits["lambda_min_relative_error"], fits["cond_relative_error"]), "lambda_min", source,
+        _decreasing(fits["lambda_min_relative_error"], fits["cond_relative_error"]),
+        "lambda_min",
+        source,
     )
 
 
@@ -134,7 +141,9 @@ def _regression_claims(result: dict, source: str) -> Iterator[Claim]:
         f"‖f_K − f_Θ‖/‖f_Θ‖ {_g(diff[0])} → {_g(diff[-1])} (widths {first['width']}→{last['width']}, "
         f"slope {_g(slope)}); test acc. eNTK {last['accuracy']['entk']:.3f} vs pNTK {last['accuracy']['pntk']:.3f}, "
         f"network {last['accuracy']['network']:.3f}",
-        None if slope is None else (slope < 0 and gap <= 0.02), "ridgeless", source,
+        None if slope is None else (slope < 0 and gap <= 0.02),
+        "ridgeless",
+        source,
     )
     d = last["relative_difference"]
     yield Claim(
@@ -142,7 +151,9 @@ def _regression_claims(result: dict, source: str) -> Iterator[Claim]:
         f"ridge λ = {spec['ridge']:g}·tr K/N, width {last['width']}: ‖f − f_Θ‖/‖f_Θ‖ "
         f"{_g(d['sum_ridge'])} with the summed-logit kernel O·K vs {_g(d['pntk'])} ridgeless; "
         f"{_g(d['pntk_ridge'])} with the 1/O-normalised K",
-        d["sum_ridge"] > d["pntk"], "ridge", source,
+        d["sum_ridge"] > d["pntk"],
+        "ridge",
+        source,
     )
     large = result.get("large")
     if large:
@@ -152,7 +163,9 @@ def _regression_claims(result: dict, source: str) -> Iterator[Claim]:
             f"{large['entk_budget'] / GiB:.1f} GiB; pNTK {large['pntk_bytes'] / GiB:.2f} GiB, test acc. "
             f"{large['accuracy']:.3f} (vs {last['accuracy']['pntk']:.3f} at N = {result['N_train']}) "
             f"in {large['seconds']:.0f} s",
-            large["entk_bytes"] > large["entk_budget"], "large", source,
+            large["entk_bytes"] > large["entk_budget"],
+            "large",
+            source,
         )
 
 
@@ -166,7 +179,9 @@ def _timing_claims(result: dict, source: str) -> Iterator[Claim]:
         f"[{model_label(spec)}] the pNTK costs about O² less than the eNTK",
         f"N = {big['N']}, O = {big['O']}: {ratio_bytes:.0f}× fewer bytes, {ratio_time:.1f}× faster; "
         f"time ∝ O^{se:.2f} (eNTK) vs O^{sp:.2f} (pNTK)",
-        ratio_bytes == big["O"] ** 2 and ratio_time > 1 and se > sp, "cost", source,
+        ratio_bytes == big["O"] ** 2 and ratio_time > 1 and se > sp,
+        "cost",
+        source,
     )
 
 
@@ -178,7 +193,9 @@ def _trajectory_claims(result: dict, source: str) -> Iterator[Claim]:
         f"‖Θ − K⊗I‖/‖Θ‖ {_g(first['relative_error'])} at init → {_g(last['relative_error'])} after "
         f"{last['epoch']} epochs; λ_max rel. error {_g(first['lambda_max_relative_error'])} → "
         f"{_g(last['lambda_max_relative_error'])}; test acc. {last['test_accuracy']:.3f}",
-        None, "", source,
+        None,
+        "",
+        source,
     )
 
 
@@ -218,8 +235,7 @@ def _mean_std(stats: dict) -> str:
 
 def _sweep_section(result: dict) -> list[str]:
     lines = [
-        "| width | P | ‖Θ − K⊗I‖/‖Θ‖ | λ_max rel. err. | λ_min rel. err. | κ rel. err. | "
-        "non-singular seeds |",
+        "| width | P | ‖Θ − K⊗I‖/‖Θ‖ | λ_max rel. err. | λ_min rel. err. | κ rel. err. | non-singular seeds |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in result["by_width"]:

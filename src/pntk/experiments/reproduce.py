@@ -80,9 +80,7 @@ def reproduce(
     header = [
         f"Preset **{preset.name}**: {preset.description}.",
         f"Device: {device} ({where}); run time {seconds / 60:.1f} min (CPU time of all threads "
-        f"{cpu_seconds / 60:.1f} min); "
-        + ", ".join(f"{k} {v}" for k, v in versions.items())
-        + ".",
+        f"{cpu_seconds / 60:.1f} min); " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
     ]
     report = write_report(out / "report.md", results, items, figures, header)
     summary = {

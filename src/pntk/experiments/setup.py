@@ -22,8 +22,8 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from ..kernels import entk, pntk
 from ..data import Dataset, load_dataset
+from ..kernels import entk, pntk
 from ..models import build_model
 from ..training import Loss
 

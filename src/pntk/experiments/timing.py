@@ -71,14 +71,20 @@ def timing(spec: Timing, *, device: str = "cpu", data_root: str | Path | None = 
 
     def measure(N: int, O: int) -> dict:
         model = make_model(
-            spec.model, width=spec.width, depth=spec.depth, data=data, parametrization="standard",
-            seed=spec.seed, device=device, num_classes=O,
+            spec.model,
+            width=spec.width,
+            depth=spec.depth,
+            data=data,
+            parametrization="standard",
+            seed=spec.seed,
+            device=device,
+            num_classes=O,
         )
         x = data.x[:N]
         row = {"N": N, "O": O, "P": num_parameters(model)}
         for name, fn in (("entk", entk), ("pntk", pntk)):
             fn(model, x[:2], dtype=dt)  # warm-up: first-call overheads are not the kernel's cost
-            best = min((timed(lambda: fn(model, x, dtype=dt)) for _ in range(spec.repeats)), key=lambda r: r[1])
+            best = min((timed(lambda: fn(model, x, dtype=dt)) for _ in range(spec.repeats)), key=lambda r: r[1])  # noqa: B023 (called at once)
             row[f"seconds_{name}"] = best[1]
             row[f"bytes_{name}"] = best[0].numel() * best[0].element_size()
         log_line(

@@ -80,8 +80,13 @@ def trajectory(
     test = load_split(spec.dataset, split="test", N=spec.N_test, data_root=data_root, device=device)
     x = data.x[: spec.N]
     model = make_model(
-        spec.model, width=spec.width, depth=spec.depth, data=data, parametrization=spec.parametrization,
-        seed=spec.seed, device=device,
+        spec.model,
+        width=spec.width,
+        depth=spec.depth,
+        data=data,
+        parametrization=spec.parametrization,
+        seed=spec.seed,
+        device=device,
     )
     rows = []
 
@@ -103,8 +108,13 @@ def trajectory(
         )
 
     result = train(
-        model, data.x, training_targets(data, spec.train.loss), spec.train,
-        checkpoint_epochs=spec.checkpoint_epochs, checkpoint_dir=checkpoint_dir, callback=at_checkpoint,
+        model,
+        data.x,
+        training_targets(data, spec.train.loss),
+        spec.train,
+        checkpoint_epochs=spec.checkpoint_epochs,
+        checkpoint_dir=checkpoint_dir,
+        callback=at_checkpoint,
     )
     return {
         "experiment": "trajectory",

@@ -78,9 +78,7 @@ class WidthSweep:
         return file_stem("width_sweep", self.dataset, self.model, self.parametrization)
 
 
-def width_sweep(
-    spec: WidthSweep, *, device: str = "cpu", data_root: str | Path | None = None, log: Log = None
-) -> dict:
+def width_sweep(spec: WidthSweep, *, device: str = "cpu", data_root: str | Path | None = None, log: Log = None) -> dict:
     """Compare the eNTK ``Θ`` and the pNTK ``K`` at initialisation for every width and seed of ``spec``.
 
     For each run, :func:`pntk.analysis.compare` gives ``‖Θ − K⊗I‖_F / ‖Θ‖_F`` and its block-diagonal and
@@ -110,8 +108,13 @@ def width_sweep(
     for width in spec.widths:
         for seed in spec.seeds:
             model = make_model(
-                spec.model, width=width, depth=spec.depth, data=data, parametrization=spec.parametrization,
-                seed=seed, device=device,
+                spec.model,
+                width=width,
+                depth=spec.depth,
+                data=data,
+                parametrization=spec.parametrization,
+                seed=seed,
+                device=device,
             )
             pair = kernel_pair(model, data.x, dtype=spec.dtype)
             run = {"width": width, "seed": seed, "P": num_parameters(model), **compare(pair.Theta, pair.K).to_dict()}

@@ -49,9 +49,7 @@ class Inputs:
             if not isinstance(t, Tensor):
                 raise TypeError(f"{name} must hold tensors only, got {type(t).__name__}")
             if t.dim() == 0:
-                raise ValueError(
-                    f"{name} holds a 0-d tensor; inputs need a leading sample axis, e.g. x.reshape(1, -1)"
-                )
+                raise ValueError(f"{name} holds a 0-d tensor; inputs need a leading sample axis, e.g. x.reshape(1, -1)")
         counts = {t.shape[0] for t in inputs.tensors}
         if len(counts) > 1:
             shapes = ", ".join(str(list(t.shape)) for t in inputs.tensors)

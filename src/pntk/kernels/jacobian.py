@@ -52,4 +52,3 @@ class JacobianEngine:
 
     def block_bytes(self, fm: FunctionalModel, n: int, kind: Kind) -> int:
         return n * outputs_per_sample(fm, kind) * fm.num_params * fm.dtype.itemsize
-

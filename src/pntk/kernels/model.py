@@ -110,8 +110,7 @@ def functional_model(
         unknown = sorted(set(params) - set(named))
         if unknown:
             raise ValueError(
-                f"params names {unknown} are not parameters of the model; valid names include "
-                f"{sorted(named)[:8]}"
+                f"params names {unknown} are not parameters of the model; valid names include {sorted(named)[:8]}"
             )
         chosen = dict(params)
     if not chosen:
@@ -162,8 +161,11 @@ def functional_model(
         out = fm(fm.params, x)
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != len(x):
         shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        hint = " (for one output use out.unsqueeze(-1) or a final nn.Linear(..., 1))" if (
-            isinstance(out, Tensor) and out.dim() == 1) else ""
+        hint = (
+            " (for one output use out.unsqueeze(-1) or a final nn.Linear(..., 1))"
+            if (isinstance(out, Tensor) and out.dim() == 1)
+            else ""
+        )
         raise ValueError(
             f"the model's output for {len(x)} samples has shape {shape}; it must be [B, O] with one row "
             f"per sample{hint}; wrap the model so that it returns a 2-D tensor, e.g. flatten extra axes"

@@ -74,7 +74,13 @@ class ConvNet(nn.Module):
         for stage, n_convs in enumerate(stage_depths(depth)):
             for _ in range(n_convs):
                 conv = make_conv(
-                    dim, channels, width, 3, padding=1, bias=bias, parametrization=parametrization,
+                    dim,
+                    channels,
+                    width,
+                    3,
+                    padding=1,
+                    bias=bias,
+                    parametrization=parametrization,
                     sigma_w=RELU_GAIN,
                 )
                 layers += [conv, nn.ReLU()]

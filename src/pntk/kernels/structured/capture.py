@@ -123,21 +123,30 @@ def plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list[
         calls1, calls2 = one[module], two[module]
         names = [n for n in (weight, bias) if n is not None]
         shape = _shape(rule, module, calls1, calls2)
-        if (shape is None or any(uses.counts[n] != len(calls1) for n in names)
-                or not all(c.output.requires_grad for c in calls1)):
+        if (
+            shape is None
+            or any(uses.counts[n] != len(calls1) for n in names)
+            or not all(c.output.requires_grad for c in calls1)
+        ):
             continue
         ruled.update(names)
         if not calls1:
             continue
         factored = (
-            rule.factorable and weight is not None
-            and factored_cost(rule, shape, Q) < materialised_cost(rule, shape, Q)
+            rule.factorable and weight is not None and factored_cost(rule, shape, Q) < materialised_cost(rule, shape, Q)
         )
-        layers.append(Layer(
-            module, rule, weight, bias, shape, factored,
-            clone_input=any(c.input_modified for c in calls1),
-            clone_output=any(c.output_modified for c in calls1),
-        ))
+        layers.append(
+            Layer(
+                module,
+                rule,
+                weight,
+                bias,
+                shape,
+                factored,
+                clone_input=any(c.input_modified for c in calls1),
+                clone_output=any(c.output_modified for c in calls1),
+            )
+        )
     return layers, [n for n in fm.params if n not in ruled]
 
 
@@ -258,8 +267,11 @@ def channels_last(fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kin
     where some backward functions, GroupNorm's among them, refuse channels-last tensors.) The values are the
     same either way, up to rounding.
     """
-    if (kind is not Kind.PNTK or fm.device.type != "cpu"
-            or not any(isinstance(layer.module, (nn.Conv2d, nn.Conv3d)) for layer in layers)):
+    if (
+        kind is not Kind.PNTK
+        or fm.device.type != "cpu"
+        or not any(isinstance(layer.module, (nn.Conv2d, nn.Conv3d)) for layer in layers)
+    ):
         return None
     if not all(t.is_floating_point() and t.dim() in _CHANNELS_LAST for t in x.tensors):
         return None
@@ -319,8 +331,10 @@ def capture(fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kind) -> 
         dzs: list[Tensor | None] = [None] * len(zs)
         if zs and out.requires_grad:
             if kind is Kind.PNTK:
-                dzs = [None if d is None else d.unsqueeze(0) for d in torch.autograd.grad(
-                    out, zs, torch.full_like(out, 1 / math.sqrt(O)), allow_unused=True)]
+                dzs = [
+                    None if d is None else d.unsqueeze(0)
+                    for d in torch.autograd.grad(out, zs, torch.full_like(out, 1 / math.sqrt(O)), allow_unused=True)
+                ]
             else:
                 basis = torch.eye(O, dtype=out.dtype, device=out.device).unsqueeze(1).expand(O, B, O)
                 dzs = list(torch.autograd.grad(out, zs, basis, is_grads_batched=True, allow_unused=True))

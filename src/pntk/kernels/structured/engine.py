@@ -123,9 +123,7 @@ class StructuredEngine:
             )
         # The passes run over chunks of the block, so that their activations stay within CAPTURE_BYTES.
         step = _capture_samples(layers, outputs_per_sample(fm, kind), fm.dtype.itemsize)
-        full = _fill_rows(
-            B, step, lambda rows, into: self._prepare_rows(fm, x[rows], kind, layers, rest, into, rows)
-        )
+        full = _fill_rows(B, step, lambda rows, into: self._prepare_rows(fm, x[rows], kind, layers, rest, into, rows))
         factored = [layer for layer in layers if layer.factored]
         factors = [Factors(layer, full[2 * i], full[2 * i + 1]) for i, layer in enumerate(factored)]
         grads = full[2 * len(factored) :]
@@ -176,8 +174,9 @@ class StructuredEngine:
         return parts
 
     def contract(self, fm: FunctionalModel, a: Block, b: Block, kind: Kind, *, same: bool) -> Tensor:
-        if ([f.layer for f in a.factors] != [f.layer for f in b.factors]
-                or [g.shape[-1] for g in a.J] != [g.shape[-1] for g in b.J]):
+        if [f.layer for f in a.factors] != [f.layer for f in b.factors] or [g.shape[-1] for g in a.J] != [
+            g.shape[-1] for g in b.J
+        ]:
             raise RuntimeError(
                 "the structured engine planned the two blocks of a tile differently, so the model's structure "
                 "depends on its inputs (data-dependent control flow); use engine='jacobian'"
@@ -217,8 +216,12 @@ class StructuredEngine:
             names = [p for p in (weight, bias) if p is not None]
             ruled.update(names)
             shape = rule.nominal_shape(module)
-            if (shape is not None and rule.factorable and weight is not None
-                    and factored_cost(rule, shape, Q) < materialised_cost(rule, shape, Q)):
+            if (
+                shape is not None
+                and rule.factorable
+                and weight is not None
+                and factored_cost(rule, shape, Q) < materialised_cost(rule, shape, Q)
+            ):
                 numbers += shape.G * shape.T * (rule.gram_width(shape) + R * shape.m)
             else:
                 numbers += R * sum(fm.params[p].numel() for p in names)
@@ -242,8 +245,13 @@ def _materialise(layer: Layer, xs: list[Tensor], D: Tensor, out: list[Tensor] | 
     step = max(1, UNFOLD_BYTES // max(1, per_sample))
 
     def chunk(rows: slice, into: list[Tensor] | None) -> list[tuple[Tensor, int]]:
-        parts = rule.materialise(module, [x[rows] for x in xs], D[:, rows], bias=layer.bias is not None,
-                                 out=None if into is None else [p[rows] for p in into])
+        parts = rule.materialise(
+            module,
+            [x[rows] for x in xs],
+            D[:, rows],
+            bias=layer.bias is not None,
+            out=None if into is None else [p[rows] for p in into],
+        )
         return [(p, 0) for p in parts]
 
     return _fill_rows(B, step, chunk, out)

@@ -252,16 +252,28 @@ def _conv_weight_gradient(module: nn.Module, x: Tensor, D: Tensor, out: Tensor |
         padding = list(module.padding)  # the convolution pads, as the layer's forward does
     else:  # "same" (maybe asymmetric), "valid", or another padding mode: pad as the forward pass does
         padding = [0] * d
-        x = F.pad(x, module._reversed_padding_repeated_twice,
-                  mode="constant" if module.padding_mode == "zeros" else module.padding_mode)
+        x = F.pad(
+            x,
+            module._reversed_padding_repeated_twice,
+            mode="constant" if module.padding_mode == "zeros" else module.padding_mode,
+        )
     spatial = _output_size(x.shape[2:], padding, module)
     # Group b holds sample b's R·C_out output channels (row-major in r, then c) and its C_in input channels.
     dz = D[0].transpose(-1, -2).reshape(1, B * R * m, *spatial)
     weight_shape = (B * R * m, x.shape[1], *module.kernel_size)
     _, dW, _ = torch.ops.aten.convolution_backward(
         # The weight argument only gives the shape: no gradient with respect to the input is asked for.
-        dz, x.reshape(1, -1, *x.shape[2:]), x.new_empty(weight_shape), None, list(module.stride), padding,
-        list(module.dilation), False, [0] * d, B, [False, True, False],
+        dz,
+        x.reshape(1, -1, *x.shape[2:]),
+        x.new_empty(weight_shape),
+        None,
+        list(module.stride),
+        padding,
+        list(module.dilation),
+        False,
+        [0] * d,
+        B,
+        [False, True, False],
     )
     dW = dW.view(B, R, -1)
     if out is None:
@@ -375,7 +387,7 @@ class ElementwiseRule(Rule):
         C = self.channels(module)
         if self.channels_last(module):
             trailing = tuple(getattr(module, "normalized_shape", ()))
-            readable = all(tuple(s[len(s) - len(trailing):]) == trailing for s in inputs)
+            readable = all(tuple(s[len(s) - len(trailing) :]) == trailing for s in inputs)
         else:
             readable = all(len(s) > 0 and s[0] == C for s in inputs)
         return LayerShape(T=sum(math.prod(s) // C for s in inputs), G=1, n=C, m=C) if readable else None
