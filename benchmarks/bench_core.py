@@ -115,10 +115,9 @@ def time_engines(args: argparse.Namespace, rate: float) -> list[dict[str, Any]]:
 
 def _auto_choice(model: torch.nn.Module, x: torch.Tensor, kind: str) -> str:
     try:
-        from pntk.kernels import Inputs, Kind, default_batch_size, functional_model, get_engine
+        import pntk
 
-        fm = functional_model(model, Inputs.from_user(x[:2], "x1"))
-        return get_engine("auto", fm, Kind(kind), default_batch_size(fm, Kind(kind), len(x), "auto")).name
+        return pntk.plan(model, x, kind=kind).engine
     except Exception as err:  # noqa: BLE001 - reporting only
         return f"? ({type(err).__name__})"
 

@@ -40,9 +40,7 @@ import harness  # noqa: E402
 import pntk  # noqa: E402
 from compute_worker import problem  # noqa: E402
 from harness import fmt_bytes, fmt_seconds  # noqa: E402
-from pntk.compute import compute, plan_tile  # noqa: E402
-from pntk.kernels import Kind, functional_model  # noqa: E402
-from pntk.kernels.inputs import Inputs  # noqa: E402
+from pntk.compute import compute  # noqa: E402
 from pntk.store import open as open_store  # noqa: E402
 
 WIDTH, DEPTH, SEED, THREADS = 256, 2, 0, 2
@@ -107,15 +105,16 @@ def overhead(n: int, memory: str, engine: str, repeats: int, workdir: Path) -> d
     """Median time of ``pntk.compute`` into a store over that of ``pntk.kernel`` in memory, same tiles."""
     torch.set_num_threads(THREADS)
     model, x = problem(n, WIDTH, DEPTH, SEED)
-    fm = functional_model(model, Inputs((x[:2],)))
-    eng, tile = plan_tile(fm, Kind.PNTK, n, engine=engine, memory=memory)
+    plan = pntk.plan(model, x, kind="pntk", engine=engine, memory=memory, executor="store")
     out = workdir / "overhead.zarr"
 
     def in_memory():
-        pntk.kernel(model, x, kind="pntk", engine=eng.name, batch_size=tile, progress=False)
+        pntk.kernel(model, x, kind="pntk", engine=plan.engine, batch_size=plan.tile, progress=False)
 
     def to_store():
-        compute(model, x, kind="pntk", out=out, engine=eng.name, tile=tile, overwrite=True, progress=False)
+        compute(
+            model, x, kind="pntk", out=out, engine=plan.engine, batch_size=plan.tile, overwrite=True, progress=False
+        )
 
     # Alternate the two so that drifts of the machine's speed hit both alike. CPU time (all threads of this
     # process, the store's writer included) is less sensitive than wall time to other processes' load.
@@ -132,8 +131,8 @@ def overhead(n: int, memory: str, engine: str, repeats: int, workdir: Path) -> d
     cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     return {
         "n": n,
-        "tile": tile,
-        "engine": eng.name,
+        "tile": plan.tile,
+        "engine": plan.engine,
         "repeats": repeats,
         "wall_s": wall,
         "cpu_s": cpu,

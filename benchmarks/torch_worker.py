@@ -74,11 +74,9 @@ def torch_func_ntk(model: torch.nn.Module, x: torch.Tensor, kind: str, memory_by
 def auto_choice(model: torch.nn.Module, x: torch.Tensor, kind: str, batch_size: int | None) -> str:
     """The engine that ``engine="auto"`` picks here, as pntk reports it (``"?"`` if it cannot say)."""
     try:
-        from pntk.kernels import Inputs, Kind, default_batch_size, functional_model, get_engine
+        import pntk
 
-        fm = functional_model(model, Inputs.from_user(x[:2], "x1"))
-        bs = batch_size or default_batch_size(fm, Kind(kind), len(x), "auto")
-        return get_engine("auto", fm, Kind(kind), bs).name
+        return pntk.plan(model, x, kind=kind, batch_size=batch_size).engine
     except Exception as err:  # noqa: BLE001 - reporting only
         return f"? ({type(err).__name__})"
 

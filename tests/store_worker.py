@@ -64,8 +64,8 @@ def main() -> None:
     # The module, not the function pntk.compute that the package exports under the same name.
     compute_module = importlib.import_module("pntk.compute")
     if args.sleep:
-        get_engine = compute_module.get_engine
-        compute_module.get_engine = lambda *a, **k: SlowEngine(get_engine(*a, **k), args.sleep)
+        engine_of = compute_module.engine_of
+        compute_module.engine_of = lambda *a, **k: SlowEngine(engine_of(*a, **k), args.sleep)
     if int(os.environ.get("RANK", "0")) == args.die_rank:
         write_tile, written = KernelStore.write_tile, []
 
@@ -78,7 +78,7 @@ def main() -> None:
         KernelStore.write_tile = write_then_die
 
     model, x = make_problem()
-    compute_module.compute(model, x, kind=args.kind, out=args.out, tile=args.tile)
+    compute_module.compute(model, x, kind=args.kind, out=args.out, batch_size=args.tile)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 import pntk
 import pntk.data
 import pntk.store
-from pntk.compute import compute, plan_tile, tile_memory
+from pntk.compute import compute
 from pntk.kernels import Kind, functional_model
 from pntk.kernels.inputs import Inputs
+from pntk.planning import DEFAULT_OPTIONS, engine_of, make_plan, tile_memory
 from pntk.store import KernelStore
 from pntk.tiling import largest_tile, parse_bytes
 from store_worker import make_problem
@@ -38,7 +39,7 @@ def test_store_equals_in_memory_kernel(tmp_path, kind, symmetric):
     model, make_inputs = make_case("mlp")
     g = torch.Generator().manual_seed(0)
     x1, x2 = make_inputs(11, g), None if symmetric else make_inputs(7, g)
-    K = compute(model, x1, x2, kind=kind, out=tmp_path / "k.zarr", tile=4)  # 4 divides neither 11 nor 7
+    K = compute(model, x1, x2, kind=kind, out=tmp_path / "k.zarr", batch_size=4)  # 4 divides neither 11 nor 7
     assert K.complete and K.attrs["complete"] and K.spec.tile == 4
     np.testing.assert_array_equal(K.numpy(), reference(model, x1, x2, kind, 4))
     np.testing.assert_array_equal(np.asarray(K)[3:9, 1:6], K[3:9, 1:6])
@@ -47,7 +48,7 @@ def test_store_equals_in_memory_kernel(tmp_path, kind, symmetric):
 def test_multi_input_model_and_float64(tmp_path):
     model, make_inputs = make_case("two_inputs")
     x = make_inputs(9, torch.Generator().manual_seed(0))
-    K = compute(model, x, kind="entk", out=tmp_path / "k.zarr", tile=4, dtype=torch.float64)
+    K = compute(model, x, kind="entk", out=tmp_path / "k.zarr", batch_size=4, dtype=torch.float64)
     assert K.dtype == np.float64
     expected = pntk.kernel(model, x, kind="entk", batch_size=4, dtype=torch.float64).numpy()
     np.testing.assert_array_equal(K.numpy(), expected)
@@ -69,7 +70,7 @@ class Pairs(Dataset):
 
 def test_datasets_loaders_and_arrays_give_the_same_store(tmp_path):
     model, x = make_problem(13)
-    expected = compute(model, x, kind="pntk", out=tmp_path / "tensor.zarr", tile=5)
+    expected = compute(model, x, kind="pntk", out=tmp_path / "tensor.zarr", batch_size=5)
     np.save(tmp_path / "x.npy", x.numpy())
     dataset = Pairs(x)
     sources = {
@@ -79,7 +80,7 @@ def test_datasets_loaders_and_arrays_give_the_same_store(tmp_path):
         "pntk.data": pntk.data.Dataset("random", "train", x, torch.zeros(13, dtype=torch.long), 3),
     }
     for name, data in sources.items():
-        K = compute(model, data, kind="pntk", out=tmp_path / f"{name}.zarr", tile=5)
+        K = compute(model, data, kind="pntk", out=tmp_path / f"{name}.zarr", batch_size=5)
         np.testing.assert_array_equal(K.numpy(), expected.numpy(), err_msg=name)
         assert K.spec.data1 == expected.spec.data1, f"{name}: the data fingerprint depends on the wrapper"
     # Rows are read per tile and per hashing block, never the dataset at once as a whole: a bounded count.
@@ -102,7 +103,7 @@ def test_shuffling_loader_and_iterable_dataset_are_refused(tmp_path):
 def test_log_json_has_one_line_per_tile(tmp_path):
     model, x = make_problem(12)
     log = tmp_path / "tiles.jsonl"
-    compute(model, x, kind="pntk", out=tmp_path / "k.zarr", tile=5, log_json=log)
+    compute(model, x, kind="pntk", out=tmp_path / "k.zarr", batch_size=5, log_json=log)
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(r["i"], r["j"]) for r in lines] == [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
     assert sum(r["entries"] for r in lines) == 12 * 12  # mirrored entries count: the whole square
@@ -131,9 +132,14 @@ def test_largest_tile_is_the_last_that_fits():
 def test_memory_budget_plans_the_tile(tmp_path):
     model, x = make_problem(40)
     fm = functional_model(model, Inputs((x[:2],)))
-    eng, t = plan_tile(fm, Kind.ENTK, 40, memory="60kB")
-    largest = largest_tile(40, lambda t: tile_memory(fm, eng, Kind.ENTK, t), 60_000)
-    assert 1 <= largest < 40 and tile_memory(fm, eng, Kind.ENTK, largest + 1) > 60_000
+    plan = make_plan(fm, Kind.ENTK, 40, 40, symmetric=True, memory="60kB", executor="store")
+    eng, t = engine_of(plan), plan.tile
+
+    def need(t: int) -> int:
+        return tile_memory(fm, eng, Kind.ENTK, t, buffers=DEFAULT_OPTIONS.store_buffers, options=DEFAULT_OPTIONS)
+
+    largest = largest_tile(40, need, 60_000)
+    assert 1 <= largest < 40 and need(largest + 1) > 60_000
     per_side = -(-40 // largest)
     assert -(-40 // t) == per_side and t * per_side - 40 < per_side  # as few tiles, of equal edges
     K = compute(model, x, kind="entk", out=tmp_path / "k.zarr", memory="60kB")
@@ -142,7 +148,7 @@ def test_memory_budget_plans_the_tile(tmp_path):
     with pytest.raises(ValueError, match="too small"):
         compute(model, x, kind="entk", out=tmp_path / "tiny.zarr", memory="100B")
     with pytest.raises(ValueError, match="more than memory"):
-        compute(model, x, kind="entk", out=tmp_path / "big.zarr", memory="60kB", tile=largest + 1)
+        compute(model, x, kind="entk", out=tmp_path / "big.zarr", memory="60kB", batch_size=largest + 1)
 
 
 # --- resume --------------------------------------------------------------------------------------------
@@ -171,8 +177,8 @@ def test_rerun_after_sigkill_is_bit_identical(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the worker
     try:
-        resumed = compute(model, x, kind="entk", out=out, tile=5, log_json=tmp_path / "log.jsonl")
-        clean = compute(model, x, kind="entk", out=tmp_path / "clean.zarr", tile=5)
+        resumed = compute(model, x, kind="entk", out=out, batch_size=5, log_json=tmp_path / "log.jsonl")
+        clean = compute(model, x, kind="entk", out=tmp_path / "clean.zarr", batch_size=5)
     finally:
         torch.set_num_threads(threads)
     recomputed = {(r["i"], r["j"]) for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines())}
@@ -195,7 +201,7 @@ def test_only_the_ledger_counts(tmp_path, monkeypatch):
 
     monkeypatch.setattr(KernelStore, "_record", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
-        compute(model, x, kind="pntk", out=out, tile=5)
+        compute(model, x, kind="pntk", out=out, batch_size=5)
     monkeypatch.undo()
     store = pntk.store.open(out)
     assert store.finished_tiles() == {(0, 0), (0, 1)}

@@ -54,7 +54,7 @@ def one_process(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return compute(model, x, kind="trace", out=tmp_path_factory.mktemp("one") / "k.zarr", tile=TILE).numpy()
+        return compute(model, x, kind="trace", out=tmp_path_factory.mktemp("one") / "k.zarr", batch_size=TILE).numpy()
     finally:
         torch.set_num_threads(threads)
 

@@ -20,7 +20,7 @@ from store_worker import make_problem
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     model, x = make_problem(9)
-    return compute(model, x, kind="entk", out=tmp_path_factory.mktemp("s") / "k.zarr", tile=4)
+    return compute(model, x, kind="entk", out=tmp_path_factory.mktemp("s") / "k.zarr", batch_size=4)
 
 
 def test_plain_zarr_and_dask_read_it(store):
@@ -86,7 +86,7 @@ def test_a_different_computation_is_refused(store, change, expected):
     else:
         tile = 3
     with pytest.raises(StoreMismatchError, match="overwrite=True") as err:
-        compute(model, x, kind=kind, out=store.path, tile=tile)
+        compute(model, x, kind=kind, out=store.path, batch_size=tile)
     differences = [line.removeprefix("  - ") for line in str(err.value).splitlines()[1:-1]]
     assert len(differences) == len(expected)
     assert all(d.startswith(e) for d, e in zip(differences, expected))
@@ -95,7 +95,7 @@ def test_a_different_computation_is_refused(store, change, expected):
 def test_resume_false_and_overwrite(tmp_path):
     model, x = make_problem(6)
     out = tmp_path / "k.zarr"
-    compute(model, x, kind="pntk", out=out, tile=4)
+    compute(model, x, kind="pntk", out=out, batch_size=4)
     with pytest.raises(FileExistsError, match="resume=True"):
         compute(model, x, kind="pntk", out=out, resume=False)
     K = compute(model, x[:5], kind="trace", out=out, overwrite=True)

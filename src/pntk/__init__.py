@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 from . import analysis, data, models
 from .compute import compute
 from .kernels import Engine, Kind, entk, kernel, pntk, trace_ntk
+from .planning import Options, Plan, plan
 from .store import KernelStore, StoreLockedError, StoreMismatchError, open
 from .training import TrainConfig, load_checkpoint, save_checkpoint, train
 
@@ -19,6 +20,8 @@ __all__ = [
     "Engine",
     "KernelStore",
     "Kind",
+    "Options",
+    "Plan",
     "StoreLockedError",
     "StoreMismatchError",
     "TrainConfig",
@@ -31,6 +34,7 @@ __all__ = [
     "load_checkpoint",
     "models",
     "open",
+    "plan",
     "pntk",
     "save_checkpoint",
     "trace_ntk",

@@ -5,46 +5,30 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import IO, Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .choices import parse_enum
 from .distributed import Group, process_group, share
-from .kernels import default_batch_size, functional_model, get_engine
-from .kernels.api import iter_tiles, tile_bytes
+from .kernels.api import iter_tiles, model_and_inputs
 from .kernels.engine import KernelEngine
 from .kernels.inputs import Inputs
 from .kernels.kinds import Engine, Kind
 from .kernels.model import FunctionalModel
-from .sources import RowSource, fingerprint, row_source
+from .planning import DEFAULT_OPTIONS, Executor, Options, Plan, engine_of, make_plan
+from .sources import RowSource, fingerprint
 from .store import KernelSpec, KernelStore, StoreLock, StoreMismatchError, read_spec
 from .store import open as open_store
-from .tiling import Tile, format_bytes, largest_tile, parse_bytes
-
-#: The memory budget when neither ``memory`` nor ``tile`` is given.
-DEFAULT_MEMORY = "4GB"
-
-# NOTE: [memory budget]
-# The budget bounds the memory of the tile work, not of the interpreter, PyTorch and the model themselves. A
-# tile of edge t holds, at its peak, two prepared blocks (rows and columns: engine.block_bytes(t) each) and
-# TILE_BUFFERS tile-sized arrays of t²·E numbers (E = O² for the eNTK, 1 otherwise): the tile being computed
-# (the engine's result and, on the diagonal, two temporaries of its symmetrisation) and the previous tile,
-# which the background writer holds with its transposed mirror image and Zarr's chunk buffer. SAFETY covers
-# what the estimate leaves out (activations while a block is prepared, temporaries of the contraction,
-# allocator slack). The tile is the largest edge whose estimate fits:
-#     SAFETY · (TILE_BUFFERS · t²·E·itemsize + 2 · block_bytes(t)) ≤ memory.
-TILE_BUFFERS = 6
-SAFETY = 1.5
+from .tiling import Tile
 
 
 def compute(
@@ -55,18 +39,21 @@ def compute(
     kind: Kind | str,
     out: str | os.PathLike,
     memory: int | str | None = None,
-    tile: int | None = None,
+    batch_size: int | None = None,
     engine: Engine | str = Engine.AUTO,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+    params: Mapping[str, Tensor] | None = None,
     resume: bool = True,
     overwrite: bool = False,
     progress: bool | None = None,
     log_json: str | os.PathLike | IO[str] | None = None,
+    options: Options = DEFAULT_OPTIONS,
 ) -> KernelStore:
     """Compute a kernel tile by tile into a Zarr store on disk; rerun the same call to resume it.
 
     The kernel is that of :func:`pntk.kernel` (``[N1, N2, O, O]`` for ``kind="entk"``, ``[N1, N2]`` for
-    ``"trace"`` and ``"pntk"``), bit for bit with ``batch_size=tile`` and the same engine, but it never
+    ``"trace"`` and ``"pntk"``), bit for bit with the same engine and ``batch_size``, but it never
     needs to fit in memory: each tile is computed from the rows and columns it needs, written to its own
     chunk and recorded as finished only once on disk (see :mod:`pntk.store`). A rerun after a crash or
     ``kill -9`` computes only the missing tiles and ends bit-identical to an uninterrupted run.
@@ -78,23 +65,22 @@ def compute(
     Args:
         model: an ``nn.Module`` mapping ``[B, *input]`` to ``[B, O]``, in eval mode if it has BatchNorm or
             Dropout. Fetched inputs are moved to its device.
-        data1: the ``N1`` inputs: a tensor or NumPy array ``[N1, *input]`` (a memory-mapped ``.npy`` is read
-            lazily), a tuple/dict of them, a :class:`pntk.data.Dataset`, a map-style torch Dataset whose
-            items are inputs or ``(input, label)`` tuples, or a non-shuffling DataLoader over one. Only the
-            rows a tile needs are read.
+        data1: the ``N1`` inputs, as :func:`pntk.kernel` takes them (a memory-mapped ``.npy`` is read
+            lazily). Only the rows a tile needs are read.
         data2: the ``N2`` inputs likewise; ``None`` means ``data1``: only the tiles on and above the diagonal
             are computed, and the store holds the full square (each off-diagonal tile is mirrored).
         kind: ``"entk"``, ``"trace"`` or ``"pntk"``.
         out: the store's directory, e.g. ``"k.zarr"``; created if missing.
-        memory: the budget for the tile work, in bytes or as ``"512MB"``, ``"4GB"``, ``"2GiB"``: tiles are
-            as few as fit it (:func:`plan_tile`, the ``[memory budget]`` note of this module). It does not
-            cover PyTorch, the model and the inputs kept by the caller. Default: ``DEFAULT_MEMORY`` unless
-            ``tile`` is given.
-        tile: the tile edge (and Zarr chunk edge) instead of one planned from ``memory``; with both given,
-            the tile must fit the budget. When resuming, the store's tile is kept.
+        memory: the budget for the tile work, in bytes or as ``"4G"``, ``"512MB"``, ``"2GiB"``: tiles are
+            as few as fit it (:func:`pntk.planning.make_plan`, whose ``[memory budget]`` note says what it
+            covers). Default: half the machine's memory, at most 12 GiB.
+        batch_size: the tile edge (and Zarr chunk edge) instead of one planned from ``memory``; with both
+            given, the tile must fit the budget. When resuming, the store's tile is kept.
         engine: ``"auto"``, ``"jacobian"``, ``"vp"``, ... as in :func:`pntk.kernel`; ``"auto"`` picks as it
             does when the store is new, and keeps the store's engine when resuming.
         dtype: compute and store in this floating dtype; default: the model's.
+        device: compute on this device; default: the model's.
+        params: parameters to differentiate, by name; default: all trainable ones.
         resume: continue an existing store of the same computation; ``False`` refuses an existing store.
         overwrite: replace the kernel store at ``out`` (a directory that is not one is never deleted).
         progress: show a progress bar (tiles, entries per second, ETA); default: on rank 0 when stderr is a
@@ -112,7 +98,8 @@ def compute(
             engine or tile; the message lists what differs.
         StoreLockedError: another process (not of this torchrun job) is writing to ``out``.
         FileExistsError: ``out`` exists with ``resume=False``, or is not a kernel store.
-        ValueError: as :func:`pntk.kernel`; a memory budget too small for a tile; ``tile`` above the budget.
+        ValueError: as :func:`pntk.kernel`; a memory budget too small for a tile; ``batch_size`` above the
+            budget.
 
     Example:
         >>> import tempfile, torch, pntk
@@ -122,41 +109,49 @@ def compute(
         >>> Th = pntk.compute(net, x, kind="entk", out=out, memory="64MB")
         >>> Th.shape, Th.complete
         ((10, 10, 2, 2), True)
-        >>> bool((torch.from_numpy(Th.numpy()) == pntk.entk(net, x, batch_size=Th.spec.tile)).all())
+        >>> same = pntk.entk(net, x, batch_size=Th.spec.tile, engine=Th.spec.engine)
+        >>> bool((torch.from_numpy(Th.numpy()) == same).all())
         True
     """
     kind = parse_enum(Kind, kind, "kind")
-    parse_enum(Engine, engine, "engine")
-    source1 = row_source(data1, "data1")
-    source2 = source1 if data2 is None else row_source(data2, "data2")
-    sample = _to_device(source1.fetch(slice(0, 2)), _device_of(model))
-    fm = functional_model(model, sample, dtype=dtype)
-    sample.check_compatible(source2.fetch(slice(0, 1)))
-    store_dtype = _numpy_dtype(fm.dtype)
+    engine = parse_enum(Engine, engine, "engine")
+    fm, source1, source2 = model_and_inputs(
+        model, data1, data2, params=params, dtype=dtype, device=device, names=("data1", "data2")
+    )
     symmetric = data2 is None
 
+    def request() -> KernelSpec:
+        """The spec this call asks for; ``engine`` and ``tile`` left open where a resumed store decides."""
+        return KernelSpec(
+            kind=kind,
+            N1=len(source1),
+            N2=len(source2),
+            O=fm.num_outputs,
+            dtype=_numpy_dtype(fm.dtype),
+            symmetric=symmetric,
+            engine=None if engine is Engine.AUTO else engine.value,
+            tile=batch_size,
+            model=model_fingerprint(fm),
+            data1=fingerprint(source1),
+            data2=None if symmetric else fingerprint(source2),
+        )
+
+    def new_plan(engine: Engine | str, batch_size: int | None) -> Plan:
+        return make_plan(
+            fm, kind, len(source1), len(source2), symmetric=symmetric, engine=engine, batch_size=batch_size,
+            memory=memory, executor=Executor.STORE, options=options,
+        )  # fmt: skip
+
+    _numpy_dtype(fm.dtype)  # refuse a dtype NumPy cannot hold before anything is written
     with process_group() as group:
         lock, spec, missing = _setup(
-            group,
-            out,
-            lambda: _open_or_create(
-                out,
-                fm,
-                kind,
-                source1,
-                source2,
-                store_dtype,
-                symmetric,
-                engine=engine,
-                tile=tile,
-                memory=memory,
-                resume=resume,
-                overwrite=overwrite,
-            ),
+            group, out, lambda: _open_or_create(out, request(), new_plan, resume=resume, overwrite=overwrite)
         )
         try:
             store = KernelStore(out, writable=True)
-            eng = get_engine(spec.engine, fm, kind, spec.tile)
+            # The store's engine and tile edge, whether it was just planned or is resumed.
+            assert spec.engine is not None  # a store's spec names its engine
+            eng = engine_of(spec.engine)
             with _tile_log(log_json) as log:
                 done = len(spec.plan()) - len(missing)
                 _fill(store, eng, fm, source1, source2, share(missing, group), group, progress, log, done=done)
@@ -202,27 +197,18 @@ def _setup(
 
 
 def _open_or_create(
-    out, fm, kind, source1, source2, store_dtype, symmetric, *, engine, tile, memory, resume, overwrite
+    out: str | os.PathLike,
+    requested: KernelSpec,
+    new_plan: Callable[[Engine | str, int | None], Plan],
+    *,
+    resume: bool,
+    overwrite: bool,
 ) -> tuple[KernelSpec, list[Tile]]:
-    """Rank 0, under the lock: check the store at ``out`` against this call, or create it.
+    """Rank 0, under the lock: check the store at ``out`` against ``requested``, or create it from a plan.
 
     Returns:
         The store's spec and its missing tiles.
     """
-    engine = parse_enum(Engine, engine, "engine")
-    requested = KernelSpec(
-        kind=kind,
-        N1=len(source1),
-        N2=len(source2),
-        O=fm.num_outputs,
-        dtype=store_dtype,
-        symmetric=symmetric,
-        engine=None if engine is Engine.AUTO else engine.value,
-        tile=tile,
-        model=model_fingerprint(fm),
-        data1=fingerprint(source1),
-        data2=None if symmetric else fingerprint(source2),
-    )
     existing = read_spec(out)  # also refuses to overwrite anything but a kernel store
     if existing is not None and not overwrite:
         if not resume:
@@ -240,57 +226,9 @@ def _open_or_create(
         store = KernelStore(out, writable=True)
         store.discard_partial_writes()  # no rank writes yet
         return existing, store.missing_tiles
-    eng, tile = plan_tile(fm, kind, max(requested.N1, requested.N2), engine=engine, tile=tile, memory=memory)
-    spec = dataclasses.replace(requested, engine=eng.name, tile=tile)
+    plan = new_plan(requested.engine or Engine.AUTO, requested.tile)
+    spec = dataclasses.replace(requested, engine=plan.engine, tile=plan.tile)
     return spec, KernelStore.create(out, spec).missing_tiles
-
-
-def plan_tile(
-    fm: FunctionalModel,
-    kind: Kind,
-    n: int,
-    *,
-    engine: Engine | str = Engine.AUTO,
-    tile: int | None = None,
-    memory: int | str | None = None,
-) -> tuple[KernelEngine, int]:
-    """The engine and tile edge for a kernel whose longer side has ``n`` samples.
-
-    The engine is the one :func:`pntk.kernel` would use (for ``"auto"``: chosen at its default block size,
-    or at ``tile``). The tile is ``tile``, or else planned from ``memory``: with ``t`` the largest edge whose
-    memory estimate fits (the ``[memory budget]`` note of this module), ``k = ⌈n/t⌉`` tiles per side of edge
-    ``⌈n/k⌉``, so that the last tile is not much shorter than the others.
-
-    Raises:
-        ValueError: ``memory`` too small for even a 1 × 1 tile, or ``tile`` over the ``memory`` budget.
-    """
-    if tile is not None and (not isinstance(tile, int) or tile < 1):
-        raise ValueError(f"tile must be a positive integer, got {tile!r}")
-    eng = get_engine(engine, fm, kind, tile or default_batch_size(fm, kind, n, engine))
-    if tile is not None and memory is None:
-        return eng, tile
-    budget = parse_bytes(DEFAULT_MEMORY if memory is None else memory)
-    if tile is not None:
-        if tile_memory(fm, eng, kind, tile) > budget:
-            raise ValueError(
-                f"tile={tile} needs about {format_bytes(tile_memory(fm, eng, kind, tile))}, more than "
-                f"memory={memory!r}; lower tile, raise memory, or leave tile out to have it planned"
-            )
-        return eng, tile
-    largest = largest_tile(n, lambda t: tile_memory(fm, eng, kind, t), budget)
-    if largest is None:
-        raise ValueError(
-            f"memory={memory or DEFAULT_MEMORY!r} is too small for even a 1 × 1 tile of this model with the "
-            f"{eng.name} engine (about {format_bytes(tile_memory(fm, eng, kind, 1))}); raise memory"
-        )
-    # As few tiles per side as fit, all of one size: Zarr stores edge chunks at full size, so a short last
-    # tile would cost as much disk and writing as a full one.
-    return eng, math.ceil(n / math.ceil(n / largest))
-
-
-def tile_memory(fm: FunctionalModel, eng: KernelEngine, kind: Kind, t: int) -> int:
-    """The estimated peak memory of one ``t × t`` tile, in bytes (the ``[memory budget]`` note)."""
-    return int(SAFETY * tile_bytes(fm, eng, kind, t, output_copies=TILE_BUFFERS))
 
 
 def model_fingerprint(fm: FunctionalModel) -> str:
@@ -386,12 +324,6 @@ def _tile_log(target: str | os.PathLike | IO[str] | None) -> Iterator[Callable[[
     finally:
         if f is not target:
             f.close()
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 def _to_device(x: Inputs, device: torch.device) -> Inputs:

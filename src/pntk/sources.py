@@ -98,16 +98,16 @@ def row_source(data: Any, name: str) -> RowSource:
         raise TypeError(f"{name} is an IterableDataset, whose rows cannot be read by index; pass a map-style one")
     elif isinstance(data, Dataset):
         source = DatasetRows(data)
-    elif isinstance(data, (Tensor, np.ndarray)):
-        source = TensorRows((data,), None)
-    elif isinstance(data, Mapping):
-        source = TensorRows(tuple(data.values()), tuple(data.keys()))
-    elif isinstance(data, Sequence) and not isinstance(data, str) and data:
-        source = TensorRows(tuple(data), None)
+    elif _holds_arrays(data):
+        arrays = tuple(data.values()) if isinstance(data, Mapping) else (data,) if _is_array(data) else tuple(data)
+        source = TensorRows(arrays, tuple(data.keys()) if isinstance(data, Mapping) else None)
+    elif isinstance(data, (Tensor, Mapping)) or (isinstance(data, Sequence) and not isinstance(data, str)):
+        inputs = Inputs.from_user(data, name)  # its checks name what is wrong with tensors
+        source = TensorRows(inputs.tensors, inputs.keys)
     else:
         raise TypeError(
-            f"{name} must be a tensor or array [N, *input], a tuple/dict of them, a map-style Dataset or a "
-            f"DataLoader, got {type(data).__name__}"
+            f"{name} must be a tensor, a tuple of tensors or a dict of tensors (or NumPy arrays) with a leading "
+            f"sample axis, a map-style Dataset or a DataLoader, got {type(data).__name__}"
         )
     if isinstance(source, TensorRows):
         for t in source.tensors:
@@ -119,6 +119,19 @@ def row_source(data: Any, name: str) -> RowSource:
     if len(source) == 0:
         raise ValueError(f"{name} is empty (0 samples); pass at least one sample")
     return source
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, np.ndarray)
+
+
+def _holds_arrays(data: Any) -> bool:
+    """Whether ``data`` is a NumPy array or a tuple/dict holding one (read lazily, row block by row block)."""
+    if isinstance(data, Mapping):
+        return any(map(_is_array, data.values()))
+    if isinstance(data, Sequence) and not isinstance(data, str):
+        return any(map(_is_array, data))
+    return _is_array(data)
 
 
 def fingerprint(source: RowSource) -> str:

@@ -133,7 +133,7 @@ class KernelStore:
         >>> import tempfile, torch, pntk
         >>> net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).eval()
         >>> out = tempfile.mkdtemp() + "/k.zarr"
-        >>> K = pntk.compute(net, torch.randn(10, 3), kind="pntk", out=out, tile=4)
+        >>> K = pntk.compute(net, torch.randn(10, 3), kind="pntk", out=out, batch_size=4)
         >>> K.shape, K.complete, len(K.missing_tiles), K[:2, :3].shape
         ((10, 10), True, 0, (2, 3))
     """

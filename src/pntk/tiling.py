@@ -1,5 +1,5 @@
-"""Tile plans: how an ``N1 × N2`` kernel is cut into tiles (only the upper ones when it is symmetric), and how
-large a tile a memory budget allows."""
+"""Tile geometry: how an ``N1 × N2`` kernel is cut into tiles (only the upper ones when it is symmetric), and
+memory sizes for people. How large a tile a budget allows is decided in :mod:`pntk.planning`."""
 
 from __future__ import annotations
 
@@ -60,28 +60,19 @@ def tile_plan(n1: int, n2: int, tile: int, *, symmetric: bool = False) -> list[T
 
 
 #: Bytes per unit of a memory size, by lower-case unit name.
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
+_UNITS = {"": 1, "b": 1}
+_UNITS.update({prefix + suffix: 1000**k for k, prefix in enumerate("kmgt", 1) for suffix in ("", "b")})
+_UNITS.update({prefix + "ib": 1024**k for k, prefix in enumerate("kmgt", 1)})
 
 
 def parse_bytes(size: int | str) -> int:
-    """A memory size in bytes, from an int or a human string: ``"512MB"``, ``"2GiB"``, ``"1.5 GB"``.
+    """A memory size in bytes, from an int or a human string: ``"4G"``, ``"512MB"``, ``"2GiB"``, ``"1.5 GB"``.
 
-    Decimal units (``kB``, ``MB``, ``GB``, ``TB``) are powers of 1000, binary ones (``KiB``, ``MiB``, ``GiB``,
-    ``TiB``) powers of 1024; case is ignored.
+    Decimal units (``k``/``kB``, ``M``/``MB``, ``G``/``GB``, ``T``/``TB``) are powers of 1000, binary ones
+    (``KiB``, ``MiB``, ``GiB``, ``TiB``) powers of 1024; case is ignored.
 
-    >>> parse_bytes("512MB"), parse_bytes("2GiB"), parse_bytes(1024)
-    (512000000, 2147483648, 1024)
+    >>> parse_bytes("4G"), parse_bytes("512MB"), parse_bytes("2GiB"), parse_bytes(1024)
+    (4000000000, 512000000, 2147483648, 1024)
 
     Raises:
         ValueError: not a positive size in a known unit.
@@ -94,7 +85,7 @@ def parse_bytes(size: int | str) -> int:
         if not unit:
             raise ValueError(
                 f"cannot read the memory size {size!r}; write bytes as an int or a number with a unit, "
-                "e.g. '512MB', '4GB', '2GiB'"
+                "e.g. '512M', '4G', '4GB', '2GiB'"
             )
         value = int(float(match.group(1)) * unit)
     if value < 1:

@@ -160,7 +160,7 @@ def test_integer_dtype_refused(mlp):
 
 def test_mixed_devices(mlp):
     meta = torch.randn(3, 5, device="meta")
-    with pytest.raises(ValueError, match=r"x1 is on meta but the model's parameters are on cpu; move the inputs"):
+    with pytest.raises(ValueError, match=r"x1 is on the meta device, which holds shapes but no numbers"):
         pntk.pntk(mlp, meta)
     mlp[4].to("meta")
     with pytest.raises(ValueError, match=r"several devices.*model.to\(device\)"):

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import pntk
-from pntk.kernels import Inputs, Kind, functional_model, get_engine
+from pntk.kernels import Inputs, Kind, functional_model
 from pntk.kernels.structured import StructuredEngine, capture, engine, rules
+from pntk.planning import resolve_engine
 from reference import reference_kernel
 
 KINDS = ["entk", "trace", "pntk"]
@@ -537,7 +538,7 @@ def test_block_bytes_matches_a_prepared_dense_block(kind):
 def test_auto_chooses_structured_unless_most_parameters_fall_back():
     X = Inputs.from_user(randn(4, 5))
     dense = functional_model(mlp(3), X[:2])
-    assert get_engine("auto", dense, Kind.PNTK, 4).name == "structured"
+    assert resolve_engine("auto", dense, Kind.PNTK, 10**9, buffers=3).name == "structured"
 
     class Mostly(nn.Module):
         def __init__(self):
@@ -550,4 +551,4 @@ def test_auto_chooses_structured_unless_most_parameters_fall_back():
 
     other = functional_model(Mostly().eval(), X[:2])
     assert StructuredEngine().ruled_fraction(other) < 0.5
-    assert get_engine("auto", other, Kind.PNTK, 4).name == "jacobian"
+    assert resolve_engine("auto", other, Kind.PNTK, 10**9, buffers=3).name == "jacobian"

@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             kind=args.kind,
             out=args.out,
             memory=args.memory,
-            tile=args.tile,
+            batch_size=args.tile,
             engine=args.engine,
             dtype=_DTYPES.get(args.dtype),
             resume=not args.no_resume,

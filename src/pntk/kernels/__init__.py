@@ -1,10 +1,11 @@
 """Kernel kinds, engines and the functions that compute kernel tiles."""
 
-from .api import ENGINES, default_batch_size, entk, get_engine, kernel, pntk, trace_ntk, transpose_tile
+from .api import entk, kernel, pntk, trace_ntk, transpose_tile
 from .engine import KernelEngine
 from .inputs import Inputs
 from .kinds import Engine, Kind
 from .model import FunctionalModel, functional_model
+from .registry import ENGINES
 
 __all__ = [
     "ENGINES",
@@ -13,10 +14,8 @@ __all__ = [
     "Inputs",
     "KernelEngine",
     "Kind",
-    "default_batch_size",
     "entk",
     "functional_model",
-    "get_engine",
     "kernel",
     "pntk",
     "trace_ntk",

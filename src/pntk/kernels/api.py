@@ -6,76 +6,25 @@ lives in the engines.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..choices import parse_enum
-from ..tiling import Tile, largest_tile, tile_plan
+from ..planning import DEFAULT_OPTIONS, Executor, Options, Plan, engine_of, make_plan
+from ..sources import RowSource, row_source
+from ..tiling import Tile
 from .engine import KernelEngine
-from .inputs import InputLike, Inputs
-from .jacobian import JacobianEngine
+from .inputs import Inputs
 from .kinds import Engine, Kind
 from .model import FunctionalModel, functional_model
-from .structured import StructuredEngine
-from .vp import VPEngine
 
-#: The engines that exist, by name; ``Engine.AUTO`` chooses among them.
-ENGINES: dict[Engine, KernelEngine] = {
-    Engine.JACOBIAN: JacobianEngine(),
-    Engine.VP: VPEngine(),
-    Engine.STRUCTURED: StructuredEngine(),
-}
-
-#: The most memory that the prepared row and column blocks of one tile may hold when the block size is chosen
-#: (see :func:`block_memory`). Every extra row of tiles prepares its column blocks again, so small tiles
-#: multiply the cost of the passes: at 4 GiB a WRN-16-2 trace NTK of 256 CIFAR images prepared 2.5 blocks'
-#: worth of samples per sample and took 1.7 times as long as with one tile. Pass ``batch_size`` (or the
-#: store's ``memory``) to hold less.
-BLOCK_MEMORY = 8 << 30
-
-
-def block_memory(device: torch.device) -> int:
-    """The memory the prepared blocks of one tile may hold on ``device``: :data:`BLOCK_MEMORY`, or a third of
-    the machine's memory (a quarter of a GPU's) where that is less."""
-    try:
-        if device.type == "cuda":
-            total = torch.cuda.get_device_properties(device).total_memory // 4
-        else:
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 3
-    except (ValueError, OSError, AttributeError, RuntimeError):  # no sysconf names, or no device properties
-        total = BLOCK_MEMORY
-    return min(BLOCK_MEMORY, total)
-
-
-def get_engine(engine: Engine | str, fm: FunctionalModel, kind: Kind, batch_size: int) -> KernelEngine:
-    """The engine named by ``engine``; for ``"auto"``, the one expected to be fastest here.
-
-    ``auto`` prefers the structured engine when layers with a rule hold at least half of the parameters;
-    otherwise the Jacobian engine while two of its blocks fit :func:`block_memory`, and NTK-vector products
-    beyond (they never hold a Jacobian).
-    """
-    engine = parse_enum(Engine, engine, "engine")
-    if engine is not Engine.AUTO:
-        if engine not in ENGINES:
-            valid = ", ".join(repr(e.value) for e in (Engine.AUTO, *ENGINES))
-            raise ValueError(f"engine {engine.value!r} is not available in this build; use one of {valid}")
-        return ENGINES[engine]
-    # The structured engine is exact, but only its ruled layers (dense, convolution, embedding, normalisation,
-    # PReLU) are faster than per-sample gradients, by up to orders of magnitude; its other parameters cost
-    # what they cost the Jacobian engine, plus a forward and backward pass. So it is chosen when ruled layers
-    # hold most of P, and a model of mostly other parameters keeps the engine that suits its memory.
-    structured = ENGINES[Engine.STRUCTURED]
-    if structured.ruled_fraction(fm) >= 0.5:
-        return structured
-    jacobian = ENGINES[Engine.JACOBIAN]
-    if 2 * jacobian.block_bytes(fm, batch_size, kind) <= block_memory(fm.device):
-        return jacobian
-    return ENGINES[Engine.VP]
+#: What the kernel functions take as inputs (see :func:`pntk.sources.row_source`): a tensor or NumPy array
+#: ``[N, *input]``, a tuple/dict of them, a Dataset, or a non-shuffling DataLoader.
+InputLike = Any
 
 
 def kernel(
@@ -86,9 +35,12 @@ def kernel(
     kind: Kind | str,
     engine: Engine | str = Engine.AUTO,
     batch_size: int | None = None,
-    dtype: torch.dtype | None = None,
+    memory: int | str | None = None,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
     params: Mapping[str, Tensor] | None = None,
     progress: bool | None = None,
+    options: Options = DEFAULT_OPTIONS,
 ) -> Tensor:
     """A neural tangent kernel of ``model`` between ``x1`` and ``x2``.
 
@@ -101,17 +53,25 @@ def kernel(
     Args:
         model: an ``nn.Module`` mapping a batch of ``B`` samples to ``[B, O]``, in eval mode if it has
             BatchNorm or Dropout. Its tensors are never modified.
-        x1: ``[N1, *input]``, or a tuple/dict of such tensors passed to the model positionally/by keyword.
-        x2: ``[N2, *input]`` likewise; ``None`` means ``x1`` and computes only the tiles on and above the
+        x1: the ``N1`` inputs: a tensor or NumPy array ``[N1, *input]``, a tuple/dict of them (passed to the
+            model positionally/by keyword), a :class:`pntk.data.Dataset`, a map-style torch Dataset whose items
+            are inputs or ``(input, label)`` tuples, or a non-shuffling DataLoader over one (as
+            :func:`pntk.compute` takes). They are moved to the computation's device.
+        x2: the ``N2`` inputs likewise; ``None`` means ``x1`` and computes only the tiles on and above the
             diagonal, mirroring the rest.
         kind: ``"entk"``, ``"trace"`` or ``"pntk"`` (or a :class:`Kind`).
         engine: ``"auto"``, ``"jacobian"``, ``"vp"`` or ``"structured"`` (or an :class:`Engine`).
-        batch_size: the tile edge ``B``, which bounds memory; default: the largest whose two prepared
-            blocks and output tile fit in :func:`block_memory` (:func:`default_batch_size`).
+        batch_size: the tile edge ``B``; default: planned from ``memory`` (:func:`pntk.planning.make_plan`).
+        memory: the budget for the tile work (bytes, or ``"4G"``, ``"512MB"``, ``"2GiB"``); default: half the
+            machine's memory, at most 12 GiB (:func:`pntk.planning.memory_budget`). It does not cover the
+            returned kernel. :func:`pntk.plan` shows the plan these choices give.
         dtype: compute in this dtype, e.g. ``torch.float64``; default: the model's.
+        device: compute on this device (the model's tensors are copied there, the model is untouched);
+            default: the model's.
         params: parameters to differentiate, by name (``torch.func`` style); default: all trainable ones.
         progress: show a progress bar over tiles; default: when there are several tiles and stderr is a
             terminal.
+        options: the knobs of planning (:class:`pntk.planning.Options`).
 
     Returns:
         The kernel on the model's device, in ``dtype``: ``[N1, N2, O, O]`` or ``[N1, N2]``.
@@ -131,69 +91,66 @@ def kernel(
         >>> pntk.kernel(net, x, x[:3], kind="pntk").shape
         torch.Size([5, 3])
     """
-    kind = parse_enum(Kind, kind, "kind")
-    engine = parse_enum(Engine, engine, "engine")
-    X1 = Inputs.from_user(x1, "x1")
-    X2 = X1 if x2 is None else Inputs.from_user(x2, "x2")
-    X1.check_compatible(X2)
-    fm = functional_model(model, X1[:2] if len(X1) else X1, params=params, dtype=dtype)
-    X1 = fm.prepare_inputs(X1, "x1")
-    X2 = X1 if x2 is None else fm.prepare_inputs(X2, "x2")
-    if batch_size is None:
-        batch_size = default_batch_size(fm, kind, max(len(X1), len(X2)), engine, symmetric=x2 is None)
-    elif not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    eng = get_engine(engine, fm, kind, batch_size)
-    return _tiled(eng, fm, X1, X2, kind, batch_size, symmetric=x2 is None, progress=progress)
+    fm, source1, source2 = model_and_inputs(model, x1, x2, params=params, dtype=dtype, device=device)
+    X1 = _all_rows(fm, source1, "x1")
+    X2 = X1 if x2 is None else _all_rows(fm, source2, "x2")
+    plan = make_plan(
+        fm,
+        kind,
+        len(X1),
+        len(X2),
+        symmetric=x2 is None,
+        engine=engine,
+        batch_size=batch_size,
+        memory=memory,
+        executor=Executor.KERNEL,
+        options=options,
+    )
+    return _tiled(plan, fm, X1, X2, progress=progress)
 
 
-def default_batch_size(
-    fm: FunctionalModel, kind: Kind, n: int, engine: Engine | str = Engine.AUTO, *, symmetric: bool = False
-) -> int:
-    """The largest tile edge ``B ≤ n`` whose two prepared blocks and output tile fit :func:`block_memory`.
-
-    The blocks are sized for the engine that will run (``"auto"`` resolved as :func:`get_engine` does), so a
-    light engine gets large tiles that amortise its per-block work. A ``symmetric`` kernel (``x2 = x1``) of
-    ``n`` inputs whose one block fits is a single diagonal tile, which needs no second block.
-    """
-    engine = parse_enum(Engine, engine, "engine")
-    sizer = get_engine(engine, fm, kind, 1)
-    budget = block_memory(fm.device)
-    if symmetric and tile_bytes(fm, sizer, kind, n, blocks=1) <= budget:
-        return n
-    return largest_tile(n, lambda B: tile_bytes(fm, sizer, kind, B), budget) or 1
-
-
-def tile_bytes(
-    fm: FunctionalModel, eng: KernelEngine, kind: Kind, B: int, *, output_copies: int = 1, blocks: int = 2
-) -> int:
-    """Memory of one ``B × B`` tile: ``output_copies`` buffers of its values and ``blocks`` prepared blocks."""
-    entries = B * B * (fm.num_outputs**2 if kind.is_matrix_valued else 1)
-    return output_copies * entries * fm.dtype.itemsize + blocks * eng.block_bytes(fm, B, kind)
-
-
-def _tiled(
-    eng: KernelEngine,
-    fm: FunctionalModel,
-    X1: Inputs,
-    X2: Inputs,
-    kind: Kind,
-    batch_size: int,
+def model_and_inputs(
+    model: nn.Module,
+    x1: Any,
+    x2: Any = None,
     *,
-    symmetric: bool,
-    progress: bool | None,
-) -> Tensor:
-    """Fill the kernel tile by tile, preparing each row block once and mirroring when symmetric."""
-    N1, N2, O = len(X1), len(X2), fm.num_outputs
-    shape = (N1, N2, O, O) if kind.is_matrix_valued else (N1, N2)
+    params: Mapping[str, Tensor] | None = None,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+    names: tuple[str, str] = ("x1", "x2"),
+) -> tuple[FunctionalModel, RowSource, RowSource]:
+    """The checked model and the two sources of inputs that every kernel path starts from.
+
+    Reads two samples of ``x1`` to check the model's output (:func:`pntk.kernels.functional_model`) and one of
+    ``x2`` to check that the two agree in structure.
+
+    Returns:
+        ``(fm, source1, source2)``; ``source2`` is ``source1`` when ``x2`` is ``None``.
+    """
+    source1 = row_source(x1, names[0])
+    source2 = source1 if x2 is None else row_source(x2, names[1])
+    where = torch.device(device) if device is not None else device_of(model)
+    sample = _on(source1.fetch(slice(0, 2)), where, names[0])
+    fm = functional_model(model, sample, params=params, dtype=dtype, device=device)
+    sample.check_compatible(source2.fetch(slice(0, 1)))
+    return fm, source1, source2
+
+
+def _tiled(plan: Plan, fm: FunctionalModel, X1: Inputs, X2: Inputs, *, progress: bool | None) -> Tensor:
+    """Run ``plan`` in memory: fill the kernel tile by tile, preparing each row block once and mirroring when
+    symmetric."""
+    O = fm.num_outputs
+    shape = (plan.N1, plan.N2, O, O) if plan.kind.is_matrix_valued else (plan.N1, plan.N2)
     out = torch.empty(shape, device=fm.device, dtype=fm.dtype)
-    plan = tile_plan(N1, N2, batch_size, symmetric=symmetric)
     if progress is None:
-        progress = len(plan) > 1 and sys.stderr.isatty()
-    tiles = iter_tiles(eng, fm, plan, X1.__getitem__, X2.__getitem__, kind, symmetric=symmetric)
-    for t, tile in tqdm(tiles, total=len(plan), desc=f"{kind.value} tiles", unit="tile", disable=not progress):
+        progress = len(plan.tiles) > 1 and sys.stderr.isatty()
+    tiles = iter_tiles(
+        engine_of(plan), fm, plan.tiles, X1.__getitem__, X2.__getitem__, plan.kind, symmetric=plan.symmetric
+    )
+    desc = f"{plan.kind.value} tiles"
+    for t, tile in tqdm(tiles, total=len(plan.tiles), desc=desc, unit="tile", disable=not progress):
         out[t.rows, t.cols] = tile
-        if symmetric and not t.on_diagonal:
+        if plan.symmetric and not t.on_diagonal:
             out[t.cols, t.rows] = transpose_tile(tile).contiguous()  # a blocked transpose, then a plain copy
     return out
 
@@ -244,16 +201,91 @@ def transpose_tile(tile: Tensor) -> Tensor:
     return tile.permute(1, 0, 3, 2) if tile.dim() == 4 else tile.T
 
 
-def entk(model: nn.Module, x1: InputLike, x2: InputLike | None = None, **options) -> Tensor:
-    """The empirical NTK ``Θ``, ``[N1, N2, O, O]``: :func:`kernel` with ``kind="entk"``."""
-    return kernel(model, x1, x2, kind=Kind.ENTK, **options)
+def _all_rows(fm: FunctionalModel, source: RowSource, name: str) -> Inputs:
+    """Every sample of ``source``, checked and on the model's device."""
+    return fm.prepare_inputs(_on(source.fetch(slice(0, len(source))), fm.device, name), name)
 
 
-def pntk(model: nn.Module, x1: InputLike, x2: InputLike | None = None, **options) -> Tensor:
-    """The pseudo-NTK ``K``, ``[N1, N2]``: :func:`kernel` with ``kind="pntk"``."""
-    return kernel(model, x1, x2, kind=Kind.PNTK, **options)
+def _on(x: Inputs, device: torch.device, name: str) -> Inputs:
+    """``x`` on ``device``: inputs are moved to where the kernel is computed.
+
+    Raises:
+        ValueError: a tensor on the meta device, which holds no numbers.
+    """
+    for t in x.tensors:
+        if t.device.type == "meta" and device.type != "meta":
+            raise ValueError(f"{name} is on the meta device, which holds shapes but no numbers; pass real inputs")
+    return x.map(lambda t: t.to(device))
 
 
-def trace_ntk(model: nn.Module, x1: InputLike, x2: InputLike | None = None, **options) -> Tensor:
-    """The trace NTK ``(1/O) tr Θ``, ``[N1, N2]``: :func:`kernel` with ``kind="trace"``."""
-    return kernel(model, x1, x2, kind=Kind.TRACE, **options)
+def device_of(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (the CPU for a model without tensors, or for what
+    is not a model, which :func:`functional_model` then refuses)."""
+    if not isinstance(model, nn.Module):
+        return torch.device("cpu")
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def entk(
+    model: nn.Module,
+    x1: InputLike,
+    x2: InputLike | None = None,
+    *,
+    engine: Engine | str = Engine.AUTO,
+    batch_size: int | None = None,
+    memory: int | str | None = None,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+    params: Mapping[str, Tensor] | None = None,
+    progress: bool | None = None,
+    options: Options = DEFAULT_OPTIONS,
+) -> Tensor:
+    """The empirical NTK ``Θ(x, x') = J(x) J(x')ᵀ``, ``[N1, N2, O, O]``: :func:`kernel` with ``kind="entk"``."""
+    return kernel(
+        model, x1, x2, kind=Kind.ENTK, engine=engine, batch_size=batch_size, memory=memory, dtype=dtype,
+        device=device, params=params, progress=progress, options=options,
+    )  # fmt: skip
+
+
+def pntk(
+    model: nn.Module,
+    x1: InputLike,
+    x2: InputLike | None = None,
+    *,
+    engine: Engine | str = Engine.AUTO,
+    batch_size: int | None = None,
+    memory: int | str | None = None,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+    params: Mapping[str, Tensor] | None = None,
+    progress: bool | None = None,
+    options: Options = DEFAULT_OPTIONS,
+) -> Tensor:
+    """The pseudo-NTK ``K(x, x') = (1/O) 1ᵀ Θ(x, x') 1``, ``[N1, N2]``: :func:`kernel` with ``kind="pntk"``."""
+    return kernel(
+        model, x1, x2, kind=Kind.PNTK, engine=engine, batch_size=batch_size, memory=memory, dtype=dtype,
+        device=device, params=params, progress=progress, options=options,
+    )  # fmt: skip
+
+
+def trace_ntk(
+    model: nn.Module,
+    x1: InputLike,
+    x2: InputLike | None = None,
+    *,
+    engine: Engine | str = Engine.AUTO,
+    batch_size: int | None = None,
+    memory: int | str | None = None,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+    params: Mapping[str, Tensor] | None = None,
+    progress: bool | None = None,
+    options: Options = DEFAULT_OPTIONS,
+) -> Tensor:
+    """The trace NTK ``(1/O) tr Θ(x, x')``, ``[N1, N2]``: :func:`kernel` with ``kind="trace"``."""
+    return kernel(
+        model, x1, x2, kind=Kind.TRACE, engine=engine, batch_size=batch_size, memory=memory, dtype=dtype,
+        device=device, params=params, progress=progress, options=options,
+    )  # fmt: skip

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ..choices import parse_dtype
 from .inputs import Inputs
 
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
@@ -81,7 +82,8 @@ def functional_model(
     sample: Inputs,
     *,
     params: Mapping[str, Tensor] | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
 ) -> FunctionalModel:
     """Check ``module`` and split its tensors into differentiated parameters and constants.
 
@@ -92,6 +94,8 @@ def functional_model(
             default: every parameter with ``requires_grad``. Parameters not named here are held fixed.
         dtype: compute in this floating dtype (tensors are cast, the module is untouched); default: the
             dtype of the module's parameters.
+        device: compute on this device (tensors are copied there, the module is untouched); default: the
+            device of the module's tensors. ``sample`` is moved there.
 
     Raises:
         TypeError: ``module`` is not an ``nn.Module``.
@@ -121,13 +125,19 @@ def functional_model(
     constants = {n: p for n, p in named.items() if n not in chosen}
     constants.update(dict(module.named_buffers()))
 
-    devices = {t.device for t in [*chosen.values(), *constants.values()]}
+    if device is not None:
+        device = torch.device(device)
+        chosen = {n: p.to(device) for n, p in chosen.items()}
+        constants = {n: t.to(device) for n, t in constants.items()}
+        sample = sample.map(lambda t: t.to(device))
+    devices = {t.device for t in [*chosen.values(), *constants.values()]} or {torch.device("cpu")}
     if len(devices) > 1:
         raise ValueError(
             f"the model's parameters and buffers are on several devices {sorted(map(str, devices))}; "
             "move the whole model to one device with model.to(device)"
         )
-    (device,) = devices
+    (model_device,) = devices
+    dtype = parse_dtype(dtype)
     float_dtypes = {t.dtype for t in [*chosen.values(), *constants.values()] if t.is_floating_point()}
     casts_inputs = dtype is not None
     if dtype is None:
@@ -152,7 +162,7 @@ def functional_model(
         params={n: cast(p) for n, p in chosen.items()},
         constants={n: cast(t) for n, t in constants.items()},
         num_outputs=0,
-        device=device,
+        device=model_device,
         dtype=dtype,
         casts_inputs=casts_inputs,
     )

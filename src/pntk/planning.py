@@ -1,0 +1,347 @@
+"""One plan for every path: which engine computes a kernel, how its work is cut, and what that costs.
+
+Every executor — the in-memory kernel (:func:`pntk.kernel`), the store (:func:`pntk.compute`) and the paths
+built on them — asks this module how to split its work under one memory budget; none sizes its own.
+
+# NOTE: [memory budget]
+# The budget bounds the memory of the kernel work, not of the interpreter, PyTorch, the model and the inputs
+# the caller holds (nor, for pntk.kernel, the result it returns). A tile of edge t holds, at its peak, two
+# prepared blocks (rows and columns: engine.block_bytes(t) each) and `buffers` tile-sized arrays of t²·E
+# numbers (E = O² for the eNTK, 1 otherwise): in memory, the tile being computed and, on the diagonal, the two
+# temporaries of its symmetrisation; in a store, also the previous tile, which the background writer holds
+# with its mirror image and Zarr's chunk buffer. Options.safety covers what the estimate leaves out
+# (activations while a block is prepared, temporaries of the contraction, allocator slack). The tile is the
+# largest edge whose estimate fits:
+#     safety · (buffers · t²·E·itemsize + 2 · block_bytes(t)) ≤ memory.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .choices import parse_enum
+from .kernels.engine import KernelEngine
+from .kernels.inputs import InputLike
+from .kernels.kinds import Engine, Kind
+from .kernels.model import FunctionalModel
+from .kernels.registry import ENGINES
+from .tiling import Tile, format_bytes, largest_tile, parse_bytes, tile_plan
+
+
+@dataclass(frozen=True)
+class Options:
+    """The knobs of planning, in one place; pass ``options=`` to the kernel functions to change them.
+
+    Attributes:
+        default_memory_cap: the largest default budget, in bytes. Each extra row of tiles prepares its
+            column blocks again, so small tiles multiply the cost of the passes: a WRN-16-2 trace NTK of 256
+            CIFAR images took 1.7 times as long with a 4 GiB block budget as with one tile.
+        machine_fraction: the share of the machine's memory that the default budget takes on a CPU.
+        device_fraction: the share of an accelerator's memory that the default budget takes.
+        safety: the factor on the estimate that covers what it leaves out (the ``[memory budget]`` note).
+        kernel_buffers: tile-sized arrays of the in-memory kernel's work (the tile and, on the diagonal, two
+            temporaries of its symmetrisation).
+        store_buffers: tile-sized arrays of the store's work (also the tile being written, its mirror and
+            Zarr's chunk buffer).
+        auto_jacobian_edge: for ``engine="auto"`` on a model mostly without rules, the tile edge at which
+            the Jacobian engine's blocks must still fit the budget; beyond, NTK-vector products (which never
+            hold a Jacobian) are chosen.
+    """
+
+    default_memory_cap: int = 12 << 30
+    machine_fraction: float = 0.5
+    device_fraction: float = 0.375
+    safety: float = 1.5
+    kernel_buffers: int = 3
+    store_buffers: int = 6
+    auto_jacobian_edge: int = 64
+
+
+DEFAULT_OPTIONS = Options()
+
+
+class Executor(str, enum.Enum):
+    """What runs a plan: the in-memory kernel or the store. They differ only in how many tile-sized buffers
+    their loops hold (:class:`Options`)."""
+
+    KERNEL = "kernel"
+    STORE = "store"
+
+
+def machine_memory(device: torch.device) -> int | None:
+    """Total memory of ``device`` (the machine's RAM for a CPU) in bytes, or ``None`` if unknown."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError, RuntimeError):  # no sysconf names, or no device properties
+        return None
+
+
+def memory_budget(device: torch.device, memory: int | str | None = None, options: Options = DEFAULT_OPTIONS) -> int:
+    """The memory budget in bytes: ``memory`` when given (``"4G"``, ``"512MB"``, ``"2GiB"`` or bytes), else
+    ``Options.machine_fraction`` of the machine's memory (``Options.device_fraction`` of a GPU's), at most
+    ``Options.default_memory_cap``.
+
+    >>> memory_budget(torch.device("cpu"), "4G")
+    4000000000
+    """
+    if memory is not None:
+        return parse_bytes(memory)
+    total = machine_memory(device)
+    if total is None:
+        return options.default_memory_cap
+    fraction = options.machine_fraction if device.type == "cpu" else options.device_fraction
+    return min(options.default_memory_cap, int(total * fraction))
+
+
+def tile_memory(
+    fm: FunctionalModel, eng: KernelEngine, kind: Kind, t: int, *, buffers: int, blocks: int = 2, options: Options
+) -> int:
+    """The estimated peak memory of the work on one ``t × t`` tile, in bytes (the ``[memory budget]`` note).
+
+    Args:
+        fm: the model.
+        eng: the engine that prepares the blocks.
+        kind: the kernel's kind.
+        t: the tile edge.
+        buffers: tile-sized arrays held at once by the executor.
+        blocks: prepared blocks held at once (1 for a symmetric kernel that is a single tile).
+        options: supplies the safety factor.
+    """
+    entries = t * t * (fm.num_outputs**2 if kind.is_matrix_valued else 1)
+    return int(options.safety * (buffers * entries * fm.dtype.itemsize + blocks * eng.block_bytes(fm, t, kind)))
+
+
+def resolve_engine(
+    engine: Engine | str,
+    fm: FunctionalModel,
+    kind: Kind,
+    budget: int,
+    *,
+    buffers: int,
+    options: Options = DEFAULT_OPTIONS,
+) -> KernelEngine:
+    """The engine named by ``engine``; for ``"auto"``, the one expected to be fastest here.
+
+    ``auto`` prefers the structured engine when layers with a rule hold at least half of the parameters: only
+    they are faster than per-sample gradients (by up to orders of magnitude), and its other parameters cost
+    what they cost the Jacobian engine plus a forward and a backward pass. Otherwise the Jacobian engine while
+    a tile of edge ``Options.auto_jacobian_edge`` fits the budget, and NTK-vector products beyond (they never
+    hold a Jacobian).
+
+    Raises:
+        ValueError: an unknown engine name, or one not available in this build.
+    """
+    engine = parse_enum(Engine, engine, "engine")
+    if engine is not Engine.AUTO:
+        if engine not in ENGINES:
+            valid = ", ".join(repr(e.value) for e in (Engine.AUTO, *ENGINES))
+            raise ValueError(f"engine {engine.value!r} is not available in this build; use one of {valid}")
+        return ENGINES[engine]
+    structured = ENGINES[Engine.STRUCTURED]
+    if structured.ruled_fraction(fm) >= 0.5:  # type: ignore[attr-defined]  # the structured engine's own
+        return structured
+    jacobian = ENGINES[Engine.JACOBIAN]
+    edge = options.auto_jacobian_edge
+    if tile_memory(fm, jacobian, kind, edge, buffers=buffers, options=options) <= budget:
+        return jacobian
+    return ENGINES[Engine.VP]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a kernel of ``N1 × N2`` samples is computed: engine, tiles and their predicted memory.
+
+    A tile depends only on its rows, columns, engine and dtype, never on the plan around it, so the kernel
+    functions and the store give bit-identical results for plans with the same engine and tile edge.
+
+    Attributes:
+        kind: the kernel's kind.
+        engine: the engine that runs (``"auto"`` resolved).
+        N1, N2: samples of ``x1`` and ``x2``.
+        O: outputs of the network; P: differentiated parameters.
+        symmetric: ``x2`` is ``x1``: only the tiles on and above the diagonal are computed.
+        tile: the tile edge (the store's chunk edge).
+        memory: the budget in bytes.
+        tile_bytes: the predicted peak memory of the work on one tile (the ``[memory budget]`` note).
+        kernel_bytes: the bytes of the whole kernel (what :func:`pntk.kernel` returns).
+        executor: the loop that runs the plan.
+        dtype: the dtype of the computation.
+    """
+
+    kind: Kind
+    engine: str
+    N1: int
+    N2: int
+    O: int
+    P: int
+    symmetric: bool
+    tile: int
+    memory: int
+    tile_bytes: int
+    kernel_bytes: int
+    executor: Executor
+    dtype: torch.dtype
+    tiles: list[Tile] = field(repr=False, compare=False)
+
+    @property
+    def prepared_samples(self) -> int:
+        """Samples passed through the network to prepare blocks: each row block once, and each column block
+        once per tile that is not on the diagonal of a symmetric kernel."""
+        row_blocks: dict[int, int] = {}
+        columns = 0
+        for t in self.tiles:
+            row_blocks[t.i] = t.r1 - t.r0
+            if not (self.symmetric and t.on_diagonal):
+                columns += t.c1 - t.c0
+        return sum(row_blocks.values()) + columns
+
+    def __str__(self) -> str:
+        side = f"{self.N1} × {self.N2}" + (" (symmetric: tiles on and above the diagonal)" if self.symmetric else "")
+        shape = (
+            f"[{self.N1}, {self.N2}, {self.O}, {self.O}]" if self.kind.is_matrix_valued else f"[{self.N1}, {self.N2}]"
+        )
+        return "\n".join(
+            [
+                f"{self.kind.value} kernel {shape}, {self.dtype}, {format_bytes(self.kernel_bytes)}",
+                f"  model: O = {self.O} outputs, P = {self.P:,} parameters",
+                f"  engine: {self.engine}",
+                f"  samples: {side}",
+                f"  tiles: {len(self.tiles)} of edge {self.tile}; {self.prepared_samples:,} samples prepared",
+                f"  memory: {format_bytes(self.tile_bytes)} per tile of a {format_bytes(self.memory)} budget "
+                f"({self.executor.value} executor)",
+            ]
+        )
+
+
+def make_plan(
+    fm: FunctionalModel,
+    kind: Kind | str,
+    N1: int,
+    N2: int,
+    *,
+    symmetric: bool,
+    engine: Engine | str = Engine.AUTO,
+    batch_size: int | None = None,
+    memory: int | str | None = None,
+    executor: Executor | str = Executor.KERNEL,
+    options: Options = DEFAULT_OPTIONS,
+) -> Plan:
+    """The plan for a kernel of ``fm`` between ``N1`` and ``N2`` samples: the one function that sizes tiles.
+
+    The engine is resolved once (:func:`resolve_engine`). The tile edge is ``batch_size`` when given (it must
+    fit ``memory`` when that is given too), else planned from the budget (:func:`memory_budget`): with ``t``
+    the largest edge whose estimate fits, ``k = ⌈n/t⌉`` tiles per side of edge ``⌈n/k⌉``, so that the last tile
+    is not much shorter than the others (Zarr stores edge chunks at full size). A symmetric kernel whose one
+    block fits is a single tile, which needs no second block.
+
+    Raises:
+        ValueError: a ``batch_size`` that is not a positive integer or does not fit an explicit ``memory``;
+            a budget too small for even a 1 × 1 tile.
+    """
+    kind = parse_enum(Kind, kind, "kind")
+    executor = parse_enum(Executor, executor, "executor")
+    buffers = options.kernel_buffers if executor is Executor.KERNEL else options.store_buffers
+    budget = memory_budget(fm.device, memory, options)
+    eng = resolve_engine(engine, fm, kind, budget, buffers=buffers, options=options)
+    n = max(N1, N2)
+
+    def need(t: int, blocks: int = 2) -> int:
+        return tile_memory(fm, eng, kind, t, buffers=buffers, blocks=blocks, options=options)
+
+    if batch_size is not None:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if memory is not None and need(min(batch_size, n)) > budget:
+            raise ValueError(
+                f"batch_size={batch_size} needs about {format_bytes(need(min(batch_size, n)))}, more than "
+                f"memory={memory!r}; lower batch_size, raise memory, or leave batch_size out to have it planned"
+            )
+        tile = batch_size
+    elif symmetric and need(n, blocks=1) <= budget:
+        tile = n
+    else:
+        largest = largest_tile(n, need, budget)
+        if largest is None:
+            raise ValueError(
+                f"a memory budget of {format_bytes(budget)} is too small for even a 1 × 1 tile of this model "
+                f"with the {eng.name} engine (about {format_bytes(need(1))}); raise memory"
+            )
+        tile = math.ceil(n / math.ceil(n / largest))
+    entries = N1 * N2 * (fm.num_outputs**2 if kind.is_matrix_valued else 1)
+    return Plan(
+        kind=kind,
+        engine=eng.name,
+        N1=N1,
+        N2=N2,
+        O=fm.num_outputs,
+        P=fm.num_params,
+        symmetric=symmetric,
+        tile=tile,
+        memory=budget,
+        tile_bytes=need(min(tile, n), blocks=1 if symmetric and tile >= n else 2),
+        kernel_bytes=entries * fm.dtype.itemsize,
+        executor=executor,
+        dtype=fm.dtype,
+        tiles=tile_plan(N1, N2, tile, symmetric=symmetric),
+    )
+
+
+def engine_of(plan: Plan | str) -> KernelEngine:
+    """The engine object that runs ``plan`` (or that has this name)."""
+    return ENGINES[Engine(plan.engine if isinstance(plan, Plan) else plan)]
+
+
+def plan(
+    model: nn.Module,
+    x1: InputLike,
+    x2: InputLike | None = None,
+    *,
+    kind: Kind | str,
+    engine: Engine | str = Engine.AUTO,
+    batch_size: int | None = None,
+    memory: int | str | None = None,
+    dtype: torch.dtype | str | None = None,
+    params: Mapping[str, Tensor] | None = None,
+    device: torch.device | str | None = None,
+    executor: Executor | str = Executor.KERNEL,
+    options: Options = DEFAULT_OPTIONS,
+) -> Plan:
+    """The plan :func:`pntk.kernel` (``executor="kernel"``) or :func:`pntk.compute` (``"store"``) would run.
+
+    Args are those of :func:`pntk.kernel`; ``x1`` and ``x2`` may be anything it accepts. Only a few samples
+    are read (to check the model), so planning a huge kernel is cheap.
+
+    Returns:
+        A :class:`Plan`; ``print(plan)`` describes it.
+
+    Example:
+        >>> import torch, pntk
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+        >>> p = pntk.plan(net, torch.randn(100, 3), kind="entk", memory="200kB")
+        >>> p.engine, p.N1, p.tile < 100, len(p.tiles) > 1
+        ('structured', 100, True, True)
+    """
+    from .kernels.api import model_and_inputs  # the kernels package imports this module
+
+    fm, source1, source2 = model_and_inputs(model, x1, x2, params=params, dtype=dtype, device=device)
+    return make_plan(
+        fm,
+        kind,
+        len(source1),
+        len(source2),
+        symmetric=x2 is None,
+        engine=engine,
+        batch_size=batch_size,
+        memory=memory,
+        executor=executor,
+        options=options,
+    )
