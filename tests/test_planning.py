@@ -143,3 +143,13 @@ def test_device_moves_the_computation_not_the_model():
     model = mlp(8, 16, 3)
     K = pntk.pntk(model, torch.randn(5, 8), device="cpu", dtype=torch.float64)
     assert K.dtype == torch.float64 and next(model.parameters()).dtype == torch.float32
+
+
+def test_a_measured_plan_predicts_a_time_from_its_counts():
+    model = mlp(8, 16, 3)
+    x = torch.randn(300, 8)
+    plan = pntk.plan(model, x, kind="pntk", batch_size=100, measure_time=True)
+    assert plan.seconds is not None and 0 < plan.seconds < 600 and "time: about" in str(plan)
+    # Pairs of samples computed: the upper triangle of each diagonal tile, whole tiles above it.
+    assert plan.pairs == 3 * (100 * 101 // 2) + 3 * 100 * 100
+    assert pntk.plan(model, x, kind="pntk").seconds is None

@@ -17,9 +17,11 @@ built on them — asks this module how to split its work under one memory budget
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -28,7 +30,7 @@ from torch import Tensor, nn
 
 from .choices import parse_enum
 from .kernels.engine import KernelEngine
-from .kernels.inputs import InputLike
+from .kernels.inputs import InputLike, Inputs
 from .kernels.kinds import Engine, Kind
 from .kernels.model import FunctionalModel
 from .kernels.registry import ENGINES
@@ -175,6 +177,8 @@ class Plan:
         kernel_bytes: the bytes of the whole kernel (what :func:`pntk.kernel` returns).
         executor: the loop that runs the plan.
         dtype: the dtype of the computation.
+        seconds: the predicted time, when measured (:func:`plan` with ``measure=True``): a probe tile's
+            preparation per sample and contraction per pair of samples, scaled to the plan's counts.
     """
 
     kind: Kind
@@ -191,6 +195,16 @@ class Plan:
     executor: Executor
     dtype: torch.dtype
     tiles: list[Tile] = field(repr=False, compare=False)
+    seconds: float | None = None
+
+    @property
+    def pairs(self) -> int:
+        """Pairs of samples whose kernel entries the tiles compute (a diagonal tile computes its upper half)."""
+        total = 0
+        for t in self.tiles:
+            B1, B2 = t.r1 - t.r0, t.c1 - t.c0
+            total += B1 * (B1 + 1) // 2 if self.symmetric and t.on_diagonal else B1 * B2
+        return total
 
     @property
     def prepared_samples(self) -> int:
@@ -219,7 +233,48 @@ class Plan:
                 f"  memory: {format_bytes(self.tile_bytes)} per tile of a {format_bytes(self.memory)} budget "
                 f"({self.executor.value} executor)",
             ]
+            + ([f"  time: about {_format_seconds(self.seconds)} (measured on a probe tile)"] if self.seconds else [])
         )
+
+
+def _format_seconds(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.3g} s"
+    return f"{seconds / 60:.3g} min" if seconds < 7200 else f"{seconds / 3600:.3g} h"
+
+
+def measure(plan: Plan, fm: FunctionalModel, x: Inputs, *, edge: int = 32) -> Plan:
+    """``plan`` with its predicted time, from probe tiles of ``edge`` and ``4·edge`` samples of ``x``.
+
+    Two sizes separate each step's fixed cost per block from its cost per sample (preparation) or per pair
+    of samples (contraction); the plan's counts of blocks, tiles, samples and pairs scale them. Small probes
+    multiply less efficiently than full tiles, so the estimate errs long: it is meant for minutes versus
+    hours, not for benchmarks.
+    """
+    eng = engine_of(plan)
+    sizes = sorted({max(2, min(edge, len(x))), max(2, min(4 * edge, len(x)))})
+    eng.prepare(fm, x[:2], plan.kind)  # warm-up: first calls load kernels and plan layers
+    steps = []
+    for n in sizes:
+        clock = time.perf_counter()
+        block = eng.prepare(fm, x[:n], plan.kind)
+        prepared = time.perf_counter() - clock
+        clock = time.perf_counter()
+        eng.contract(fm, block, block, plan.kind, same=False)
+        steps.append((n, prepared, time.perf_counter() - clock))
+    (n0, p0, c0), (n1, p1, c1) = steps[0], steps[-1]
+    per_sample = (p1 - p0) / (n1 - n0) if n1 > n0 else p1 / n1
+    per_pair = (c1 - c0) / (n1 * n1 - n0 * n0) if n1 > n0 else c1 / (n1 * n1)
+    per_block = max(0.0, p0 - per_sample * n0)
+    per_tile = max(0.0, c0 - per_pair * n0 * n0)
+    blocks = len({t.i for t in plan.tiles}) + sum(1 for t in plan.tiles if not (plan.symmetric and t.on_diagonal))
+    seconds = (
+        per_block * blocks
+        + max(per_sample, 0.0) * plan.prepared_samples
+        + per_tile * len(plan.tiles)
+        + max(per_pair, 0.0) * plan.pairs
+    )
+    return dataclasses.replace(plan, seconds=seconds)
 
 
 def make_plan(
@@ -314,11 +369,13 @@ def plan(
     device: torch.device | str | None = None,
     executor: Executor | str = Executor.KERNEL,
     options: Options = DEFAULT_OPTIONS,
+    measure_time: bool = False,
 ) -> Plan:
     """The plan :func:`pntk.kernel` (``executor="kernel"``) or :func:`pntk.compute` (``"store"``) would run.
 
     Args are those of :func:`pntk.kernel`; ``x1`` and ``x2`` may be anything it accepts. Only a few samples
-    are read (to check the model), so planning a huge kernel is cheap.
+    are read (to check the model), so planning a huge kernel is cheap. With ``measure_time=True`` probe tiles of
+    32 and 128 samples are computed to predict the time (:func:`measure`).
 
     Returns:
         A :class:`Plan`; ``print(plan)`` describes it.
@@ -333,7 +390,7 @@ def plan(
     from .kernels.api import model_and_inputs  # the kernels package imports this module
 
     fm, source1, source2 = model_and_inputs(model, x1, x2, params=params, dtype=dtype, device=device)
-    return make_plan(
+    result = make_plan(
         fm,
         kind,
         len(source1),
@@ -345,3 +402,7 @@ def plan(
         executor=executor,
         options=options,
     )
+    if not measure_time:
+        return result
+    probe = source1.fetch(slice(0, 128)).map(lambda t: t.to(fm.device))
+    return measure(result, fm, fm.prepare_inputs(probe, "x1"))
