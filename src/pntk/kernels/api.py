@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -69,7 +70,7 @@ def get_engine(engine: Engine | str, fm: FunctionalModel, kind: Kind, batch_size
     # PReLU) are faster than per-sample gradients, by up to orders of magnitude; its other parameters cost
     # what they cost the Jacobian engine, plus a forward and backward pass. So it is chosen when ruled layers
     # hold most of P, and a model of mostly other parameters keeps the engine that suits its memory.
-    structured = ENGINES[Engine.STRUCTURED]
+    structured = cast(StructuredEngine, ENGINES[Engine.STRUCTURED])
     if structured.ruled_fraction(fm) >= 0.5:
         return structured
     jacobian = ENGINES[Engine.JACOBIAN]

@@ -279,6 +279,7 @@ def _fill_rows(
             full = [p.new_empty(p.shape[:axis] + (B,) + p.shape[axis + 1 :]) for p, axis in parts]
             for f, (p, axis) in zip(full, parts):
                 f.narrow(axis, 0, rows.stop).copy_(p)
+    assert full is not None, "a block has at least one sample"
     return full
 
 
