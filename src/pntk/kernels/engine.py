@@ -1,7 +1,7 @@
 """What an engine is: per-block preparation, then a contraction of two prepared blocks into a tile.
 
 A tile is ``kernel(X1[i:i+B1], X2[j:j+B2])``. Splitting the work in two lets a tile loop prepare a row block
-once and reuse it for every column block (DESIGN.md §3): the Jacobian engine prepares per-sample Jacobians,
+once and reuse it for every column block of its row: the Jacobian engine prepares per-sample Jacobians,
 the structured engine per-layer factors, the vector-product engine just keeps the inputs.
 """
 

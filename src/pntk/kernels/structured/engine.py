@@ -1,4 +1,4 @@
-"""The structured engine: per-layer factors, contracted layer by layer (DESIGN.md §2).
+"""The structured engine: per-layer factors, contracted layer by layer.
 
 For a layer ``z_t = ws·W a_t + bs·b`` at ``T`` positions per sample, the inputs ``A ∈ R^{T×n}`` and the
 output cotangents ``D ∈ R^{T×m}`` of ``g`` give ``∂g/∂W = ws·Dᵀ A`` and
