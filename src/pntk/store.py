@@ -262,7 +262,8 @@ class KernelStore:
         Args:
             tile: a tile of :meth:`KernelSpec.plan`.
             values: ``[B1, B2, O, O]`` or ``[B1, B2]``, on any device.
-            rank, seconds: who computed it and how long it took, kept in the ledger entry.
+            rank: the rank that computed it, kept in the ledger entry.
+            seconds: how long it took to compute, kept in the ledger entry.
         """
         values = values.cpu()
         self.array[tile.rows, tile.cols] = values.numpy()

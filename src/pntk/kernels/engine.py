@@ -28,7 +28,8 @@ class KernelEngine(Protocol):
         """The tile between two prepared blocks.
 
         Args:
-            a, b: prepared blocks of ``B1`` and ``B2`` samples.
+            a: a prepared block of ``B1`` samples.
+            b: a prepared block of ``B2`` samples.
             same: ``a`` and ``b`` are the same block (a diagonal tile, which is symmetric).
 
         Returns:
