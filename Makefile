@@ -31,8 +31,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks docs/hooks.py
-	$(VENV)/bin/ruff format --check src tests benchmarks docs/hooks.py
+	$(VENV)/bin/ruff check src tests benchmarks docs/hooks.py docs/griffe_rst.py
+	$(VENV)/bin/ruff format --check src tests benchmarks docs/hooks.py docs/griffe_rst.py
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
