@@ -1,4 +1,4 @@
-# Two entry points: `make demo` (the main job on built-in data) and `make test` (the whole suite).
+# Two entry points: `make demo` (the main job on built-in data) and `make test` (the gates, then the suite).
 # Both create .venv when it is missing. PyTorch is pinned here and installed first: an unpinned torch
 # would pull a multi-gigabyte CUDA build.
 PYTHON ?= python3
@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench venv clean
+.PHONY: demo test test-all bench venv clean lint typecheck doctest docs
 
 venv: $(STAMP)
 
@@ -15,17 +15,37 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/pntk reproduce --out results
 
+# The gates run in this order and stop at the first failure: lint, format, types, the `>>>` examples of
+# every module, the docs build with warnings as errors, then the test suite.
 test: $(STAMP)
+	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory typecheck
+	@$(MAKE) --no-print-directory doctest
+	@$(MAKE) --no-print-directory docs
 	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks docs/hooks.py docs/griffe_rst.py
+	$(VENV)/bin/ruff format --check src tests benchmarks docs/hooks.py docs/griffe_rst.py
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+doctest: $(STAMP)
+	$(PY) -m pytest -q --doctest-modules src/pntk
+
+# The API reference and user guide, built into site/ (warnings are errors).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) results .pytest_cache .hypothesis
+	rm -rf $(VENV) results site .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -8,8 +8,8 @@ reads only the rows a tile needs.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence, Sized
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -56,7 +56,7 @@ class DatasetRows:
         self.dataset, self.collate = dataset, collate
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(cast(Sized, self.dataset))  # map-style Datasets define __len__; torch's base class does not
 
     def fetch(self, rows: slice) -> Inputs:
         batch = self.collate([self.dataset[k] for k in range(*rows.indices(len(self)))])
@@ -154,7 +154,7 @@ def fingerprint(source: RowSource) -> str:
 
 def _tensor_bytes(t: Tensor) -> memoryview:
     """The bytes of ``t`` in C order (its dtype's own layout, so bfloat16 works too)."""
-    return memoryview(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data
 
 
 def _as_tensor(x: Tensor | np.ndarray) -> Tensor:

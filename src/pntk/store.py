@@ -25,7 +25,7 @@ import shutil
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -95,6 +95,7 @@ class KernelSpec:
 
     def plan(self) -> list[Tile]:
         """Every tile of the kernel, in row-major order (upper ones only when symmetric)."""
+        assert self.tile is not None, "a request's spec has no tile plan until the tile is chosen"
         return tile_plan(self.N1, self.N2, self.tile, symmetric=self.symmetric)
 
     def differences(self, requested: KernelSpec) -> list[str]:
@@ -150,7 +151,8 @@ class KernelStore:
                 f"{attrs.get('format')!r}, not {FORMAT!r})"
             )
         # A tile equal to the fill value must still be written as a chunk file, to be fsynced.
-        self.array = array.with_config({"write_empty_chunks": True}) if writable else array
+        # zarr types its config as a TypedDict of NotRequired keys, which Python 3.10 type checking misreads.
+        self.array = array.with_config({"write_empty_chunks": True}) if writable else array  # type: ignore[call-overload]
         self.spec = KernelSpec.from_attrs(attrs)
 
     @classmethod
@@ -160,6 +162,7 @@ class KernelStore:
         Everything in ``path`` is deleted: check first with :func:`read_spec` that it holds a kernel store
         or nothing, and hold its :class:`StoreLock`.
         """
+        assert spec.tile is not None, "a store is created for a spec whose tile is chosen"
         path = Path(path)
         for entry in path.iterdir() if path.is_dir() else ():
             if entry.name != _META:
@@ -209,11 +212,11 @@ class KernelStore:
         return self.shape[0]
 
     def __getitem__(self, key) -> np.ndarray:
-        return self.array[key]
+        return cast(np.ndarray, self.array[key])
 
     def numpy(self) -> np.ndarray:
         """The whole kernel in memory."""
-        return self.array[...]
+        return cast(np.ndarray, self.array[...])
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         values = self.numpy()
@@ -259,7 +262,8 @@ class KernelStore:
         Args:
             tile: a tile of :meth:`KernelSpec.plan`.
             values: ``[B1, B2, O, O]`` or ``[B1, B2]``, on any device.
-            rank, seconds: who computed it and how long it took, kept in the ledger entry.
+            rank: the rank that computed it, kept in the ledger entry.
+            seconds: how long it took to compute, kept in the ledger entry.
         """
         values = values.cpu()
         self.array[tile.rows, tile.cols] = values.numpy()

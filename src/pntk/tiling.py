@@ -82,7 +82,7 @@ def parse_bytes(size: int | str) -> int:
     else:
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(size))
         unit = match and _UNITS.get(match.group(2).lower())
-        if not unit:
+        if not match or not unit:
             raise ValueError(
                 f"cannot read the memory size {size!r}; write bytes as an int or a number with a unit, "
                 "e.g. '512M', '4G', '4GB', '2GiB'"

@@ -10,6 +10,7 @@ import importlib.util
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -127,6 +128,8 @@ def _call_factory(file: Path, factory: str) -> nn.Module:
     if not file.is_file():
         raise FileNotFoundError(f"no model file {file} (expected path/to/file.py:factory)")
     module_spec = importlib.util.spec_from_file_location(f"pntk_user_model_{file.stem}", file)
+    if module_spec is None or module_spec.loader is None:
+        raise ValueError(f"cannot import {file} as a Python module (expected path/to/file.py:factory)")
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     fn = getattr(module, factory, None)
@@ -155,7 +158,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        state: Any = load_file(str(path))
     else:
         state = _torch_load(path)
         for key in ("state_dict", "model"):

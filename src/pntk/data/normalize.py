@@ -36,7 +36,7 @@ def channel_stats(x: np.ndarray, *, scale: float = 1.0) -> tuple[np.ndarray, np.
             # Exact integer moments: a constant channel gets std exactly 0, not a rounding residue.
             first = second = 0
             for start in range(0, len(x), _CHUNK):
-                values = x[start : start + _CHUNK, c].astype(np.uint16)  # 255² fits in 16 bits
+                values: np.ndarray = x[start : start + _CHUNK, c].astype(np.uint16)  # 255² fits in 16 bits
                 first += int(values.sum(dtype=np.int64))
                 second += int((values * values).sum(dtype=np.int64))
             total = x[:, c].size

@@ -11,6 +11,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -140,7 +141,7 @@ def regression(spec: Regression, *, device: str = "cpu", data_root: str | Path |
             predictions[key], singular[key] = _solve(K_train_train, K_test_train, Y, lam)
         network = _model(spec, width, data, device)
         train(network, data.x, training_targets(data, spec.train.loss), spec.train)
-        row = {
+        row: dict[str, Any] = {
             "width": width,
             "ridge": ridge,
             "accuracy": {

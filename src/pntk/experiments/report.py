@@ -77,7 +77,7 @@ def _decreasing(*fits: dict | None) -> bool | None:
     ``None`` when a fit is missing or has no standard error (too few usable widths)."""
     if any(f is None or f["stderr"] is None or not math.isfinite(f["stderr"]) for f in fits):
         return None
-    return all(PowerLaw(**f).significantly_negative for f in fits)
+    return all(PowerLaw(**f).significantly_negative for f in fits if f is not None)
 
 
 def _sweep_claims(result: dict, source: str) -> Iterator[Claim]:

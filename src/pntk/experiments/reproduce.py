@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from .timing import Timing, timing
 from .trajectory import Trajectory, trajectory
 from .width_sweep import WidthSweep, width_sweep
 
+RUNNERS: dict[type, Callable[..., dict]]
 RUNNERS = {WidthSweep: width_sweep, Trajectory: trajectory, Regression: regression, Timing: timing}
 
 

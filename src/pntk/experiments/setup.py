@@ -22,6 +22,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import nn
 
+from ..choices import parse_enum
 from ..data import Dataset, load_dataset
 from ..kernels import entk, pntk
 from ..models import build_model
@@ -168,9 +169,9 @@ def as_float64(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.float64).numpy()
 
 
-def training_targets(data: Dataset, loss: Loss) -> torch.Tensor:
+def training_targets(data: Dataset, loss: Loss | str) -> torch.Tensor:
     """What the network fits: centred one-hot ``[N, O]`` for the squared loss, labels ``[N]`` otherwise."""
-    return data.targets(center=True) if loss is Loss.MSE else data.y
+    return data.targets(center=True) if parse_enum(Loss, loss, "loss") is Loss.MSE else data.y
 
 
 @torch.no_grad()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..kernels import entk, pntk
 from .results import jsonable
@@ -81,7 +82,7 @@ def timing(spec: Timing, *, device: str = "cpu", data_root: str | Path | None = 
             num_classes=O,
         )
         x = data.x[:N]
-        row = {"N": N, "O": O, "P": num_parameters(model)}
+        row: dict[str, Any] = {"N": N, "O": O, "P": num_parameters(model)}
         for name, fn in (("entk", entk), ("pntk", pntk)):
             fn(model, x[:2], dtype=dt)  # warm-up: first-call overheads are not the kernel's cost
             best = min((timed(lambda: fn(model, x, dtype=dt)) for _ in range(spec.repeats)), key=lambda r: r[1])  # noqa: B023 (called at once)

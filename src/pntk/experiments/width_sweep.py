@@ -6,6 +6,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -117,6 +118,7 @@ def width_sweep(spec: WidthSweep, *, device: str = "cpu", data_root: str | Path 
                 device=device,
             )
             pair = kernel_pair(model, data.x, dtype=spec.dtype)
+            run: dict[str, Any]
             run = {"width": width, "seed": seed, "P": num_parameters(model), **compare(pair.Theta, pair.K).to_dict()}
             run["norm_Theta_diagonal"] = math.sqrt(max(run["norm_Theta"] ** 2 - run["off_diagonal_error"] ** 2, 0.0))
             n = spec.N * run["O"]

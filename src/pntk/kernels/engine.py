@@ -1,7 +1,7 @@
 """What an engine is: per-block preparation, then a contraction of two prepared blocks into a tile.
 
 A tile is ``kernel(X1[i:i+B1], X2[j:j+B2])``. Splitting the work in two lets a tile loop prepare a row block
-once and reuse it for every column block (DESIGN.md §3): the Jacobian engine prepares per-sample Jacobians,
+once and reuse it for every column block of its row: the Jacobian engine prepares per-sample Jacobians,
 the structured engine per-layer factors, the vector-product engine just keeps the inputs.
 """
 
@@ -28,7 +28,8 @@ class KernelEngine(Protocol):
         """The tile between two prepared blocks.
 
         Args:
-            a, b: prepared blocks of ``B1`` and ``B2`` samples.
+            a: a prepared block of ``B1`` samples.
+            b: a prepared block of ``B2`` samples.
             same: ``a`` and ``b`` are the same block (a diagonal tile, which is symmetric).
 
         Returns:

@@ -7,6 +7,7 @@ eNTK (``B1·B2·P`` for the pNTK, ``B1·B2·O·P`` for the trace); memory ``B·O
 from __future__ import annotations
 
 import math
+from typing import cast
 
 from torch import Tensor
 from torch.func import grad, jacrev, vmap
@@ -44,10 +45,10 @@ class JacobianEngine:
     def contract(self, fm: FunctionalModel, a: list[Tensor], b: list[Tensor], kind: Kind, *, same: bool) -> Tensor:
         B1, B2, O = a[0].shape[0], b[0].shape[0], fm.num_outputs
         if kind is Kind.ENTK:
-            out = sum(ja.reshape(B1 * O, -1) @ jb.reshape(B2 * O, -1).T for ja, jb in zip(a, b))
+            out = cast(Tensor, sum(ja.reshape(B1 * O, -1) @ jb.reshape(B2 * O, -1).T for ja, jb in zip(a, b)))
             return out.reshape(B1, O, B2, O).permute(0, 2, 1, 3)
         # The trace contracts the output axis along with the parameters; the pNTK has one output row.
-        out = sum(ja.reshape(B1, -1) @ jb.reshape(B2, -1).T for ja, jb in zip(a, b))
+        out = cast(Tensor, sum(ja.reshape(B1, -1) @ jb.reshape(B2, -1).T for ja, jb in zip(a, b)))
         return out / O if kind is Kind.TRACE else out
 
     def block_bytes(self, fm: FunctionalModel, n: int, kind: Kind) -> int:

@@ -107,7 +107,7 @@ def functional_model(
         raise TypeError(f"model must be a torch.nn.Module, got {type(module).__name__}")
     _check_samples_independent(module)
 
-    named = dict(module.named_parameters())
+    named: dict[str, Tensor] = dict(module.named_parameters())
     if params is None:
         chosen = {n: p for n, p in named.items() if p.requires_grad}
     else:

@@ -33,7 +33,7 @@ class VPEngine:
 
     def contract(self, fm: FunctionalModel, a: Inputs, b: Inputs, kind: Kind, *, same: bool) -> Tensor:
         B1, B2, O = len(a), len(b), fm.num_outputs
-        _, pullback = vjp(lambda p: fm(p, b), fm.params)
+        pullback = vjp(lambda p: fm(p, b), fm.params)[1]
 
         def column(cotangent: Tensor) -> Tensor:
             (tangent,) = pullback(cotangent)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -57,8 +57,8 @@ class Parametrization(str, Enum):
 class _NTKScaled:
     """Mixin for a torch layer: ``N(0, 1)`` initialisation and the scales of the NTK parametrisation."""
 
-    weight: nn.Parameter
-    bias: nn.Parameter | None
+    weight: Tensor
+    bias: Tensor | None
     weight_scale: float
     bias_scale: float
     sigma_w: float
@@ -89,7 +89,7 @@ class _NTKScaled:
         return f"{parent}, sigma_w={self.sigma_w:g}, sigma_b={self.sigma_b:g}"
 
 
-class NTKLinear(_NTKScaled, nn.Linear):
+class NTKLinear(_NTKScaled, nn.Linear):  # type: ignore[misc]  # torch infers Linear.bias as Parameter, never None
     """``nn.Linear`` in NTK parametrisation: ``z = (σ_w/√in_features) W a + σ_b b``.
 
     Args:
@@ -207,8 +207,9 @@ def make_conv(
     cls = classes.get((dim, ntk))
     if cls is None:
         raise ValueError(f"dim must be 1 (signals [B, C, L]) or 2 (images [B, C, H, W]), got {dim!r}")
-    kwargs = {"sigma_w": sigma_w} if ntk else {}
-    return cls(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias, **kwargs)
+    kwargs: dict[str, Any] = {"sigma_w": sigma_w} if ntk else {}
+    conv = cls(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias, **kwargs)
+    return cast("nn.Conv1d | nn.Conv2d", conv)
 
 
 def make_batch_norm(dim: int, num_features: int) -> nn.BatchNorm1d | nn.BatchNorm2d:

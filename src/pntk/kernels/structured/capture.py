@@ -73,8 +73,8 @@ def ruled_modules(fm: FunctionalModel) -> Iterator[tuple[nn.Module, Rule, str | 
         rule = rule_for(module)
         if rule is None or module._forward_hooks:
             continue
-        weight, bias = (f"{prefix}.{p}" if prefix else p for p in ("weight", "bias"))
-        weight, bias = (n if n in fm.params else None for n in (weight, bias))
+        names = (f"{prefix}.{p}" if prefix else p for p in ("weight", "bias"))
+        weight, bias = (n if n in fm.params else None for n in names)
         if weight or bias:
             yield module, rule, weight, bias
 
@@ -125,6 +125,7 @@ def plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list[
         shape = _shape(rule, module, calls1, calls2)
         if (
             shape is None
+            or calls1 is None  # implied by a shape; said again for the type checker
             or any(uses.counts[n] != len(calls1) for n in names)
             or not all(c.output.requires_grad for c in calls1)
         ):
@@ -346,10 +347,10 @@ def capture(fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kind) -> 
                 "use the module's own parameters instead of the kernel's; compute the kernel without "
                 "checkpointing"
             )
-    dzs = [z.new_zeros(R, *z.shape) if d is None else d for z, d in zip(zs, dzs)]
+    cotangents = [z.new_zeros(R, *z.shape) if d is None else d for z, d in zip(zs, dzs)]
     result, k = [], 0
     for layer in layers:
         n = len(calls[layer.module])
-        result.append(([c.input for c in calls[layer.module]], dzs[k : k + n]))
+        result.append(([c.input for c in calls[layer.module]], cotangents[k : k + n]))
         k += n
     return result

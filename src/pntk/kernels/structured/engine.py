@@ -1,4 +1,4 @@
-"""The structured engine: per-layer factors, contracted layer by layer (DESIGN.md §2).
+"""The structured engine: per-layer factors, contracted layer by layer.
 
 For a layer ``z_t = ws·W a_t + bs·b`` at ``T`` positions per sample, the inputs ``A ∈ R^{T×n}`` and the
 output cotangents ``D ∈ R^{T×m}`` of ``g`` give ``∂g/∂W = ws·Dᵀ A`` and
@@ -279,6 +279,7 @@ def _fill_rows(
             full = [p.new_empty(p.shape[:axis] + (B,) + p.shape[axis + 1 :]) for p, axis in parts]
             for f, (p, axis) in zip(full, parts):
                 f.narrow(axis, 0, rows.stop).copy_(p)
+    assert full is not None, "a block has at least one sample"
     return full
 
 

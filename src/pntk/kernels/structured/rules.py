@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.conv import _ConvNd
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ class Rule:
         G, B, R, T, m = D.shape
         parts = []
         if weight:
+            assert A is not None, "the weight gradient needs the layer inputs A"
             n = A.shape[-1]
             dW = D.new_empty(B, R, G * m * n) if out is None else out[0]
             if G == 1:
@@ -238,7 +240,7 @@ class ConvRule(Rule):
 GROUPED_FROM = 1024
 
 
-def _conv_weight_gradient(module: nn.Module, x: Tensor, D: Tensor, out: Tensor | None) -> Tensor:
+def _conv_weight_gradient(module: _ConvNd, x: Tensor, D: Tensor, out: Tensor | None) -> Tensor:
     """``Σ_t D_tᵀ A_t`` per sample and row, ``[B, R, C_out·C_in·∏k]``, of an ungrouped convolution by the
     weight-gradient pass of a convolution whose groups are the samples.
 
@@ -282,7 +284,7 @@ def _conv_weight_gradient(module: nn.Module, x: Tensor, D: Tensor, out: Tensor |
     return out
 
 
-def _output_size(size: torch.Size, padding: list[int], module: nn.Module) -> list[int]:
+def _output_size(size: torch.Size, padding: list[int], module: _ConvNd) -> list[int]:
     """Output size of a convolution on an input of spatial ``size`` padded by ``padding`` on both sides."""
     return [
         (s + 2 * p - dil * (k - 1) - 1) // st + 1
@@ -290,7 +292,7 @@ def _output_size(size: torch.Size, padding: list[int], module: nn.Module) -> lis
     ]
 
 
-def _unfold(module: nn.Module, x: Tensor) -> Tensor:
+def _unfold(module: _ConvNd, x: Tensor) -> Tensor:
     """The patches of a convolution's input, ``[G, B, T, C_in/G · ∏k]``, ordered as the weight ``[C_in/G, *k]``.
 
     Padding is applied as the layer's forward applies it (``_reversed_padding_repeated_twice`` holds the
