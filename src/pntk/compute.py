@@ -241,7 +241,7 @@ def model_fingerprint(fm: FunctionalModel) -> str:
     for name in sorted(module_tensors):
         t = module_tensors[name].detach()
         h.update(f"tensor {name} {t.dtype} {list(t.shape)} {name in fm.params}\n".encode())
-        h.update(memoryview(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
+        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
     return "sha256:" + h.hexdigest()
 
 
@@ -319,8 +319,13 @@ def _tile_log(target: str | os.PathLike | IO[str] | None) -> Iterator[Callable[[
         return
     # One write per line, flushed: lines of several ranks appending to one file do not interleave.
     f = open(target, "a", buffering=1) if isinstance(target, (str, os.PathLike)) else target  # noqa: SIM115
+
+    def write(record: dict[str, Any]) -> None:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+
     try:
-        yield lambda record: (f.write(json.dumps(record) + "\n"), f.flush())
+        yield write
     finally:
         if f is not target:
             f.close()
