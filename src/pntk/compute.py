@@ -9,7 +9,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import IO, Any
@@ -27,7 +27,7 @@ from .kernels.inputs import Inputs
 from .kernels.kinds import Engine, Kind
 from .kernels.model import FunctionalModel
 from .sources import RowSource, fingerprint, row_source
-from .store import KernelSpec, KernelStore, StoreLock, StoreMismatchError, read_spec
+from .store import KernelSpec, KernelStore, StoreLock, StoreMismatchError, json_record, read_spec
 from .store import open as open_store
 from .tiling import Tile, format_bytes, largest_tile, parse_bytes
 
@@ -62,6 +62,7 @@ def compute(
     overwrite: bool = False,
     progress: bool | None = None,
     log_json: str | os.PathLike | IO[str] | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> KernelStore:
     """Compute a kernel tile by tile into a Zarr store on disk; rerun the same call to resume it.
 
@@ -103,6 +104,12 @@ def compute(
             ``rows``, ``cols``, ``entries`` (kernel entries filled, the mirror included), ``seconds`` (to
             compute it), ``write_seconds`` (to write it durably, while the next tile is computed), ``rank``
             and ``time`` (Unix time when it was recorded).
+        provenance: where the inputs and the model came from, any JSON-serialisable mapping (dataset, rows,
+            labels, model spec, seeds, command line, ...): written into the store's attributes when it is
+            created and given back by :attr:`KernelStore.provenance` (``pntk info`` prints it). A run that
+            resumes the store keeps the first run's record and appends its ``"command"`` entry, if any, to
+            ``provenance["resumed"]``. It plays no part in deciding whether a store may be resumed: the
+            fingerprints of the model and the data do.
 
     Returns:
         The store, opened read-only (:class:`pntk.store.KernelStore`).
@@ -113,6 +120,7 @@ def compute(
         StoreLockedError: another process (not of this torchrun job) is writing to ``out``.
         FileExistsError: ``out`` exists with ``resume=False``, or is not a kernel store.
         ValueError: as :func:`pntk.kernel`; a memory budget too small for a tile; ``tile`` above the budget.
+        TypeError: ``provenance`` holds values JSON cannot hold.
 
     Example:
         >>> import tempfile, torch, pntk
@@ -127,6 +135,7 @@ def compute(
     """
     kind = parse_enum(Kind, kind, "kind")
     parse_enum(Engine, engine, "engine")
+    record = None if provenance is None else json_record(provenance, "provenance")
     source1 = row_source(data1, "data1")
     source2 = source1 if data2 is None else row_source(data2, "data2")
     sample = _to_device(source1.fetch(slice(0, 2)), _device_of(model))
@@ -152,6 +161,7 @@ def compute(
                 memory=memory,
                 resume=resume,
                 overwrite=overwrite,
+                provenance=record,
             ),
         )
         try:
@@ -202,7 +212,7 @@ def _setup(
 
 
 def _open_or_create(
-    out, fm, kind, source1, source2, store_dtype, symmetric, *, engine, tile, memory, resume, overwrite
+    out, fm, kind, source1, source2, store_dtype, symmetric, *, engine, tile, memory, resume, overwrite, provenance
 ) -> tuple[KernelSpec, list[Tile]]:
     """Rank 0, under the lock: check the store at ``out`` against this call, or create it.
 
@@ -239,10 +249,11 @@ def _open_or_create(
             )
         store = KernelStore(out, writable=True)
         store.discard_partial_writes()  # no rank writes yet
+        store.record_resume(provenance)
         return existing, store.missing_tiles
     eng, tile = plan_tile(fm, kind, max(requested.N1, requested.N2), engine=engine, tile=tile, memory=memory)
     spec = dataclasses.replace(requested, engine=eng.name, tile=tile)
-    return spec, KernelStore.create(out, spec).missing_tiles
+    return spec, KernelStore.create(out, spec, provenance=provenance).missing_tiles
 
 
 def plan_tile(
