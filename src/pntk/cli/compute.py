@@ -8,7 +8,7 @@ import os
 from ..compute import compute
 from .flags import add_common_flags, resolve_device, torch_dtype
 from .provenance import run_record
-from .resolve import load_inputs, load_model, load_weights
+from .resolve import check_forward, load_inputs, load_model, load_weights
 
 _EPILOG = """\
 examples:
@@ -97,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     )
     weights_record = load_weights(model, args.weights) if args.weights else None
     model.to(device)
+    check_forward(model, inputs1.x, device)
+    if inputs2 is not None:
+        check_forward(model, inputs2.x, device, "--dataset2")
     provenance = {
         **run_record(args),
         "dataset": inputs1.record,

@@ -127,11 +127,8 @@ def _read_tensor_file(path: Path) -> tuple[Tensor | np.ndarray, Tensor | None]:
         try:
             return np.load(path, mmap_mode="r", allow_pickle=False), None
         except ValueError as err:
-            if "allow_pickle" in str(err) or "pickle" in str(err).lower():
-                raise ValueError(
-                    f"{path} holds pickled Python objects, which pntk does not load: unpickling a file can run any "
-                    "code it contains. Save the inputs as numbers instead: np.save(path, x.astype(np.float32))"
-                ) from None
+            if "pickle" in str(err).lower() or "Python objects" in str(err):
+                raise ValueError(f"{path} {_UNSAFE} {_PICKLE_ADVICE['inputs']}") from None
             raise ValueError(f"{path} is not a readable .npy file ({err}); save it again with np.save") from None
         except (OSError, EOFError) as err:
             raise ValueError(f"{path} is not a readable .npy file ({err}); save it again with np.save") from None
@@ -208,6 +205,28 @@ def load_model(
             "seed": seed,
         }
     return model.eval(), record
+
+
+def check_forward(model: nn.Module, x: Tensor | np.ndarray, device: torch.device, what: str = "--dataset") -> None:
+    """Run ``model`` on the first two samples of ``x``, so that a model that does not fit the data fails here
+    with a message rather than deep inside a kernel engine.
+
+    Raises:
+        ValueError: the forward pass raised; the message gives the batch's shape and the model's error.
+    """
+    batch = torch.as_tensor(np.array(x[:2]) if isinstance(x, np.ndarray) else x[:2]).to(device)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if dtype is not None and batch.is_floating_point():
+        batch = batch.to(dtype)  # as the kernel engines feed it
+    try:
+        with torch.no_grad():
+            model(batch)
+    except Exception as err:
+        raise ValueError(
+            f"the model cannot run on the inputs of {what} (a batch of shape {list(batch.shape)}, "
+            f"{batch.dtype}): {type(err).__name__}: {str(err).strip()}; check that the model's input shape and "
+            "dtype match the data"
+        ) from None
 
 
 def _call_factory(file: Path, factory: str) -> nn.Module:
@@ -289,10 +308,15 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:
     }
 
 
+_UNSAFE = (
+    "holds pickled Python objects other than tensors, so it is unsafe to unpickle: loading it could run any code "
+    "it contains, and pntk refuses to."
+)
 _PICKLE_ADVICE = {
     "weights": "Save the weights as safetensors where the model is defined: from safetensors.torch import "
     "save_file; save_file(model.state_dict(), 'weights.safetensors'), then pass --weights weights.safetensors",
-    "inputs": "Save the inputs as numbers instead: torch.save(x, path) with x a tensor, or np.save(path, x)",
+    "inputs": "Save the inputs as numbers instead: torch.save(x, path) with x a tensor, or "
+    "np.save(path, x.astype(np.float32))",
 }
 
 
@@ -306,13 +330,12 @@ def _torch_load(path: Path, what: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower():
+        # A pickle of other objects names them ("Unsupported global: ..."); bytes that are no pickle at all give
+        # an unknown opcode ("Unsupported operand ...") and are a damaged file.
+        if "weights only" in str(err).lower() and "unsupported operand" not in str(err).lower():
             # torch's own message suggests weights_only=False; never pass that on.
-            raise ValueError(
-                f"{path} holds pickled Python objects other than tensors, so it is unsafe to unpickle: loading it "
-                f"could run any code it contains, and pntk refuses to. {_PICKLE_ADVICE[what]}"
-            ) from None
-        cause = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(f"{path} {_UNSAFE} {_PICKLE_ADVICE[what]}") from None
+        cause = "its bytes are neither a zip archive nor a pickle that torch can read"
     except Exception as err:  # a damaged file fails in many ways: RuntimeError, EOFError, KeyError, ...
         cause = (str(err).splitlines() or [""])[0] or type(err).__name__
     raise ValueError(
