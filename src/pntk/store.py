@@ -209,7 +209,8 @@ class KernelStore:
         first run (``None`` if it was given none); later runs that resumed the store are listed under
         ``"resumed"``. A store made by ``pntk compute`` records the dataset, rows, labels, normalisation,
         model, weights, seeds, versions and command line (``pntk info`` prints them)."""
-        return self.array.attrs.asdict().get("provenance")
+        record = self.array.attrs.asdict().get("provenance")
+        return None if record is None else dict(record)  # type: ignore[arg-type]  # a JSON object
 
     def record_resume(self, provenance: Mapping[str, Any] | None) -> None:
         """Keep the first run's provenance and note a resuming run: its ``command`` (if any) and the time

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..data import DatasetName, load_dataset
+from ..data import Dataset, DatasetName, load_dataset
 from ..models import ModelName, build_model
 from ..models.registry import DEFAULT_DEPTHS
 
@@ -79,32 +79,40 @@ def load_inputs(
                 "directory --dataset names"
             )
         ds = load_dataset(fmt, root=path, split=split, n=n, seed=seed)
-        root: str | None = str(path.resolve())
-    elif path.suffix in (".npy", ".pt", ".pth"):
-        if not path.is_file():
-            raise FileNotFoundError(f"no input file {spec}")
-        x, labels = _read_tensor_file(path)
-        if x.ndim < 2:
-            raise ValueError(f"{spec} holds an array of shape {list(x.shape)}; inputs need [N, *input] (2-D or more)")
-        if n is not None and n > len(x):
-            raise ValueError(f"--num-samples {n} is more than the {len(x)} rows of {spec}")
-        rows = len(x) if n is None else n
-        record = {
-            "source": "file",
-            "path": str(path.resolve()),
-            "format": "npy" if path.suffix == ".npy" else "torch",
-            "sha256": file_sha256(path),
-            "indices": list(range(rows)),
-            "labels": None if labels is None else labels[:rows].tolist(),
-            "shape": [rows, *x.shape[1:]],
-        }
-        return LoadedInputs(x[:rows] if n is not None else x, None, record)
-    elif path.suffix or "/" in spec:
+        return LoadedInputs(ds.x, ds.num_classes, _dataset_record(ds, str(path.resolve()), fmt, n, seed))
+    if path.suffix in (".npy", ".pt", ".pth"):
+        return _file_inputs(path, n)
+    if path.suffix or "/" in spec:
         raise FileNotFoundError(f"no dataset file or directory {spec} (files must end in .npy, .pt or .pth)")
-    else:
-        ds = load_dataset(spec, split=split, n=n, seed=seed)
-        root = None
+    ds = load_dataset(spec, split=split, n=n, seed=seed)
+    return LoadedInputs(ds.x, ds.num_classes, _dataset_record(ds, None, fmt, n, seed))
+
+
+def _file_inputs(path: Path, n: int | None) -> LoadedInputs:
+    """The first ``n`` rows (all for ``None``) of a ``.npy`` or ``.pt`` file of inputs, and their record."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no input file {path}")
+    x, labels = _read_tensor_file(path)
+    if x.ndim < 2:
+        raise ValueError(f"{path} holds an array of shape {list(x.shape)}; inputs need [N, *input] (2-D or more)")
+    if n is not None and n > len(x):
+        raise ValueError(f"--num-samples {n} is more than the {len(x)} rows of {path}")
+    rows = len(x) if n is None else n
     record = {
+        "source": "file",
+        "path": str(path.resolve()),
+        "format": "npy" if path.suffix == ".npy" else "torch",
+        "sha256": file_sha256(path),
+        "indices": list(range(rows)),
+        "labels": None if labels is None else labels[:rows].tolist(),
+        "shape": [rows, *x.shape[1:]],
+    }
+    return LoadedInputs(x[:rows] if n is not None else x, None, record)
+
+
+def _dataset_record(ds: Dataset, root: str | None, fmt: str | None, n: int | None, seed: int) -> dict[str, Any]:
+    """What a loaded dataset is: its name, directory, format, split, subset, rows, labels and normalisation."""
+    return {
         "source": "dataset",
         "name": ds.name,
         "path": root,
@@ -118,7 +126,6 @@ def load_inputs(
         "normalization": None if ds.normalization is None else ds.normalization.to_dict(),
         "shape": list(ds.x.shape),
     }
-    return LoadedInputs(ds.x, ds.num_classes, record)
 
 
 def _read_tensor_file(path: Path) -> tuple[Tensor | np.ndarray, Tensor | None]:

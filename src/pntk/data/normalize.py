@@ -8,6 +8,7 @@ dataset is never held in float64.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,7 +91,11 @@ def channel_stats(x: np.ndarray, *, scale: float = 1.0) -> tuple[np.ndarray, np.
 
 
 def to_tensor(
-    x: np.ndarray, *, scale: float = 1.0, mean: np.ndarray | None = None, std: np.ndarray | None = None
+    x: np.ndarray,
+    *,
+    scale: float = 1.0,
+    mean: np.ndarray | Sequence[float] | None = None,
+    std: np.ndarray | Sequence[float] | None = None,
 ) -> torch.Tensor:
     """``x / scale`` as float32, standardised per channel when ``mean`` and ``std`` are given.
 
