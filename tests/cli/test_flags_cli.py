@@ -40,6 +40,14 @@ def _options(parser: argparse.ArgumentParser) -> dict[str, tuple]:
     }
 
 
+def _usage_error(capsys, argv: list[str]) -> str:
+    """Run ``argv``, which must stop as argparse does on bad usage (status 2); return what it printed."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    return capsys.readouterr().err
+
+
 def test_every_subcommand_with_common_flags_defines_them_alike() -> None:
     reference = argparse.ArgumentParser()
     add_common_flags(reference)
@@ -85,14 +93,11 @@ def test_bad_values_and_unknown_flags_print_the_subcommands_usage(tmp_path, caps
         (["--seed", "x"], "argument --seed: expected a seed"),
     ]
     for extra, message in cases:
-        assert main(_base(tmp_path / "k.zarr", *extra)) == 2
-        err = capsys.readouterr().err
+        err = _usage_error(capsys, _base(tmp_path / "k.zarr", *extra))
         assert err.startswith("usage: pntk compute ") and f"pntk compute: error: {message}" in err, err
-    assert main(["compute", "--model", "mlp"]) == 2
-    err = capsys.readouterr().err
+    err = _usage_error(capsys, ["compute", "--model", "mlp"])
     assert err.startswith("usage: pntk compute ") and "required: --dataset, --kind, --out" in err
-    assert main(["nope"]) == 2
-    assert capsys.readouterr().err.startswith("usage: pntk [-h]")
+    assert _usage_error(capsys, ["nope"]).startswith("usage: pntk [-h]")
     assert not (tmp_path / "k.zarr").exists()
 
 
@@ -189,11 +194,10 @@ def test_config_file_with_flags_overriding_it(tmp_path, capsys) -> None:
 def test_config_errors_name_the_file_and_key(tmp_path, capsys, text, message) -> None:
     config = tmp_path / "bad.toml"
     config.write_text(text)
-    assert main(["compute", "--config", str(config)]) == 2
-    err = capsys.readouterr().err
+    err = _usage_error(capsys, ["compute", "--config", str(config)])
     assert err.startswith("usage: pntk compute") and f"{config}" in err and message in err, err
 
 
 def test_missing_config_file(tmp_path, capsys) -> None:
-    assert main(["compute", "--config", str(tmp_path / "none.toml")]) == 2
-    assert f"no config file {tmp_path / 'none.toml'}" in capsys.readouterr().err
+    err = _usage_error(capsys, ["compute", "--config", str(tmp_path / "none.toml")])
+    assert f"no config file {tmp_path / 'none.toml'}" in err

@@ -6,14 +6,14 @@ import argparse
 import importlib
 import sys
 
-from .runner import CommandParser, run_command
+from .runner import run_command
 
 #: Modules of ``pntk.cli`` that define subcommands, in the order ``pntk --help`` lists them.
 SUBCOMMANDS = ("compute", "info", "sweep", "reproduce")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = CommandParser(
+    parser = argparse.ArgumentParser(
         prog="pntk", description="Empirical neural tangent kernels and the pseudo-NTK of PyTorch models."
     )
     from .. import __version__

@@ -7,8 +7,9 @@ Exit statuses:
 0      success
 1      an unexpected error (a bug in pntk, or an error raised inside the user's model): its type and message;
        ``PNTK_TRACEBACK=1`` shows the traceback
-2      bad usage or bad input (an unknown flag, a missing file, a refused pickle, a store of another
-       computation, ...): a message that says what was wrong and what to do
+2      bad usage (an unknown flag or value: the subcommand's usage, by ``SystemExit(2)`` as argparse does) or
+       bad input (a missing file, a refused pickle, a store of another computation, ...): a message that says
+       what was wrong and what to do
 3      another process is writing to the store
 130    interrupted (Ctrl-C)
 141    the reader of the output went away (``pntk info k.zarr | head``): the rest is dropped silently
@@ -21,7 +22,6 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 from ..store import StoreLockedError
 from .config import ConfigError, config_arguments, load_config
@@ -32,22 +32,6 @@ EXIT_ERROR, EXIT_USAGE, EXIT_LOCKED, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 2, 
 TRACEBACK_VARIABLE = "PNTK_TRACEBACK"
 
 
-class UsageError(Exception):
-    """A command line that a parser refuses; reported with that parser's usage."""
-
-    def __init__(self, parser: argparse.ArgumentParser, message: str):
-        super().__init__(message)
-        self.parser, self.message = parser, message
-
-
-class CommandParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are raised (as :class:`UsageError`) rather than exiting, so that the
-    subcommand whose flag was wrong prints its own usage."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(self, message)
-
-
 def parse_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """Parse ``argv`` with the ``pntk`` parser, the subcommand's ``--config`` file first.
 
@@ -56,8 +40,9 @@ def parse_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> argpars
     given) and ``config_flags`` (the flags the config file stood for, ``[]`` without one).
 
     Raises:
-        UsageError: from the subcommand's parser for its unknown or invalid flags and a bad config file; from
-            the top-level parser for a missing or unknown subcommand.
+        SystemExit: with status 2, after the usage of the subcommand (for its unknown or invalid flags and a
+            bad config file) or of ``pntk`` (for a missing or unknown subcommand) and the error, as argparse
+            does.
     """
     subparsers = _subparsers(parser)
     position = next((i for i, token in enumerate(argv) if not token.startswith("-")), None)
@@ -70,7 +55,7 @@ def parse_arguments(parser: argparse.ArgumentParser, argv: list[str]) -> argpars
             try:
                 config_flags = config_arguments(sub, name, set(subparsers), load_config(path), path)
             except ConfigError as err:
-                raise UsageError(sub, str(err)) from None
+                sub.error(str(err))
     expanded = argv if position is None else [*argv[: position + 1], *config_flags, *argv[position + 1 :]]
     args, extra = parser.parse_known_args(expanded)
     if extra:
@@ -84,13 +69,11 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str]) -> int:
 
     Returns:
         The exit status (see this module's table).
+
+    Raises:
+        SystemExit: status 2 for bad usage, as :func:`parse_arguments`; status 0 after ``--help``.
     """
-    try:
-        args = parse_arguments(parser, argv)
-    except UsageError as err:
-        err.parser.print_usage(sys.stderr)
-        _report(err.parser.prog, err.message)
-        return EXIT_USAGE
+    args = parse_arguments(parser, argv)
     prog = f"{parser.prog} {args.command}"
     try:
         status = int(args.run(args) or 0)
