@@ -6,7 +6,7 @@ import argparse
 import os
 
 from ..compute import compute
-from .flags import add_common_flags, resolve_device, torch_dtype
+from .flags import add_common_flags, positive_int, resolve_device, torch_dtype
 from .provenance import run_record
 from .resolve import check_forward, load_inputs, load_model, load_weights
 
@@ -52,7 +52,9 @@ def register(subparsers) -> None:
     d.add_argument("--split", default="train", help="train, test or all (default: train)")
     d.add_argument("--dataset2", help="columns from another dataset (default: the same, symmetric kernel)")
     d.add_argument("--split2", help="split of --dataset2 (default: --split)")
-    d.add_argument("--num-samples2", type=int, metavar="N2", help="samples of --dataset2 (default: --num-samples)")
+    d.add_argument(
+        "--num-samples2", type=positive_int, metavar="N2", help="samples of --dataset2 (default: --num-samples)"
+    )
     k = p.add_argument_group("kernel and store")
     k.add_argument("--kind", required=True, choices=("entk", "trace", "pntk"))
     k.add_argument("--out", required=True, help="the store's directory, e.g. k.zarr")
