@@ -6,11 +6,15 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
+import pntk
 from pntk.cli import main
+from pntk.cli.resolve import load_model, load_weights
+from pntk.data import load_dataset
 
 GOOD_MODEL = """
 import torch
@@ -68,6 +72,36 @@ def test_a_model_that_does_not_fit_the_data(tmp_path, capsys) -> None:
     err = _fails(capsys, _compute(tmp_path, f"{net}:make"))
     assert "the model cannot run on the inputs of --dataset (a batch of shape [2, 1, 8, 8]" in err
     assert "mat1 and mat2 shapes cannot be multiplied" in err
+
+
+def test_integer_inputs_to_a_float_model(tmp_path, capsys) -> None:
+    np.save(tmp_path / "x.npy", np.arange(6 * 64).reshape(6, 64))
+    net = tmp_path / "net.py"
+    net.write_text(GOOD_MODEL)
+    argv = ["compute", "--model", f"{net}:make", "--dataset", str(tmp_path / "x.npy"), "--kind", "pntk"]
+    err = _fails(capsys, [*argv, "--out", str(tmp_path / "k.zarr")])
+    assert "the model cannot run on the inputs of --dataset (a batch of shape [2, 64], torch.int64)" in err
+
+
+def test_a_model_on_the_meta_device(tmp_path, capsys) -> None:
+    net = tmp_path / "net.py"
+    net.write_text(
+        GOOD_MODEL.replace("torch.manual_seed(0)", "torch.set_default_device('meta')").replace(
+            "    return torch", "    model = torch"
+        )
+        + "    torch.set_default_device('cpu')\n    return model\n"
+    )
+    err = _fails(capsys, _compute(tmp_path, f"{net}:make"))
+    assert "the model's tensors 1.weight, 1.bias, 3.weight, ... are on the meta device" in err
+    # Weights fill a meta model: its kernel is that of the weights.
+    path = _weights(tmp_path, "safetensors")
+    assert main(_compute(tmp_path, f"{net}:make", "--weights", str(path))) == 0
+    (tmp_path / "real.py").write_text(GOOD_MODEL)
+    model, _ = load_model(f"{tmp_path / 'real.py'}:make", in_shape=(1, 8, 8), num_classes=3)
+    load_weights(model, path)
+    K = pntk.open(tmp_path / "k.zarr")
+    expected = pntk.kernel(model, load_dataset("digits", n=6).x, kind="pntk", batch_size=K.spec.tile)
+    np.testing.assert_array_equal(K.numpy(), expected.numpy())
 
 
 def _weights(tmp_path, kind: str):

@@ -10,7 +10,7 @@ import torch
 
 import pntk
 from pntk.cli import build_parser, main
-from pntk.cli.flags import COMMON_FLAGS, DTYPES, add_common_flags, resolve_device
+from pntk.cli.flags import DTYPES, add_common_flags, resolve_device
 from pntk.cli.runner import _subparsers
 from pntk.data import load_dataset
 from pntk.models import build_model
@@ -48,17 +48,35 @@ def _usage_error(capsys, argv: list[str]) -> str:
     return capsys.readouterr().err
 
 
-def test_every_subcommand_with_common_flags_defines_them_alike() -> None:
+def _shared_definitions() -> dict[str, tuple]:
     reference = argparse.ArgumentParser()
     add_common_flags(reference)
-    expected = _options(reference)
-    users = {name: sub for name, sub in _subparsers(build_parser()).items() if "--num-samples" in _options(sub)}
-    assert "compute" in users
-    for name, sub in users.items():
-        mine = _options(sub)
-        for flag in ["--config", *(f"--{f}" for f in COMMON_FLAGS)]:
-            if flag in mine:
-                assert mine[flag][:3] == expected[flag][:3], f"pntk {name} {flag} differs from the shared definition"
+    return _options(reference)
+
+
+#: Subcommands whose flags predate the shared helper (sweep: --n, --dtype without bf16/f16); they move to it in
+#: their own change.
+_NOT_YET_SHARED = {"sweep"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(name in _NOT_YET_SHARED, reason="not yet on add_common_flags", strict=True),
+        )
+        for name, sub in _subparsers(build_parser()).items()
+        if set(_options(sub)) & set(_shared_definitions())
+    ],
+)
+def test_every_subcommand_defines_the_common_flags_alike(name) -> None:
+    """A subcommand that takes a common flag takes it as the shared helper defines it (name, type, choices)."""
+    expected = _shared_definitions()
+    mine = _options(_subparsers(build_parser())[name])
+    for flag in set(mine) & set(expected):
+        assert mine[flag][:3] == expected[flag][:3], f"pntk {name} {flag} differs from the shared definition"
+    assert "--n" not in mine, f"pntk {name} has --n; the flag is --num-samples"
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import os
 from ..compute import compute
 from .flags import add_common_flags, positive_int, resolve_device, torch_dtype
 from .provenance import run_record
-from .resolve import check_forward, load_inputs, load_model, load_weights
+from .resolve import check_forward, check_materialized, load_inputs, load_model, load_weights
 
 _EPILOG = """\
 examples:
@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     weights_record = load_weights(model, args.weights) if args.weights else None
+    check_materialized(model)
     model.to(device)
     check_forward(model, inputs1.x, device)
     if inputs2 is not None:

@@ -214,6 +214,21 @@ def load_model(
     return model.eval(), record
 
 
+def check_materialized(model: nn.Module) -> None:
+    """Refuse a model whose tensors are on the meta device (shapes without values), before it is moved.
+
+    Raises:
+        ValueError: names the first such tensors and what to do.
+    """
+    meta = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if meta:
+        shown = ", ".join(meta[:3]) + (", ..." if len(meta) > 3 else "")
+        raise ValueError(
+            f"the model's tensors {shown} are on the meta device, which holds no values; build the model with real "
+            "tensors, or pass --weights with a file that holds them all"
+        )
+
+
 def check_forward(model: nn.Module, x: Tensor | np.ndarray, device: torch.device, what: str = "--dataset") -> None:
     """Run ``model`` on the first two samples of ``x``, so that a model that does not fit the data fails here
     with a message rather than deep inside a kernel engine.
@@ -305,7 +320,8 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{path} holds no state dict of tensors; save one with torch.save(model.state_dict(), ...)")
     try:
-        model.load_state_dict(state)
+        # A model built on the meta device takes the file's tensors themselves (copying into it would do nothing).
+        model.load_state_dict(state, assign=any(t.is_meta for t in model.parameters()))
     except RuntimeError as err:
         raise ValueError(f"the weights in {path} do not fit the model: {err}") from None
     return {
