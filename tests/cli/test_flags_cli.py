@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 import pytest
@@ -219,3 +220,27 @@ def test_config_errors_name_the_file_and_key(tmp_path, capsys, text, message) ->
 def test_missing_config_file(tmp_path, capsys) -> None:
     err = _usage_error(capsys, ["compute", "--config", str(tmp_path / "none.toml")])
     assert f"no config file {tmp_path / 'none.toml'}" in err
+
+
+def test_config_values_become_the_flags_they_name() -> None:
+    from pntk.cli.config import config_arguments
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction)
+    p.add_argument("--widths", type=lambda t: tuple(int(v) for v in t.split(",")))
+    p.add_argument("--files", nargs="+")
+    values = {"overwrite": False, "progress": False, "widths": [16, 32], "files": ["a", "b"], "other": {"x": 1}}
+    tokens = config_arguments(p, "compute", {"compute", "other"}, values, "c.toml")
+    assert tokens == ["--no-progress", "--widths", "16,32", "--files", "a", "b"]
+    args = p.parse_args([*tokens, "--progress"])  # the command line's flags come after, and win
+    assert (args.overwrite, args.progress, args.widths, args.files) == (False, True, (16, 32), ["a", "b"])
+
+
+def test_yaml_without_pyyaml_says_what_to_install(tmp_path, monkeypatch) -> None:
+    from pntk.cli.config import ConfigError, load_config
+
+    (tmp_path / "c.yaml").write_text("width: 8\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    with pytest.raises(ConfigError, match="reading YAML needs PyYAML"):
+        load_config(tmp_path / "c.yaml")
