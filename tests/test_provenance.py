@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import numpy as np
@@ -11,6 +12,9 @@ import torch
 import pntk
 from pntk.store import KernelStore
 
+# The tile edge of a store: compute's ``tile=`` is being renamed ``batch_size=``; accept either while both exist.
+TILE = "batch_size" if "batch_size" in inspect.signature(pntk.compute).parameters else "tile"
+
 
 def _net() -> torch.nn.Module:
     torch.manual_seed(0)
@@ -19,7 +23,7 @@ def _net() -> torch.nn.Module:
 
 def test_provenance_round_trips_through_the_store(tmp_path) -> None:
     record = {"dataset": {"name": "toy", "indices": [0, 2, 5]}, "seeds": {"model": 0, "data": None}, "v": 1.5}
-    K = pntk.compute(_net(), torch.randn(6, 3), kind="pntk", out=tmp_path / "k.zarr", tile=3, provenance=record)
+    K = pntk.compute(_net(), torch.randn(6, 3), kind="pntk", out=tmp_path / "k.zarr", provenance=record, **{TILE: 3})
     assert K.provenance == record
     assert pntk.open(tmp_path / "k.zarr").provenance == record
     # Any Zarr reader sees it as a plain attribute.
@@ -44,12 +48,12 @@ def test_resuming_keeps_the_first_record_and_notes_the_command(tmp_path, monkeyp
     monkeypatch.setattr(KernelStore, "_record", stop_after_two)
     first = {"command": ["pntk", "compute", "first"], "dataset": "a"}
     with pytest.raises(KeyboardInterrupt):
-        pntk.compute(net, x, kind="trace", out=out, tile=3, provenance=first)
+        pntk.compute(net, x, kind="trace", out=out, provenance=first, **{TILE: 3})
     monkeypatch.setattr(KernelStore, "_record", record)
     assert pntk.open(out).provenance == first and not pntk.open(out).complete
 
     second = {"command": ["pntk", "compute", "second"], "dataset": "b"}
-    K = pntk.compute(net, x, kind="trace", out=out, tile=3, provenance=second)
+    K = pntk.compute(net, x, kind="trace", out=out, provenance=second, **{TILE: 3})
     assert K.complete
     assert {k: v for k, v in K.provenance.items() if k != "resumed"} == first
     assert [run["command"] for run in K.provenance["resumed"]] == [second["command"]]
