@@ -232,3 +232,16 @@ def test_info_into_a_closed_pipe_is_quiet(tmp_path) -> None:
     finally:
         os.close(writer)
     assert proc.returncode == 141 and proc.stderr == "", proc.stderr
+
+
+def test_a_store_another_process_writes_to(tmp_path, capsys) -> None:
+    from pntk.store import StoreLock
+
+    out = tmp_path / "k.zarr"
+    lock = StoreLock(out)  # as another writer would hold it
+    try:
+        argv = ["compute", "--model", "mlp", "--width", "4", "--dataset", "digits", "--num-samples", "6"]
+        err = _fails(capsys, [*argv, "--kind", "pntk", "--out", str(out)], status=3)
+    finally:
+        lock.release()
+    assert f"is writing to {out}; wait for it to finish or stop it" in err
