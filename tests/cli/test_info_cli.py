@@ -94,3 +94,30 @@ def test_info_of_a_store_made_without_provenance(tmp_path, capsys) -> None:
     pntk.compute(net, torch.randn(4, 3), kind="pntk", out=tmp_path / "k.zarr")
     assert main(["info", str(tmp_path / "k.zarr")]) == 0
     assert "provenance: none recorded" in capsys.readouterr().out
+
+
+def test_tensor_files_are_recorded_with_their_hash_rows_and_labels(tmp_path, capsys) -> None:
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(9, 6, generator=g), torch.arange(9) % 3
+    np.save(tmp_path / "x.npy", x.numpy())
+    torch.save((x[:5], y[:5]), tmp_path / "pair.pt")
+    out = tmp_path / "k.zarr"
+    argv = ["compute", "--model", "mlp", "--width", "4", "--dataset", str(tmp_path / "x.npy"), "--num-samples", "7"]
+    argv += ["--dataset2", str(tmp_path / "pair.pt"), "--num-samples2", "4", "--kind", "pntk", "--out", str(out)]
+    assert main(argv) == 0
+    record = pntk.open(out).provenance
+    sha = "sha256:" + hashlib.sha256((tmp_path / "x.npy").read_bytes()).hexdigest()
+    assert record["dataset"] == {
+        "source": "file",
+        "path": str(tmp_path / "x.npy"),
+        "format": "npy",
+        "sha256": sha,
+        "indices": list(range(7)),
+        "labels": None,
+        "shape": [7, 6],
+    }
+    assert record["dataset2"]["labels"] == [0, 1, 2, 0] and record["dataset2"]["format"] == "torch"
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"rows        file {tmp_path / 'x.npy'} (npy) {sha}" in text and "labels    [0, 1, 2, 0]" in text
