@@ -26,7 +26,7 @@ from .kernels.kinds import Engine, Kind
 from .kernels.model import FunctionalModel
 from .planning import DEFAULT_OPTIONS, Executor, Options, Plan, engine_of, make_plan
 from .sources import RowSource, fingerprint
-from .store import KernelSpec, KernelStore, StoreLock, StoreMismatchError, read_spec
+from .store import KernelSpec, KernelStore, StoreLock, StoreMismatchError, json_record, read_spec
 from .store import open as open_store
 from .tiling import Tile
 
@@ -49,6 +49,7 @@ def compute(
     progress: bool | None = None,
     log_json: str | os.PathLike | IO[str] | None = None,
     options: Options = DEFAULT_OPTIONS,
+    provenance: Mapping[str, Any] | None = None,
 ) -> KernelStore:
     """Compute a kernel tile by tile into a Zarr store on disk; rerun the same call to resume it.
 
@@ -89,6 +90,12 @@ def compute(
             ``rows``, ``cols``, ``entries`` (kernel entries filled, the mirror included), ``seconds`` (to
             compute it), ``write_seconds`` (to write it durably, while the next tile is computed), ``rank``
             and ``time`` (Unix time when it was recorded).
+        provenance: where the inputs and the model came from, any JSON-serialisable mapping (dataset, rows,
+            labels, model spec, seeds, command line, ...): written into the store's attributes when it is
+            created and given back by :attr:`KernelStore.provenance` (``pntk info`` prints it). A run that
+            resumes the store keeps the first run's record and appends its ``"command"`` entry, if any, to
+            ``provenance["resumed"]``. It plays no part in deciding whether a store may be resumed: the
+            fingerprints of the model and the data do.
 
     Returns:
         The store, opened read-only (:class:`pntk.store.KernelStore`).
@@ -100,6 +107,7 @@ def compute(
         FileExistsError: ``out`` exists with ``resume=False``, or is not a kernel store.
         ValueError: as :func:`pntk.kernel`; a memory budget too small for a tile; ``batch_size`` above the
             budget.
+        TypeError: ``provenance`` holds values JSON cannot hold.
 
     Example:
         >>> import tempfile, torch, pntk
@@ -115,6 +123,7 @@ def compute(
     """
     kind = parse_enum(Kind, kind, "kind")
     engine = parse_enum(Engine, engine, "engine")
+    record = None if provenance is None else json_record(provenance, "provenance")
     fm, source1, source2 = model_and_inputs(
         model, data1, data2, params=params, dtype=dtype, device=device, names=("data1", "data2")
     )
@@ -145,7 +154,9 @@ def compute(
     _numpy_dtype(fm.dtype)  # refuse a dtype NumPy cannot hold before anything is written
     with process_group() as group:
         lock, spec, missing = _setup(
-            group, out, lambda: _open_or_create(out, request(), new_plan, resume=resume, overwrite=overwrite)
+            group,
+            out,
+            lambda: _open_or_create(out, request(), new_plan, resume=resume, overwrite=overwrite, provenance=record),
         )
         try:
             store = KernelStore(out, writable=True)
@@ -203,6 +214,7 @@ def _open_or_create(
     *,
     resume: bool,
     overwrite: bool,
+    provenance: dict[str, Any] | None,
 ) -> tuple[KernelSpec, list[Tile]]:
     """Rank 0, under the lock: check the store at ``out`` against ``requested``, or create it from a plan.
 
@@ -225,10 +237,11 @@ def _open_or_create(
             )
         store = KernelStore(out, writable=True)
         store.discard_partial_writes()  # no rank writes yet
+        store.record_resume(provenance)
         return existing, store.missing_tiles
     plan = new_plan(requested.engine or Engine.AUTO, requested.tile)
     spec = dataclasses.replace(requested, engine=plan.engine, tile=plan.tile)
-    return spec, KernelStore.create(out, spec).missing_tiles
+    return spec, KernelStore.create(out, spec, provenance=provenance).missing_tiles
 
 
 def model_fingerprint(fm: FunctionalModel) -> str:

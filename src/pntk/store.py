@@ -2,8 +2,8 @@
 
 Layout of a store ``k.zarr/``::
 
-    zarr.json            array metadata; attributes hold the provenance (kind, N1, N2, O, dtype, engine,
-                         tile, fingerprints, versions) and "complete"
+    zarr.json            array metadata; attributes hold the spec (kind, N1, N2, O, dtype, engine, tile,
+                         fingerprints, versions), "complete", and the caller's "provenance" record
     c/i/j[/0/0]          one chunk per tile (chunk edge = tile edge), raw little-endian numbers
     .pntk/lock           the writer's lock (fcntl.flock), released by the kernel when the writer dies
     .pntk/ledger/i-j     one small file per finished tile
@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -156,13 +157,27 @@ class KernelStore:
         self.spec = KernelSpec.from_attrs(attrs)
 
     @classmethod
-    def create(cls, path: str | os.PathLike, spec: KernelSpec) -> KernelStore:
+    def create(
+        cls, path: str | os.PathLike, spec: KernelSpec, *, provenance: Mapping[str, Any] | None = None
+    ) -> KernelStore:
         """A new, empty store for ``spec`` at ``path``, replacing any store there (but not its lock).
 
         Everything in ``path`` is deleted: check first with :func:`read_spec` that it holds a kernel store
         or nothing, and hold its :class:`StoreLock`.
+
+        Args:
+            path: the store's directory.
+            spec: what it will hold.
+            provenance: where the inputs and the model came from, kept as the ``provenance`` attribute (see
+                :func:`pntk.compute`); a JSON-serialisable mapping.
+
+        Raises:
+            TypeError: ``provenance`` is not JSON-serialisable.
         """
         assert spec.tile is not None, "a store is created for a spec whose tile is chosen"
+        attributes = spec.to_attrs()
+        if provenance is not None:
+            attributes["provenance"] = json_record(provenance, "provenance")
         path = Path(path)
         for entry in path.iterdir() if path.is_dir() else ():
             if entry.name != _META:
@@ -177,7 +192,7 @@ class KernelStore:
             # Kernel entries are dense floats that hardly compress; raw chunks keep writes at disk speed.
             compressors=None,
             dimension_names=("n1", "n2", "a", "b")[: len(spec.shape)],
-            attributes=spec.to_attrs(),
+            attributes=attributes,
         )
         (path / _META / "ledger").mkdir(parents=True, exist_ok=True)
         _fsync_tree(path / "zarr.json", path)
@@ -190,6 +205,35 @@ class KernelStore:
     def attrs(self) -> dict[str, Any]:
         """The provenance attributes (a copy)."""
         return self.array.attrs.asdict()
+
+    @property
+    def provenance(self) -> dict[str, Any] | None:
+        """The record of where the inputs and the model came from, as given to :func:`pntk.compute` by its
+        first run (``None`` if it was given none); later runs that resumed the store are listed under
+        ``"resumed"``. A store made by ``pntk compute`` records the dataset, rows, labels, normalisation,
+        model, weights, seeds, versions and command line (``pntk info`` prints them)."""
+        record = self.array.attrs.asdict().get("provenance")
+        return None if record is None else dict(record)  # type: ignore[arg-type]  # a JSON object
+
+    def record_resume(self, provenance: Mapping[str, Any] | None) -> None:
+        """Keep the first run's provenance and note a resuming run: its ``command`` (if any) and the time
+        are appended to ``provenance["resumed"]``; a store without provenance takes ``provenance``.
+
+        Raises:
+            TypeError: ``provenance`` is not JSON-serialisable.
+        """
+        if provenance is None:
+            return
+        current = self.provenance
+        if current is None:
+            current = json_record(provenance, "provenance")
+        else:
+            run = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            if "command" in provenance:
+                run["command"] = provenance["command"]
+            current.setdefault("resumed", []).append(json_record(run, "provenance"))
+        self.array.attrs["provenance"] = current
+        _fsync_tree(self.path / "zarr.json", self.path)
 
     @property
     def kind(self) -> Kind:
@@ -405,6 +449,21 @@ def _show(value: Any) -> str:
     if isinstance(value, str) and value.startswith("sha256:"):
         return value[:19] + "…"
     return repr(value)
+
+
+def json_record(record: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """``record`` as plain JSON data (a deep copy), checked before anything is written.
+
+    Raises:
+        TypeError: a value JSON cannot hold (a tensor, an array, a path object, ...).
+    """
+    try:
+        return json.loads(json.dumps(dict(record), allow_nan=False))
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"{what} must hold only JSON values (dicts, lists, str, int, float, bool, None): {err}; convert "
+            "tensors and arrays with .tolist() and paths with str()"
+        ) from None
 
 
 def _version(package: str) -> str:

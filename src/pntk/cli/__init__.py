@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from .runner import run_command
+
 #: Modules of ``pntk.cli`` that define subcommands, in the order ``pntk --help`` lists them.
 SUBCOMMANDS = ("compute", "info", "sweep", "reproduce")
 
@@ -24,11 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: parse ``argv`` and run the chosen subcommand (its ``run(args)``), returning its status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.run(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"pntk {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    """Entry point: parse ``argv`` and run the chosen subcommand (its ``run(args)``), returning its exit status.
+
+    A failure is one message on stderr and a non-zero status (see :mod:`pntk.cli.runner`), never a traceback.
+    """
+    return run_command(build_parser(), sys.argv[1:] if argv is None else list(argv))

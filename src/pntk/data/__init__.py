@@ -8,7 +8,7 @@ from pntk.data.errors import DatasetFileError, DatasetNotFoundError
 from pntk.data.idx import read_idx
 from pntk.data.load import DatasetName, Split, load_dataset, train_test
 from pntk.data.mnist import read_fashion_mnist, read_mnist
-from pntk.data.normalize import channel_stats
+from pntk.data.normalize import Normalization, channel_stats
 from pntk.data.subset import stratified_indices
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "DatasetFileError",
     "DatasetName",
     "DatasetNotFoundError",
+    "Normalization",
     "Split",
     "channel_stats",
     "load_dataset",

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from pntk.data.normalize import Normalization
+
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
@@ -19,6 +21,9 @@ class Dataset:
             when loaded flat.
         y: ``[N]`` int64 labels in ``0..num_classes-1``.
         num_classes: ``O``, the number of classes.
+        indices: ``[N]`` int64, the rows of the split that these samples are, increasing (for ``"all"``,
+            rows of the training split followed by the test split); ``None`` when not known.
+        normalization: the map from the split's raw values to ``x``; ``None`` when not known.
     """
 
     name: str
@@ -26,10 +31,14 @@ class Dataset:
     x: Tensor
     y: Tensor
     num_classes: int
+    indices: Tensor | None = None
+    normalization: Normalization | None = None
 
     def __post_init__(self) -> None:
         if self.x.shape[0] != self.y.shape[0] or self.y.ndim != 1:
             raise ValueError(f"x {list(self.x.shape)} and y {list(self.y.shape)} must be [N, *input] and [N]")
+        if self.indices is not None and self.indices.shape != self.y.shape:
+            raise ValueError(f"indices {list(self.indices.shape)} must be [N] like y {list(self.y.shape)}")
 
     def __len__(self) -> int:
         return self.y.shape[0]

@@ -15,7 +15,7 @@ from pntk.data.cifar import read_cifar10, read_cifar100
 from pntk.data.dataset import Dataset
 from pntk.data.errors import DatasetNotFoundError
 from pntk.data.mnist import read_fashion_mnist, read_mnist
-from pntk.data.normalize import channel_stats, to_tensor
+from pntk.data.normalize import Normalization, channel_stats
 from pntk.data.subset import stratified_indices
 
 
@@ -119,7 +119,8 @@ def load_dataset(
         seed: the seed of the subset; unused when ``n`` is ``None``.
 
     Returns:
-        A :class:`Dataset` with ``x`` float32 ``[N, *input]`` (or ``[N, D]``), ``y`` int64 ``[N]``.
+        A :class:`Dataset` with ``x`` float32 ``[N, *input]`` (or ``[N, D]``), ``y`` int64 ``[N]``, the rows of
+        the split it took (``indices``) and the map applied to the raw values (``normalization``).
 
     Raises:
         ValueError: an unknown name or split, or ``n`` outside ``1..N``.
@@ -133,6 +134,8 @@ def load_dataset(
         >>> small = load_dataset("digits", n=100, flatten=True, normalize=False)
         >>> small.x.shape, float(small.x.min()), float(small.x.max()), small.targets(center=True).shape
         (torch.Size([100, 64]), 0.0, 1.0, torch.Size([100, 10]))
+        >>> small.indices[:3].tolist(), small.normalization
+        ([18, 19, 22], Normalization(scale=16.0, mean=None, std=None))
     """
     name, split = DatasetName(name), Split(split)
     source = _SOURCES[name]
@@ -213,12 +216,18 @@ def _dataset(
     flatten: bool,
     seed: int,
 ) -> Dataset:
+    keep = np.arange(len(y), dtype=np.int64) if n is None else stratified_indices(y, n, seed=seed)
     if n is not None:
-        keep = stratified_indices(y, n, seed=seed)
         x, y = x[keep], y[keep]
-    mean, std = (None, None) if stats is None else stats
-    inputs = to_tensor(x, scale=source.scale, mean=mean, std=std)
+    normalization = Normalization(source.scale)
+    if stats is not None:
+        mean, std = stats
+        # The divisors actually used: a constant channel (std 0) is only centred.
+        normalization = Normalization(
+            source.scale, tuple(map(float, mean)), tuple(np.where(std > 0, std, 1.0).tolist())
+        )
+    inputs = normalization.apply(x)
     if flatten:
         inputs = inputs.reshape(len(inputs), -1)
     labels = torch.from_numpy(np.array(y, dtype=np.int64))  # a copy: the built-in sets share read-only arrays
-    return Dataset(name.value, split.value, inputs, labels, source.num_classes)
+    return Dataset(name.value, split.value, inputs, labels, source.num_classes, torch.from_numpy(keep), normalization)

@@ -8,10 +8,50 @@ dataset is never held in float64.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import torch
 
 _CHUNK = 1024  # samples per block when streaming over 8-bit data
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """The map a loader applied to raw values: ``x[:, c] = (raw[:, c]/scale − mean[c])/std[c]``.
+
+    Computed in float64 and rounded once to float32, so applying it to the raw values again gives the same
+    float32 inputs bit for bit.
+
+    Attributes:
+        scale: the divisor that maps raw values to ``[0, 1]`` (255 for 8-bit pixels, 16 for digits).
+        mean: ``[C]`` the channel means subtracted (of the training split); ``None`` when not standardised.
+        std: ``[C]`` the channel divisors (standard deviations of the training split, 1 for a constant
+            channel, which is only centred); ``None`` when not standardised.
+    """
+
+    scale: float
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def apply(self, raw: np.ndarray) -> torch.Tensor:
+        """The normalised float32 inputs ``[N, C, *positions]`` of raw values ``[N, C, *positions]``.
+
+        Example:
+            >>> Normalization(255.0, (0.5,), (0.25,)).apply(np.array([[[0, 255]]], dtype=np.uint8))
+            tensor([[[-2.,  2.]]])
+        """
+        return to_tensor(raw, scale=self.scale, mean=self.mean, std=self.std)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``{"scale": …, "mean": […] or None, "std": […] or None}``."""
+        return {
+            "scale": self.scale,
+            "mean": None if self.mean is None else list(self.mean),
+            "std": None if self.std is None else list(self.std),
+        }
 
 
 def channel_stats(x: np.ndarray, *, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +91,11 @@ def channel_stats(x: np.ndarray, *, scale: float = 1.0) -> tuple[np.ndarray, np.
 
 
 def to_tensor(
-    x: np.ndarray, *, scale: float = 1.0, mean: np.ndarray | None = None, std: np.ndarray | None = None
+    x: np.ndarray,
+    *,
+    scale: float = 1.0,
+    mean: np.ndarray | Sequence[float] | None = None,
+    std: np.ndarray | Sequence[float] | None = None,
 ) -> torch.Tensor:
     """``x / scale`` as float32, standardised per channel when ``mean`` and ``std`` are given.
 
