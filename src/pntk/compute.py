@@ -9,6 +9,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -19,15 +20,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .choices import parse_enum
-from .distributed import Group, process_group, share
+from .distributed import Group, check_ranks_agree, process_group, share
+from .errors import StoreError
 from .kernels import default_batch_size, functional_model, get_engine
 from .kernels.api import iter_tiles, tile_bytes
 from .kernels.engine import KernelEngine
 from .kernels.inputs import Inputs
 from .kernels.kinds import Engine, Kind
 from .kernels.model import FunctionalModel
+from .probe import behaviour
 from .sources import RowSource, fingerprint, row_source
-from .store import KernelSpec, KernelStore, StoreLock, StoreMismatchError, read_spec
+from .store import _READ_ONLY, KernelSpec, KernelStore, StoreLock, StoreMismatchError, read_spec
 from .store import open as open_store
 from .tiling import Tile, format_bytes, largest_tile, parse_bytes
 
@@ -62,18 +65,25 @@ def compute(
     overwrite: bool = False,
     progress: bool | None = None,
     log_json: str | os.PathLike | IO[str] | None = None,
+    check_samples: bool = True,
 ) -> KernelStore:
     """Compute a kernel tile by tile into a Zarr store on disk; rerun the same call to resume it.
 
     The kernel is that of :func:`pntk.kernel` (``[N1, N2, O, O]`` for ``kind="entk"``, ``[N1, N2]`` for
     ``"trace"`` and ``"pntk"``), bit for bit with ``batch_size=tile`` and the same engine, but it never
     needs to fit in memory: each tile is computed from the rows and columns it needs, written to its own
-    chunk and recorded as finished only once on disk (see :mod:`pntk.store`). A rerun after a crash or
-    ``kill -9`` computes only the missing tiles and ends bit-identical to an uninterrupted run.
+    chunk with a checksum and recorded as finished only once on disk (see :mod:`pntk.store`). A rerun after a
+    crash or ``kill -9`` computes only the missing tiles and ends bit-identical to an uninterrupted run; it
+    first verifies the finished tiles and computes again those whose chunks were damaged, truncated or
+    deleted (with a warning naming them), and rebuilds a lost ledger from the chunks that verify. A store
+    begun by a model with the same weights but another ``forward`` is refused: its outputs and a directional
+    derivative on the first inputs are part of the store's fingerprints (:func:`pntk.probe.behaviour`).
 
-    Under ``torchrun`` (or in an initialised process group) every rank runs the same call: rank 0 creates
-    or checks the store, the missing tiles are dealt to the ranks (:func:`pntk.distributed.share`), each
-    writes its own, and rank 0 marks the store complete at the end.
+    Under ``torchrun`` (or in an initialised process group) every rank runs the same call: every rank
+    fingerprints its model, inputs and options and they are compared before anything is written
+    (:func:`pntk.distributed.check_ranks_agree`); rank 0 creates or checks the store, the missing tiles are
+    dealt to the ranks (:func:`pntk.distributed.share`), each writes its own, and rank 0 marks the store
+    complete at the end.
 
     Args:
         model: an ``nn.Module`` mapping ``[B, *input]`` to ``[B, O]``, in eval mode if it has BatchNorm or
@@ -103,16 +113,23 @@ def compute(
             ``rows``, ``cols``, ``entries`` (kernel entries filled, the mirror included), ``seconds`` (to
             compute it), ``write_seconds`` (to write it durably, while the next tile is computed), ``rank``
             and ``time`` (Unix time when it was recorded).
+        check_samples: first check that each sample's output depends on that sample only and is
+            deterministic, as :func:`pntk.kernel` does; ``False`` risks a silently wrong kernel.
 
     Returns:
         The store, opened read-only (:class:`pntk.store.KernelStore`).
 
     Raises:
-        StoreMismatchError: the store at ``out`` was made for another model, data, kind, shape, dtype,
-            engine or tile; the message lists what differs.
+        StoreMismatchError: the store at ``out`` was made for another model (weights, module tree or
+            behaviour), data, kind, shape, dtype, engine or tile; the message lists what differs.
         StoreLockedError: another process (not of this torchrun job) is writing to ``out``.
+        StoreError: the disk is full (with the bytes still needed) or the store is read-only and not complete;
+            the store stays resumable.
+        RankMismatchError: ranks of a torchrun job disagree on the model, inputs or options (which rank,
+            which parameter or input).
         FileExistsError: ``out`` exists with ``resume=False``, or is not a kernel store.
-        ValueError: as :func:`pntk.kernel`; a memory budget too small for a tile; ``tile`` above the budget.
+        ValueError: as :func:`pntk.kernel` (:class:`pntk.errors.ModelError`,
+            :class:`pntk.errors.InputError`); a memory budget too small for a tile; ``tile`` above the budget.
 
     Example:
         >>> import tempfile, torch, pntk
@@ -130,39 +147,47 @@ def compute(
     source1 = row_source(data1, "data1")
     source2 = source1 if data2 is None else row_source(data2, "data2")
     sample = _to_device(source1.fetch(slice(0, 2)), _device_of(model))
-    fm = functional_model(model, sample, dtype=dtype)
+    fm = functional_model(model, sample, dtype=dtype, check_samples=check_samples)
     sample.check_compatible(source2.fetch(slice(0, 1)))
-    store_dtype = _numpy_dtype(fm.dtype)
     symmetric = data2 is None
+    engine = parse_enum(Engine, engine, "engine")
+    requested = KernelSpec(
+        kind=kind,
+        N1=len(source1),
+        N2=len(source2),
+        O=fm.num_outputs,
+        dtype=_numpy_dtype(fm.dtype),
+        symmetric=symmetric,
+        engine=None if engine is Engine.AUTO else engine.value,
+        tile=tile,
+        model=model_fingerprint(fm),
+        data1=fingerprint(source1),
+        data2=None if symmetric else fingerprint(source2),
+        behaviour=behaviour(fm, fm.prepare_inputs(sample, "data1")),
+    )
 
     with process_group() as group:
+        if group.world_size > 1:
+            options = {"memory": memory, "resume": resume, "overwrite": overwrite, "out": os.fspath(out)}
+            check_ranks_agree(group, requested, model_tensor_digests(fm), options)
         lock, spec, missing = _setup(
             group,
             out,
+            requested,
             lambda: _open_or_create(
-                out,
-                fm,
-                kind,
-                source1,
-                source2,
-                store_dtype,
-                symmetric,
-                engine=engine,
-                tile=tile,
-                memory=memory,
-                resume=resume,
-                overwrite=overwrite,
+                out, fm, requested, engine=engine, memory=memory, resume=resume, overwrite=overwrite
             ),
         )
         try:
-            store = KernelStore(out, writable=True)
-            eng = get_engine(spec.engine, fm, kind, spec.tile)
-            with _tile_log(log_json) as log:
-                done = len(spec.plan()) - len(missing)
-                _fill(store, eng, fm, source1, source2, share(missing, group), group, progress, log, done=done)
+            if missing:
+                store = KernelStore(out, writable=True)
+                eng = get_engine(spec.engine, fm, kind, spec.tile)
+                with _tile_log(log_json) as log:
+                    done = len(spec.plan()) - len(missing)
+                    _fill(store, eng, fm, source1, source2, share(missing, group), group, progress, log, done=done)
             group.barrier()
-            if group.is_leader:
-                store.mark_complete()
+            if group.is_leader and lock is not None:
+                KernelStore(out, writable=True).mark_complete()
             group.barrier()
         finally:
             if lock is not None:
@@ -171,12 +196,18 @@ def compute(
 
 
 def _setup(
-    group: Group, out: str | os.PathLike, open_or_create: Callable[[], tuple[KernelSpec, list[Tile]]]
+    group: Group,
+    out: str | os.PathLike,
+    requested: KernelSpec,
+    open_or_create: Callable[[], tuple[KernelSpec, list[Tile]]],
 ) -> tuple[StoreLock | None, KernelSpec, list[Tile]]:
     """Rank 0 locks the store and runs ``open_or_create``; every rank gets the spec and missing tiles.
 
+    A read-only store that already holds this computation, complete and verified, is used as it is, unlocked.
+
     Returns:
-        The lock (rank 0 only; held until the end), the store's spec and its missing tiles.
+        The lock (rank 0 only; held until the end; ``None`` for a complete read-only store), the store's spec
+        and its missing tiles.
 
     Raises:
         On every rank, rank 0's error: rank 0 raises its own, the others a ``RuntimeError`` quoting it
@@ -190,7 +221,13 @@ def _setup(
     lock = None
     try:
         read_spec(out)  # refuse a file or foreign directory before putting a lock file in it
-        lock = StoreLock(out)
+        try:
+            lock = StoreLock(out)
+        except StoreError as err:
+            if err.errno not in _READ_ONLY or not _is_complete_and_verified(out, requested):
+                raise
+            group.broadcast((read_spec(out), []))
+            return None, read_spec(out), []  # type: ignore[return-value]
         spec, missing = open_or_create()
     except BaseException as err:
         if lock is not None:
@@ -201,28 +238,26 @@ def _setup(
     return lock, spec, missing
 
 
+def _is_complete_and_verified(out: str | os.PathLike, requested: KernelSpec) -> bool:
+    """Whether the store at ``out`` holds ``requested``, with every tile finished and verified."""
+    existing = read_spec(out)
+    if existing is None or existing.differences(requested):
+        return False
+    store = KernelStore(out)
+    return store.complete and store.verify().ok
+
+
 def _open_or_create(
-    out, fm, kind, source1, source2, store_dtype, symmetric, *, engine, tile, memory, resume, overwrite
+    out, fm, requested: KernelSpec, *, engine: Engine, memory, resume, overwrite
 ) -> tuple[KernelSpec, list[Tile]]:
     """Rank 0, under the lock: check the store at ``out`` against this call, or create it.
+
+    Resuming verifies every finished tile: damaged ones are forgotten (and computed again), a lost ledger is
+    rebuilt from the chunks that verify.
 
     Returns:
         The store's spec and its missing tiles.
     """
-    engine = parse_enum(Engine, engine, "engine")
-    requested = KernelSpec(
-        kind=kind,
-        N1=len(source1),
-        N2=len(source2),
-        O=fm.num_outputs,
-        dtype=store_dtype,
-        symmetric=symmetric,
-        engine=None if engine is Engine.AUTO else engine.value,
-        tile=tile,
-        model=model_fingerprint(fm),
-        data1=fingerprint(source1),
-        data2=None if symmetric else fingerprint(source2),
-    )
     existing = read_spec(out)  # also refuses to overwrite anything but a kernel store
     if existing is not None and not overwrite:
         if not resume:
@@ -239,8 +274,17 @@ def _open_or_create(
             )
         store = KernelStore(out, writable=True)
         store.discard_partial_writes()  # no rank writes yet
+        report = store.repair()
+        if report.damage:
+            warnings.warn(
+                f"{out}: {len(report.damaged_tiles)} finished tiles were damaged and are computed again: "
+                + "; ".join(map(str, report.damage[:10]))
+                + (" ..." if len(report.damage) > 10 else ""),
+                stacklevel=4,
+            )
         return existing, store.missing_tiles
-    eng, tile = plan_tile(fm, kind, max(requested.N1, requested.N2), engine=engine, tile=tile, memory=memory)
+    n = max(requested.N1, requested.N2)
+    eng, tile = plan_tile(fm, requested.kind, n, engine=engine, tile=requested.tile, memory=memory)
     spec = dataclasses.replace(requested, engine=eng.name, tile=tile)
     return spec, KernelStore.create(out, spec).missing_tiles
 
@@ -295,7 +339,8 @@ def tile_memory(fm: FunctionalModel, eng: KernelEngine, kind: Kind, t: int) -> i
 
 def model_fingerprint(fm: FunctionalModel) -> str:
     """``sha256:…`` of the model's tensors (names, dtypes, shapes, bytes, in name order), which of them are
-    differentiated, and its module tree (class of every submodule); code inside ``forward`` is not covered."""
+    differentiated, and its module tree (class of every submodule); code inside ``forward`` is covered by the
+    behaviour probe instead (:func:`pntk.probe.behaviour`)."""
     h = hashlib.sha256()
     for name, m in fm.module.named_modules():
         h.update(f"module {name} {type(m).__module__}.{type(m).__qualname__}\n".encode())
@@ -305,6 +350,20 @@ def model_fingerprint(fm: FunctionalModel) -> str:
         h.update(f"tensor {name} {t.dtype} {list(t.shape)} {name in fm.params}\n".encode())
         h.update(memoryview(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
     return "sha256:" + h.hexdigest()
+
+
+def model_tensor_digests(fm: FunctionalModel) -> dict[str, str]:
+    """``sha256:…`` of each of the model's tensors by name, and of its module tree under ``"(module tree)"``:
+    what ranks compare to say which parameter differs."""
+    tree = hashlib.sha256()
+    for name, m in fm.module.named_modules():
+        tree.update(f"module {name} {type(m).__module__}.{type(m).__qualname__}\n".encode())
+    digests = {"(module tree)": "sha256:" + tree.hexdigest()}
+    for name, t in {**dict(fm.module.named_parameters()), **dict(fm.module.named_buffers())}.items():
+        h = hashlib.sha256(f"{t.dtype} {list(t.shape)} {name in fm.params}\n".encode())
+        h.update(memoryview(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
+        digests[name] = "sha256:" + h.hexdigest()
+    return digests
 
 
 def _fill(

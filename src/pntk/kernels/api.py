@@ -89,6 +89,7 @@ def kernel(
     dtype: torch.dtype | None = None,
     params: Mapping[str, Tensor] | None = None,
     progress: bool | None = None,
+    check_samples: bool = True,
 ) -> Tensor:
     """A neural tangent kernel of ``model`` between ``x1`` and ``x2``.
 
@@ -112,6 +113,9 @@ def kernel(
         params: parameters to differentiate, by name (``torch.func`` style); default: all trainable ones.
         progress: show a progress bar over tiles; default: when there are several tiles and stderr is a
             terminal.
+        check_samples: first check, with a few forward passes on two inputs, that each sample's output depends
+            on that sample only and is deterministic (:func:`pntk.probe.check_samples`). ``False`` skips it
+            and risks a silently wrong kernel: random, or dependent on ``batch_size`` and the engine.
 
     Returns:
         The kernel on the model's device, in ``dtype``: ``[N1, N2, O, O]`` or ``[N1, N2]``.
@@ -136,7 +140,7 @@ def kernel(
     X1 = Inputs.from_user(x1, "x1")
     X2 = X1 if x2 is None else Inputs.from_user(x2, "x2")
     X1.check_compatible(X2)
-    fm = functional_model(model, X1[:2] if len(X1) else X1, params=params, dtype=dtype)
+    fm = functional_model(model, X1[:2] if len(X1) else X1, params=params, dtype=dtype, check_samples=check_samples)
     X1 = fm.prepare_inputs(X1, "x1")
     X2 = X1 if x2 is None else fm.prepare_inputs(X2, "x2")
     if batch_size is None:
