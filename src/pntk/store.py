@@ -333,16 +333,16 @@ class KernelStore:
     def finished_tiles(self) -> set[tuple[int, int]]:
         """The ``(i, j)`` of every tile recorded in the ledger (durably written) whose entry is readable.
 
-        When the ledger directory is gone, the tiles whose chunks are all present and pass their own
-        checksums count as finished (read once, then remembered by this handle); :meth:`repair` writes them
-        back to the ledger.
+        When the ledger directory is gone (or an entry unreadable), the tiles whose chunks are all present
+        and pass their own checksums count as finished (read once, then remembered by this handle);
+        :meth:`repair` writes them back to the ledger.
         """
         return {ij for ij, entry in self._ledger().items() if entry is not None}
 
     @property
     def missing_tiles(self) -> list[Tile]:
         """Tiles of the plan not finished yet, in row-major order, including finished tiles whose chunk files
-        are gone or have the wrong size (a cheap check; :meth:`verify` reads them)."""
+        are gone, have the wrong size or end with another checksum (a cheap check; :meth:`verify` reads them)."""
         ledger = self._ledger()
         return [
             t
@@ -352,7 +352,7 @@ class KernelStore:
 
     @property
     def complete(self) -> bool:
-        """Whether every tile is finished and its chunk files are present at their recorded sizes."""
+        """Whether every tile is finished and its chunk files pass the cheap check of :attr:`missing_tiles`."""
         return not self.missing_tiles
 
     @property
@@ -380,7 +380,7 @@ class KernelStore:
                 continue
             checked += 1
             if entry is None:
-                damage.append(TileDamage(t.i, t.j, "", "ledger entry unreadable"))
+                damage.append(TileDamage(t.i, t.j, "", "ledger entry unreadable, and its chunks fail their checksums"))
                 continue
             for chunk in self._chunks_of(t):
                 damage.extend(self._check_chunk(chunk))
@@ -421,7 +421,8 @@ class KernelStore:
         return [(int(r), int(c)) for r in rows for c in cols]
 
     def _chunk_presence(self, chunk: tuple[int, int]) -> TileDamage | None:
-        """A cheap check of a finished tile's chunk: present, of the recorded size (no read)."""
+        """A cheap check of a finished tile's chunk: present, of the recorded size, ending with the recorded
+        checksum (a read of 4 bytes)."""
         tile = self._tile_of(chunk)
         entry = self._ledger().get(tile)
         if entry is None:
@@ -432,8 +433,12 @@ class KernelStore:
         except FileNotFoundError:
             return TileDamage(*tile, key, "missing")
         recorded = entry["chunks"].get(key)
-        if recorded is not None and size != recorded["bytes"]:
+        if recorded is None:
+            return TileDamage(*tile, key, "damaged (no checksum recorded for this chunk)")
+        if size != recorded["bytes"]:
             return TileDamage(*tile, key, "truncated" if size < recorded["bytes"] else "damaged (wrong size)")
+        if _stored_checksum(self.path / key) != recorded["crc32c"]:
+            return TileDamage(*tile, key, "damaged (not the chunk written for this tile)")
         return None
 
     def _check_chunk(self, chunk: tuple[int, int]) -> list[TileDamage]:
@@ -446,9 +451,8 @@ class KernelStore:
         if entry is None:
             return []
         key = self._chunk_key(chunk)
-        recorded = entry["chunks"].get(key)
         crc = _chunk_checksum(self.path / key)
-        if crc is None or recorded is None or crc != recorded["crc32c"]:
+        if crc is None or crc != entry["chunks"][key]["crc32c"]:
             return [TileDamage(*tile, key, "damaged (checksum mismatch)")]
         return []
 
@@ -466,7 +470,8 @@ class KernelStore:
         """Every ledger entry by tile, ``None`` for an unreadable one; cached while the directory is unchanged.
 
         Without a ledger directory, the tiles whose chunks pass their own checksums (see
-        :meth:`finished_tiles`).
+        :meth:`finished_tiles`); likewise for an entry that cannot be read. Such entries have ``"rebuilt":
+        True`` until :meth:`repair` writes them.
         """
         ledger = self.path / _META / "ledger"
         try:
@@ -483,6 +488,8 @@ class KernelStore:
             for m in map(_LEDGER_ENTRY.fullmatch, os.listdir(ledger)):
                 if m:
                     entries[(int(m[1]), int(m[2]))] = _read_entry(ledger / m[0])
+            garbled = [t for t in self.spec.plan() if (t.i, t.j) in entries and entries[(t.i, t.j)] is None]
+            entries.update(self._entries_from_chunks(garbled))
         self._ledger_cache = (stamp, entries)
         return entries
 
@@ -586,30 +593,24 @@ class KernelStore:
 
         A damaged tile's ledger entry and chunks are deleted, so that the next run computes it again. A tile
         without a readable entry (ledger directory deleted, entry garbled) gets one back when its chunks are
-        all present and pass their own checksums. Only safe under the store's :class:`StoreLock`.
+        all present and pass their own checksums; other chunks without an entry may be torn writes and are
+        left to be computed again ([durability]). Only safe under the store's :class:`StoreLock`.
 
         Returns:
             The report of :meth:`verify` before the repair, with ``rebuilt`` set.
         """
         ledger = self.path / _META / "ledger"
-        rebuild_all = not ledger.is_dir()
-        report = VerifyReport(0, [], len(self.spec.plan())) if rebuild_all else self.verify()
+        report = self.verify()  # the ledger as read, lost entries rebuilt in memory from chunks that verify
+        rebuilt = {ij: e for ij, e in self._ledger().items() if e is not None and e.get("rebuilt")}
         ledger.mkdir(parents=True, exist_ok=True)
         plan = {(t.i, t.j): t for t in self.spec.plan()}
-        unreadable = {(d.i, d.j) for d in report.damage if not d.chunk}
         for ij in report.damaged_tiles:
             (ledger / f"{ij[0]}-{ij[1]}").unlink(missing_ok=True)
-            if ij not in unreadable:
-                for chunk in self._chunks_of(plan[ij]):
-                    (self.path / self._chunk_key(chunk)).unlink(missing_ok=True)
-        _fsync(ledger)
-        self._ledger_cache = None
-        # Tiles whose record was lost: every tile when the directory was gone, else those with a garbled entry.
-        # Other chunks without an entry may be torn writes and are recomputed ([durability]).
-        lost = [plan[ij] for ij in (plan if rebuild_all else sorted(unreadable))]
-        rebuilt = self._entries_from_chunks(lost)
+            for chunk in self._chunks_of(plan[ij]):
+                (self.path / self._chunk_key(chunk)).unlink(missing_ok=True)
         for ij, entry in rebuilt.items():
-            self._record(plan[ij], entry)
+            self._record(plan[ij], {**entry, "rebuilt": False, "rebuilt_from_chunks": True})
+        _fsync(ledger)
         self._ledger_cache = None
         if self.missing_tiles and self.array.attrs.get("complete"):
             self.array.attrs["complete"] = False
