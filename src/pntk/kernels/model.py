@@ -168,6 +168,8 @@ def functional_model(
         hint = (
             " (for one output use out.unsqueeze(-1) or a final nn.Linear(..., 1))"
             if (isinstance(out, Tensor) and out.dim() == 1)
+            else " (its first axis is not the sample axis: an output laid out [O, B]? return out.T)"
+            if (isinstance(out, Tensor) and out.dim() == 2 and out.shape[1] == len(x))
             else ""
         )
         raise ModelError(
@@ -268,8 +270,9 @@ def _first_forward(fm: FunctionalModel, x: Inputs) -> Tensor:
         InputError: integer inputs to a model that computes in floating point.
         ModelError: any other failure of the forward pass.
     """
+    devices = [fm.device] if fm.device.type == "cuda" else []
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):  # leave the caller's generator alone
             return fm(fm.params, x)
     except (RuntimeError, TypeError, ValueError, IndexError) as err:
         described = ", ".join(f"{list(t.shape)} {t.dtype}" for t in x.tensors)
