@@ -250,7 +250,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
         model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True)
     except RuntimeError as err:
         raise CheckpointError(
-            f"the tensors of {path} do not fit the model: {err}. Build the model with the architecture and "
+            f"the tensors of {path} do not fit the model: {' '.join(str(err).split()).rstrip('.')}. Build the model with the architecture and "
             "settings it was saved from"
         ) from None
     return model
