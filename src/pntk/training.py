@@ -249,8 +249,9 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     try:
         model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True)
     except RuntimeError as err:
+        mismatch = " ".join(str(err).split()).rstrip(".")
         raise CheckpointError(
-            f"the tensors of {path} do not fit the model: {' '.join(str(err).split()).rstrip('.')}. Build the model with the architecture and "
+            f"the tensors of {path} do not fit the model: {mismatch}. Build the model with the architecture and "
             "settings it was saved from"
         ) from None
     return model
