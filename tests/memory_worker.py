@@ -60,14 +60,18 @@ def main() -> None:
         measure(
             f"compute {kind}",
             parse_bytes(memory),
-            lambda: compute(model, x[:n], kind=kind, out=out / f"{kind}.zarr", memory=memory),
+            lambda n=n, kind=kind: compute(model, x[:n], kind=kind, out=out / f"{kind}.zarr", memory=memory),
         )
     fm = functional_model(model, Inputs((x[:2],)))
     for kind in (Kind.PNTK, Kind.ENTK):
         eng = get_engine("auto", fm, kind, batch_size)
         entries = n_kernel**2 * (fm.num_outputs**2 if kind.is_matrix_valued else 1)
         budget = entries * fm.dtype.itemsize + tile_memory(fm, eng, kind, batch_size)
-        measure(f"kernel {kind.value}", budget, lambda: kernel(model, x[:n_kernel], kind=kind, batch_size=batch_size))
+        measure(
+            f"kernel {kind.value}",
+            budget,
+            lambda kind=kind: kernel(model, x[:n_kernel], kind=kind, batch_size=batch_size),
+        )
 
 
 if __name__ == "__main__":
