@@ -361,7 +361,7 @@ def model_tensor_digests(fm: FunctionalModel) -> dict[str, str]:
     digests = {"(module tree)": "sha256:" + tree.hexdigest()}
     for name, t in {**dict(fm.module.named_parameters()), **dict(fm.module.named_buffers())}.items():
         h = hashlib.sha256(f"{t.dtype} {list(t.shape)} {name in fm.params}\n".encode())
-        h.update(memoryview(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         digests[name] = "sha256:" + h.hexdigest()
     return digests
 

@@ -70,7 +70,7 @@ def check_samples(fm: FunctionalModel, x: Inputs) -> None:
     B = len(x)
     devices = [fm.device] if fm.device.type == "cuda" else []
     with torch.no_grad(), torch.random.fork_rng(devices=devices):
-        outputs = {}
+        outputs: dict[str, Tensor] = {}
         for name, batch in (
             ("whole", x),
             ("first", x[:1]),
@@ -176,7 +176,7 @@ def _probe(fm: FunctionalModel, x: Inputs, dtype: torch.dtype) -> dict[str, Any]
     generator = torch.Generator().manual_seed(DIRECTION_SEED)
     drawn = {n: torch.randn(fm.params[n].shape, generator=generator, dtype=torch.float64) for n in sorted(fm.params)}
     direction = {n: drawn[n].to(fm.device, dtype) for n in fm.params}  # jvp wants the params' order
-    outputs, derivative = torch.func.jvp(lambda p: fm(p, x), (fm.params,), (direction,))
+    outputs, derivative = torch.func.jvp(lambda p: fm(p, x), (fm.params,), (direction,))[:2]
     return {"dtype": str(dtype).removeprefix("torch."), "outputs": outputs.tolist(), "jvp": derivative.tolist()}
 
 

@@ -392,6 +392,11 @@ class KernelStore:
 
     # --- checks ------------------------------------------------------------------------------------------
 
+    @property
+    def _tile(self) -> int:
+        """The tile (and chunk) edge, which a store always records."""
+        return self.array.chunks[0]
+
     def _chunk_key(self, chunk: tuple[int, int]) -> str:
         return self.array.metadata.encode_chunk_key(chunk + (0,) * (self.ndim - 2))
 
@@ -414,10 +419,10 @@ class KernelStore:
         key = key + (slice(None),) * (2 - len(key))
         try:
             rows, cols = (
-                np.unique(np.atleast_1d(np.arange(n)[k]) // self.spec.tile) for n, k in zip(self.shape[:2], key[:2])
+                np.unique(np.atleast_1d(np.arange(n)[k]) // self._tile) for n, k in zip(self.shape[:2], key[:2])
             )
         except (IndexError, TypeError, ValueError):  # let Zarr report a bad index; check every chunk
-            rows, cols = (np.arange(-(-n // self.spec.tile)) for n in self.shape[:2])
+            rows, cols = (np.arange(-(-n // self._tile)) for n in self.shape[:2])
         return [(int(r), int(c)) for r in rows for c in cols]
 
     def _chunk_presence(self, chunk: tuple[int, int]) -> TileDamage | None:
@@ -560,7 +565,7 @@ class KernelStore:
 
     def _chunk_file_bytes(self) -> int:
         """The size of one chunk file: a full tile of numbers and its checksum."""
-        return self.dtype.itemsize * self.spec.tile**2 * math.prod(self.shape[2:]) + _CHECKSUM_BYTES
+        return self.dtype.itemsize * self._tile**2 * math.prod(self.shape[2:]) + _CHECKSUM_BYTES
 
     def _record(self, tile: Tile, entry: dict[str, Any]) -> None:
         ledger = self.path / _META / "ledger"

@@ -111,7 +111,7 @@ def functional_model(
         raise TypeError(f"model must be a torch.nn.Module, got {type(module).__name__}")
     _check_samples_independent(module)
 
-    named = dict(module.named_parameters())
+    named: dict[str, Tensor] = dict(module.named_parameters())
     if params is None:
         chosen = {n: p for n, p in named.items() if p.requires_grad}
     else:
@@ -228,7 +228,7 @@ def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return found
 
 
-def _checked_params(params: Mapping[str, Tensor], named: Mapping[str, nn.Parameter]) -> dict[str, Tensor]:
+def _checked_params(params: Mapping[str, Tensor], named: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """``params`` after checking that they name parameters of the model and are tensors of their shapes."""
     if not isinstance(params, Mapping):
         raise InputError(
