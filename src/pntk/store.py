@@ -247,7 +247,7 @@ class KernelStore:
         # A tile equal to the fill value must still be written as a chunk file, to be fsynced.
         self.array = array.with_config({"write_empty_chunks": True}) if writable else array
         self.spec = KernelSpec.from_attrs(attrs)
-        self._ledger_cache: tuple[int, dict[tuple[int, int], dict[str, Any] | None]] | None = None
+        self._ledger_cache: tuple[tuple[str, ...] | None, dict[tuple[int, int], dict[str, Any] | None]] | None = None
 
     @classmethod
     def create(cls, path: str | os.PathLike, spec: KernelSpec) -> KernelStore:
@@ -472,7 +472,7 @@ class KernelStore:
             )
 
     def _ledger(self) -> dict[tuple[int, int], dict[str, Any] | None]:
-        """Every ledger entry by tile, ``None`` for an unreadable one; cached while the directory is unchanged.
+        """Every ledger entry by tile, ``None`` for an unreadable one; cached while the entries' names stay.
 
         Without a ledger directory, the tiles whose chunks pass their own checksums (see
         :meth:`finished_tiles`); likewise for an entry that cannot be read. Such entries have ``"rebuilt":
@@ -480,17 +480,20 @@ class KernelStore:
         """
         ledger = self.path / _META / "ledger"
         try:
-            stamp = os.stat(ledger).st_mtime_ns
+            # Entries are only ever added or removed by name (renamed into place), so the set of names
+            # identifies the ledger; the mtime alone may not change within one clock tick.
+            names = tuple(sorted(n for n in os.listdir(ledger) if _LEDGER_ENTRY.fullmatch(n)))
+            stamp: tuple[str, ...] | None = names
         except FileNotFoundError:
-            stamp = -1
+            stamp = None
         if self._ledger_cache is not None and self._ledger_cache[0] == stamp:
             return self._ledger_cache[1]
         entries: dict[tuple[int, int], dict[str, Any] | None]
-        if stamp == -1:
+        if stamp is None:
             entries = dict(self._entries_from_chunks(self.spec.plan()))
         else:
             entries = {}
-            for m in map(_LEDGER_ENTRY.fullmatch, os.listdir(ledger)):
+            for m in map(_LEDGER_ENTRY.fullmatch, stamp):
                 if m:
                     entries[(int(m[1]), int(m[2]))] = _read_entry(ledger / m[0])
             garbled = [t for t in self.spec.plan() if (t.i, t.j) in entries and entries[(t.i, t.j)] is None]
