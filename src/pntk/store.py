@@ -68,6 +68,7 @@ _META = ".pntk"
 _FINGERPRINTS = ("model", "data1", "data2")
 _LEDGER_ENTRY = re.compile(r"(\d+)-(\d+)")
 _CHECKSUM_BYTES = 4
+_READ_BLOCK = 8 << 20  # bytes read at a time when a chunk is checked
 _FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 
@@ -766,16 +767,23 @@ def _stored_checksum(path: Path) -> int:
 
 def _chunk_checksum(path: Path) -> int | None:
     """The checksum of a chunk file when its bytes give the checksum it ends with; ``None`` when they do not
-    or the file is missing or too short."""
+    or the file is missing or too short. Reads :data:`_READ_BLOCK` bytes at a time, so memory stays small."""
     try:
         with path.open("rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size <= _CHECKSUM_BYTES:
+            left = os.fstat(f.fileno()).st_size - _CHECKSUM_BYTES
+            if left <= 0:
                 return None
-            data, stored = f.read(size - _CHECKSUM_BYTES), int.from_bytes(f.read(_CHECKSUM_BYTES), "little")
+            crc = 0
+            while left > 0:
+                block = f.read(min(left, _READ_BLOCK))
+                if not block:
+                    return None
+                crc = google_crc32c.extend(crc, block)
+                left -= len(block)
+            stored = int.from_bytes(f.read(_CHECKSUM_BYTES), "little")
     except FileNotFoundError:
         return None
-    return stored if google_crc32c.value(data) == stored else None
+    return stored if crc == stored else None
 
 
 def _fsync(path: Path) -> None:
