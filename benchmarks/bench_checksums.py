@@ -10,9 +10,12 @@ tile that ``pntk.compute(memory=...)`` plans for ``N``, it times, for one tile a
 the tile and its mirror image):
 
 - computing it (both row and column blocks prepared, then contracted), as ``compute`` does for a new row;
-- writing it durably into a store with checksums (``KernelStore.write_tile``: Zarr's crc32c codec, fsync,
-  the ledger entry with sizes and checksums), and into a plain Zarr array of the same chunks without them;
-- checking it as ``verify`` does (read both chunk files, CRC32C) and as a read does (``K[rows, cols]``).
+- writing it durably (``KernelStore.write_tile``: chunks, fsync, ledger entry) into a store with checksums
+  (Zarr's crc32c codec, sizes and checksums in the ledger) and into one with raw chunks, as before them;
+- checking it as ``verify`` does (read both chunk files, CRC32C) and reading it (``K[rows, cols]``) against a
+  plain Zarr read of the raw store.
+
+Medians of ``--repeats`` runs (compute once).
 
 Writes run in a background thread while the next tile is computed, so the checksum's cost in wall time is at
 most ``(checked write − plain write) / compute``; ``verify`` on resume adds ``verify / compute`` per finished
@@ -24,9 +27,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,9 +51,24 @@ from pntk.tiling import tile_plan  # noqa: E402
 WIDTH, DEPTH, SEED = 256, 2, 0
 
 
-def seconds(fn) -> float:
+@contextmanager
+def without_checksums() -> Iterator[None]:
+    """Stores created inside have raw chunks, as before checksums: the same durable writes otherwise."""
+    create = zarr.create_array
+
+    def raw(*args, **kwargs):
+        return create(*args, **{**kwargs, "compressors": None})
+
+    zarr.create_array = raw
+    try:
+        yield
+    finally:
+        zarr.create_array = create
+
+
+def seconds(fn, *args) -> float:
     start = time.perf_counter()
-    fn()
+    fn(*args)
     return time.perf_counter() - start
 
 
@@ -57,6 +78,7 @@ def main() -> None:
     parser.add_argument("--memory", default="2GB")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -79,26 +101,26 @@ def main() -> None:
     assert values is not None
 
     workdir = Path(tempfile.mkdtemp(dir=args.dir))
+    spec = KernelSpec(Kind.PNTK, args.n, args.n, 10, "float32", True, eng.name, tile, "m", "d", None)
+    timings: dict[str, list[float]] = {k: [] for k in ("checked", "plain", "verify", "read_checked", "read_plain")}
     try:
-        spec = KernelSpec(Kind.PNTK, args.n, args.n, 10, "float32", True, eng.name, tile, "m", "d", None)
-        store = KernelStore.create(workdir / "checked.zarr", spec)
-        checked_s = seconds(lambda: store.write_tile(t, values))
-        plain = zarr.create_array(
-            str(workdir / "plain.zarr"), shape=spec.shape, chunks=(tile, tile), dtype="float32", compressors=None
-        )
-
-        def plain_write() -> None:
-            plain[t.rows, t.cols] = values.numpy()
-            plain[t.cols, t.rows] = values.T.contiguous().numpy()
-
-        plain_s = seconds(plain_write)
-        reader = KernelStore(workdir / "checked.zarr")
-        verify_s = seconds(reader.verify)
-        read_checked_s = seconds(lambda: reader[t.rows, t.cols])
-        read_plain_s = seconds(lambda: plain[t.rows, t.cols])
-        assert reader.verify().ok and reader.verify().checked == 1
+        for r in range(args.repeats):
+            checked = KernelStore.create(workdir / f"checked{r}.zarr", spec)
+            timings["checked"].append(seconds(checked.write_tile, t, values))
+            with without_checksums():
+                plain = KernelStore.create(workdir / f"plain{r}.zarr", spec)
+            timings["plain"].append(seconds(plain.write_tile, t, values))
+            reader = KernelStore(workdir / f"checked{r}.zarr")
+            timings["verify"].append(seconds(reader.verify))
+            timings["read_checked"].append(seconds(reader.__getitem__, (t.rows, t.cols)))
+            plain_reader = zarr.open_array(str(workdir / f"plain{r}.zarr"), mode="r")
+            timings["read_plain"].append(seconds(plain_reader.__getitem__, (t.rows, t.cols)))
+            assert reader.verify().ok and reader.verify().checked == 1
+            shutil.rmtree(workdir / f"checked{r}.zarr")
+            shutil.rmtree(workdir / f"plain{r}.zarr")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    checked_s, plain_s, verify_s, read_checked_s, read_plain_s = (statistics.median(v) for v in timings.values())
 
     result = {
         "n": args.n,
@@ -106,6 +128,7 @@ def main() -> None:
         "tile": tile,
         "engine": eng.name,
         "threads": args.threads,
+        "repeats": args.repeats,
         "tile_bytes": values.numel() * 4,
         "compute_s": compute_s,
         "write_checked_s": checked_s,
