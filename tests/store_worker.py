@@ -1,10 +1,12 @@
 """A kernel computation for the store tests to run in other processes (subprocess, torchrun).
 
     python tests/store_worker.py OUT --kind pntk [--sleep S] [--die-rank R --die-after K] [--tile T]
+        [--differ-rank R --differ weights|data|tile]
 
 ``--sleep S`` sleeps inside every tile's contraction, so that a SIGKILL sent by a test lands mid-tile;
 ``--die-rank R --die-after K`` makes rank ``R`` SIGKILL itself once ``K`` of its tiles are recorded. Both
-wrap the library from outside, as a test would; the library has no such hooks.
+wrap the library from outside, as a test would; the library has no such hooks. ``--differ-rank R --differ
+what`` gives rank ``R`` other weights (as an unseeded factory would), other inputs, or another tile.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--die-rank", type=int, default=-1)
     parser.add_argument("--die-after", type=int, default=0)
+    parser.add_argument("--differ-rank", type=int, default=-1)
+    parser.add_argument("--differ", choices=["weights", "data", "tile"], default="weights")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -78,6 +82,14 @@ def main() -> None:
         KernelStore.write_tile = write_then_die
 
     model, x = make_problem()
+    if int(os.environ.get("RANK", "0")) == args.differ_rank:
+        if args.differ == "weights":
+            with torch.no_grad():
+                model[2].weight[0, 0] += 1e-3
+        elif args.differ == "data":
+            x[7, 1] += 1e-3
+        else:
+            args.tile += 1
     compute_module.compute(model, x, kind=args.kind, out=args.out, batch_size=args.tile)
 
 

@@ -9,8 +9,9 @@
 
 __version__ = "0.1.0"
 
-from . import analysis, data, models
+from . import analysis, data, errors, models, probe
 from .compute import compute
+from .errors import PntkError
 from .kernels import Engine, Kind, entk, kernel, pntk, trace_ntk
 from .planning import Options, Plan, plan
 from .store import KernelStore, StoreLockedError, StoreMismatchError, open
@@ -39,4 +40,7 @@ __all__ = [
     "save_checkpoint",
     "trace_ntk",
     "train",
+    "errors",
+    "probe",
+    "PntkError",
 ]

@@ -7,6 +7,8 @@ from typing import TypeVar
 
 import torch
 
+from .errors import InputError
+
 _E = TypeVar("_E", bound=enum.Enum)
 
 
@@ -29,14 +31,14 @@ def parse_dtype(value: torch.dtype | str | None) -> torch.dtype | None:
     """A torch dtype from a dtype or its name (``"float64"``, ``"torch.float64"``, ``"bf16"``); ``None`` stays.
 
     Raises:
-        ValueError: not the name of a floating dtype.
+        InputError: not the name of a floating dtype (a ``ValueError``).
     """
     if value is None or isinstance(value, torch.dtype):
         return value
     name = str(value).removeprefix("torch.")
     dtype = getattr(torch, _DTYPE_ALIASES.get(name, name), None)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(
+        raise InputError(
             f"unknown dtype {value!r}; use a floating dtype such as torch.float32, torch.float64, "
             "'float32', 'float64', 'bfloat16' or 'float16'"
         )

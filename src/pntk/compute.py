@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -18,15 +19,17 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .choices import parse_enum
-from .distributed import Group, process_group, share
+from .distributed import Group, check_ranks_agree, process_group, share
+from .errors import StoreError
 from .kernels.api import iter_tiles, model_and_inputs
 from .kernels.engine import KernelEngine
 from .kernels.inputs import Inputs
 from .kernels.kinds import Engine, Kind
 from .kernels.model import FunctionalModel
 from .planning import DEFAULT_OPTIONS, Executor, Options, Plan, engine_of, make_plan
+from .probe import behaviour
 from .sources import RowSource, fingerprint
-from .store import KernelSpec, KernelStore, StoreLock, StoreMismatchError, json_record, read_spec
+from .store import _READ_ONLY, KernelSpec, KernelStore, StoreLock, StoreMismatchError, json_record, read_spec
 from .store import open as open_store
 from .tiling import Tile
 
@@ -49,6 +52,7 @@ def compute(
     progress: bool | None = None,
     log_json: str | os.PathLike | IO[str] | None = None,
     options: Options = DEFAULT_OPTIONS,
+    check_samples: bool = True,
     provenance: Mapping[str, Any] | None = None,
 ) -> KernelStore:
     """Compute a kernel tile by tile into a Zarr store on disk; rerun the same call to resume it.
@@ -56,12 +60,18 @@ def compute(
     The kernel is that of :func:`pntk.kernel` (``[N1, N2, O, O]`` for ``kind="entk"``, ``[N1, N2]`` for
     ``"trace"`` and ``"pntk"``), bit for bit with the same engine and ``batch_size``, but it never
     needs to fit in memory: each tile is computed from the rows and columns it needs, written to its own
-    chunk and recorded as finished only once on disk (see :mod:`pntk.store`). A rerun after a crash or
-    ``kill -9`` computes only the missing tiles and ends bit-identical to an uninterrupted run.
+    chunk with a checksum and recorded as finished only once on disk (see :mod:`pntk.store`). A rerun after a
+    crash or ``kill -9`` computes only the missing tiles and ends bit-identical to an uninterrupted run; it
+    first verifies the finished tiles and computes again those whose chunks were damaged, truncated or
+    deleted (with a warning naming them), and rebuilds a lost ledger from the chunks that verify. A store
+    begun by a model with the same weights but another ``forward`` is refused: its outputs and a directional
+    derivative on the first inputs are part of the store's fingerprints (:func:`pntk.probe.behaviour`).
 
-    Under ``torchrun`` (or in an initialised process group) every rank runs the same call: rank 0 creates
-    or checks the store, the missing tiles are dealt to the ranks (:func:`pntk.distributed.share`), each
-    writes its own, and rank 0 marks the store complete at the end.
+    Under ``torchrun`` (or in an initialised process group) every rank runs the same call: every rank
+    fingerprints its model, inputs and options and they are compared before anything is written
+    (:func:`pntk.distributed.check_ranks_agree`); rank 0 creates or checks the store, the missing tiles are
+    dealt to the ranks (:func:`pntk.distributed.share`), each writes its own, and rank 0 marks the store
+    complete at the end.
 
     Args:
         model: an ``nn.Module`` mapping ``[B, *input]`` to ``[B, O]``, in eval mode if it has BatchNorm or
@@ -96,16 +106,23 @@ def compute(
             resumes the store keeps the first run's record and appends its ``"command"`` entry, if any, to
             ``provenance["resumed"]``. It plays no part in deciding whether a store may be resumed: the
             fingerprints of the model and the data do.
+        check_samples: first check that each sample's output depends on that sample only and is
+            deterministic, as :func:`pntk.kernel` does; ``False`` risks a silently wrong kernel.
 
     Returns:
         The store, opened read-only (:class:`pntk.store.KernelStore`).
 
     Raises:
-        StoreMismatchError: the store at ``out`` was made for another model, data, kind, shape, dtype,
-            engine or tile; the message lists what differs.
+        StoreMismatchError: the store at ``out`` was made for another model (weights, module tree or
+            behaviour), data, kind, shape, dtype, engine or tile; the message lists what differs.
         StoreLockedError: another process (not of this torchrun job) is writing to ``out``.
+        StoreError: the disk is full (with the bytes still needed) or the store is read-only and not complete;
+            the store stays resumable.
+        RankMismatchError: ranks of a torchrun job disagree on the model, inputs or options (which rank,
+            which parameter or input).
         FileExistsError: ``out`` exists with ``resume=False``, or is not a kernel store.
-        ValueError: as :func:`pntk.kernel`; a memory budget too small for a tile; ``batch_size`` above the
+        ValueError: as :func:`pntk.kernel` (:class:`pntk.errors.ModelError`,
+            :class:`pntk.errors.InputError`); a memory budget too small for a tile; ``batch_size`` above the
             budget.
         TypeError: ``provenance`` holds values JSON cannot hold.
 
@@ -125,25 +142,27 @@ def compute(
     engine = parse_enum(Engine, engine, "engine")
     record = None if provenance is None else json_record(provenance, "provenance")
     fm, source1, source2 = model_and_inputs(
-        model, data1, data2, params=params, dtype=dtype, device=device, names=("data1", "data2")
-    )
+        model, data1, data2, params=params, dtype=dtype, device=device, names=("data1", "data2"),
+        check_samples=check_samples,
+    )  # fmt: skip
     symmetric = data2 is None
-
-    def request() -> KernelSpec:
-        """The spec this call asks for; ``engine`` and ``tile`` left open where a resumed store decides."""
-        return KernelSpec(
-            kind=kind,
-            N1=len(source1),
-            N2=len(source2),
-            O=fm.num_outputs,
-            dtype=_numpy_dtype(fm.dtype),
-            symmetric=symmetric,
-            engine=None if engine is Engine.AUTO else engine.value,
-            tile=batch_size,
-            model=model_fingerprint(fm),
-            data1=fingerprint(source1),
-            data2=None if symmetric else fingerprint(source2),
-        )
+    probe = fm.prepare_inputs(source1.fetch(slice(0, 2)).map(lambda t: t.to(fm.device)), "data1")
+    # Every rank builds the spec it asks for; ranks compare them before anything is written. ``engine`` and
+    # ``tile`` are left open (None) where a resumed store decides.
+    requested = KernelSpec(
+        kind=kind,
+        N1=len(source1),
+        N2=len(source2),
+        O=fm.num_outputs,
+        dtype=_numpy_dtype(fm.dtype),  # refuses a dtype NumPy cannot hold before anything is written
+        symmetric=symmetric,
+        engine=None if engine is Engine.AUTO else engine.value,
+        tile=batch_size,
+        model=model_fingerprint(fm),
+        data1=fingerprint(source1),
+        data2=None if symmetric else fingerprint(source2),
+        behaviour=behaviour(fm, probe),
+    )
 
     def new_plan(engine: Engine | str, batch_size: int | None) -> Plan:
         return make_plan(
@@ -151,24 +170,27 @@ def compute(
             memory=memory, executor=Executor.STORE, options=options,
         )  # fmt: skip
 
-    _numpy_dtype(fm.dtype)  # refuse a dtype NumPy cannot hold before anything is written
     with process_group() as group:
+        if group.world_size > 1:
+            agreed = {"memory": memory, "resume": resume, "overwrite": overwrite, "out": os.fspath(out)}
+            check_ranks_agree(group, requested, model_tensor_digests(fm), agreed)
         lock, spec, missing = _setup(
             group,
             out,
-            lambda: _open_or_create(out, request(), new_plan, resume=resume, overwrite=overwrite, provenance=record),
+            requested,
+            lambda: _open_or_create(out, requested, new_plan, resume=resume, overwrite=overwrite, provenance=record),
         )
         try:
-            store = KernelStore(out, writable=True)
-            # The store's engine and tile edge, whether it was just planned or is resumed.
-            assert spec.engine is not None  # a store's spec names its engine
-            eng = engine_of(spec.engine)
-            with _tile_log(log_json) as log:
-                done = len(spec.plan()) - len(missing)
-                _fill(store, eng, fm, source1, source2, share(missing, group), group, progress, log, done=done)
+            if missing:
+                store = KernelStore(out, writable=True)
+                assert spec.engine is not None  # a store's spec names its engine, planned or resumed
+                eng = engine_of(spec.engine)
+                with _tile_log(log_json) as log:
+                    done = len(spec.plan()) - len(missing)
+                    _fill(store, eng, fm, source1, source2, share(missing, group), group, progress, log, done=done)
             group.barrier()
-            if group.is_leader:
-                store.mark_complete()
+            if group.is_leader and lock is not None:
+                KernelStore(out, writable=True).mark_complete()
             group.barrier()
         finally:
             if lock is not None:
@@ -177,12 +199,18 @@ def compute(
 
 
 def _setup(
-    group: Group, out: str | os.PathLike, open_or_create: Callable[[], tuple[KernelSpec, list[Tile]]]
+    group: Group,
+    out: str | os.PathLike,
+    requested: KernelSpec,
+    open_or_create: Callable[[], tuple[KernelSpec, list[Tile]]],
 ) -> tuple[StoreLock | None, KernelSpec, list[Tile]]:
     """Rank 0 locks the store and runs ``open_or_create``; every rank gets the spec and missing tiles.
 
+    A read-only store that already holds this computation, complete and verified, is used as it is, unlocked.
+
     Returns:
-        The lock (rank 0 only; held until the end), the store's spec and its missing tiles.
+        The lock (rank 0 only; held until the end; ``None`` for a complete read-only store), the store's spec
+        and its missing tiles.
 
     Raises:
         On every rank, rank 0's error: rank 0 raises its own, the others a ``RuntimeError`` quoting it
@@ -196,7 +224,13 @@ def _setup(
     lock = None
     try:
         read_spec(out)  # refuse a file or foreign directory before putting a lock file in it
-        lock = StoreLock(out)
+        try:
+            lock = StoreLock(out)
+        except StoreError as err:
+            if err.errno not in _READ_ONLY or not _is_complete_and_verified(out, requested):
+                raise
+            group.broadcast((read_spec(out), []))
+            return None, read_spec(out), []  # type: ignore[return-value]
         spec, missing = open_or_create()
     except BaseException as err:
         if lock is not None:
@@ -205,6 +239,15 @@ def _setup(
         raise
     group.broadcast((spec, missing))
     return lock, spec, missing
+
+
+def _is_complete_and_verified(out: str | os.PathLike, requested: KernelSpec) -> bool:
+    """Whether the store at ``out`` holds ``requested``, with every tile finished and verified."""
+    existing = read_spec(out)
+    if existing is None or existing.differences(requested):
+        return False
+    store = KernelStore(out)
+    return store.complete and store.verify().ok
 
 
 def _open_or_create(
@@ -217,6 +260,9 @@ def _open_or_create(
     provenance: dict[str, Any] | None,
 ) -> tuple[KernelSpec, list[Tile]]:
     """Rank 0, under the lock: check the store at ``out`` against ``requested``, or create it from a plan.
+
+    Resuming verifies every finished tile: damaged ones are forgotten (and computed again), a lost ledger is
+    rebuilt from the chunks that verify.
 
     Returns:
         The store's spec and its missing tiles.
@@ -237,6 +283,14 @@ def _open_or_create(
             )
         store = KernelStore(out, writable=True)
         store.discard_partial_writes()  # no rank writes yet
+        report = store.repair()
+        if report.damage:
+            warnings.warn(
+                f"{out}: {len(report.damaged_tiles)} finished tiles were damaged and are computed again: "
+                + "; ".join(map(str, report.damage[:10]))
+                + (" ..." if len(report.damage) > 10 else ""),
+                stacklevel=4,
+            )
         store.record_resume(provenance)
         return existing, store.missing_tiles
     plan = new_plan(requested.engine or Engine.AUTO, requested.tile)
@@ -246,7 +300,8 @@ def _open_or_create(
 
 def model_fingerprint(fm: FunctionalModel) -> str:
     """``sha256:…`` of the model's tensors (names, dtypes, shapes, bytes, in name order), which of them are
-    differentiated, and its module tree (class of every submodule); code inside ``forward`` is not covered."""
+    differentiated, and its module tree (class of every submodule); code inside ``forward`` is covered by the
+    behaviour probe instead (:func:`pntk.probe.behaviour`)."""
     h = hashlib.sha256()
     for name, m in fm.module.named_modules():
         h.update(f"module {name} {type(m).__module__}.{type(m).__qualname__}\n".encode())
@@ -256,6 +311,20 @@ def model_fingerprint(fm: FunctionalModel) -> str:
         h.update(f"tensor {name} {t.dtype} {list(t.shape)} {name in fm.params}\n".encode())
         h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
     return "sha256:" + h.hexdigest()
+
+
+def model_tensor_digests(fm: FunctionalModel) -> dict[str, str]:
+    """``sha256:…`` of each of the model's tensors by name, and of its module tree under ``"(module tree)"``:
+    what ranks compare to say which parameter differs."""
+    tree = hashlib.sha256()
+    for name, m in fm.module.named_modules():
+        tree.update(f"module {name} {type(m).__module__}.{type(m).__qualname__}\n".encode())
+    digests = {"(module tree)": "sha256:" + tree.hexdigest()}
+    for name, t in {**dict(fm.module.named_parameters()), **dict(fm.module.named_buffers())}.items():
+        h = hashlib.sha256(f"{t.dtype} {list(t.shape)} {name in fm.params}\n".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        digests[name] = "sha256:" + h.hexdigest()
+    return digests
 
 
 def _fill(

@@ -2,7 +2,9 @@
 
 Under ``torchrun`` (``RANK`` and ``WORLD_SIZE`` in the environment), or inside a process group the caller has
 already initialised, every process computes a deterministic share of the tiles; collectives only pass small
-Python objects (the store's description, the list of missing tiles) and synchronise the start and the end.
+Python objects (fingerprints, the store's description, the list of missing tiles) and synchronise the start
+and the end. Before anything is written, the ranks compare what they were given (:func:`check_ranks_agree`):
+one kernel from ranks with different models or inputs would be silently wrong.
 """
 
 from __future__ import annotations
@@ -10,13 +12,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 
+from .errors import RankMismatchError
 from .tiling import Tile
+
+if TYPE_CHECKING:
+    from .store import KernelSpec
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,14 @@ class Group:
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank (picklable objects only)."""
+        if self.world_size == 1:
+            return [obj]
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
 
     def barrier(self) -> None:
         """Wait until every rank gets here."""
@@ -91,3 +105,67 @@ def share(tiles: Sequence[Tile], group: Group) -> list[Tile]:
         if rank == group.rank:
             mine.append(t)
     return mine
+
+
+def check_ranks_agree(group: Group, spec: KernelSpec, tensor_digests: dict[str, str], options: dict[str, Any]) -> None:
+    """Stop every rank when the ranks were not given the same computation.
+
+    Every rank gathers every rank's requested store spec (kind, shapes, dtype, engine, tile, fingerprints of
+    the model, its behaviour and the inputs), the digests of its model's tensors, and other ``options``
+    (memory budget, out path, ...), and compares them with rank 0's; all ranks see the same lists and raise the
+    same error, so none waits for the others.
+
+    Args:
+        group: this job.
+        spec: the store this rank would write (:class:`pntk.store.KernelSpec`).
+        tensor_digests: ``sha256:…`` of each of the model's tensors by name (and of its module tree).
+        options: other settings that must agree, by name.
+
+    Raises:
+        RankMismatchError: naming each rank that differs from rank 0 and what differs (an option, a parameter
+            or buffer by name, the module tree, the model's behaviour, ``data1``/``data2``).
+    """
+    from .probe import behaviour_difference  # the probe needs the kernels package
+
+    everyone = group.all_gather((spec, tensor_digests, options))
+    spec0, digests0, options0 = everyone[0]
+    lines = []
+    for rank, (spec_r, digests_r, options_r) in enumerate(everyone[1:], start=1):
+        for f in fields(spec0):
+            mine, theirs = getattr(spec0, f.name), getattr(spec_r, f.name)
+            if f.name == "model":
+                continue  # reported tensor by tensor below
+            if f.name == "behaviour":
+                # Only news when the weights and the probe inputs agree: they change the outputs too.
+                same = digests_r == digests0 and spec_r.data1 == spec0.data1
+                difference = behaviour_difference(mine, theirs) if same and mine and theirs else None
+                if difference:
+                    lines.append(f"rank {rank}: {difference}")
+            elif mine != theirs:
+                what = {"data1": "the inputs data1", "data2": "the inputs data2"}.get(f.name, f.name)
+                lines.append(
+                    f"rank {rank}: {what} differ from rank 0's"
+                    if f.name.startswith("data")
+                    else f"rank {rank}: {what} is {theirs!r}, rank 0 has {mine!r}"
+                )
+        for name in sorted(set(digests0) | set(digests_r)):
+            if name not in digests_r or name not in digests0:
+                lines.append(
+                    f"rank {rank}: the model {'lacks' if name not in digests_r else 'has an extra'} tensor {name!r}"
+                )
+            elif digests0[name] != digests_r[name]:
+                what = "module tree" if name == "(module tree)" else f"parameter or buffer {name!r}"
+                lines.append(f"rank {rank}: the model's {what} differs from rank 0's")
+        for name in sorted(set(options0) | set(options_r)):
+            if options0.get(name) != options_r.get(name):
+                lines.append(
+                    f"rank {rank}: option {name} is {options_r.get(name)!r}, rank 0 has {options0.get(name)!r}"
+                )
+    if lines:
+        raise RankMismatchError(
+            f"the {group.world_size} ranks of this job were not given the same computation, so no tile was "
+            "written:\n  - "
+            + "\n  - ".join(lines)
+            + "\nEvery rank must build the same model (seed its initialisation, or load the same weights) and read "
+            "the same inputs with the same options."
+        )

@@ -6,19 +6,22 @@ Layout of a store ``k.zarr/``::
                          fingerprints, versions), "complete", and the caller's "provenance" record
     c/i/j[/0/0]          one chunk per tile (chunk edge = tile edge), raw little-endian numbers
     .pntk/lock           the writer's lock (fcntl.flock), released by the kernel when the writer dies
-    .pntk/ledger/i-j     one small file per finished tile
+    .pntk/ledger/i-j     one small file per finished tile: its chunks' sizes and CRC32C checksums
 
 Any Zarr, NumPy or Dask reader opens it (``zarr.open_array("k.zarr")``, ``dask.array.from_zarr("k.zarr")``);
 tiles not computed yet read as NaN, the fill value.
 
-A tile is marked finished only once its data is on disk: see ``[durability]`` below.
+A tile is marked finished only once its data is on disk: see ``[durability]`` below. Nothing damaged is ever
+served: see ``[checksums]``.
 """
 
 from __future__ import annotations
 
-import fcntl
+import dataclasses
+import errno
 import importlib.metadata
 import json
+import math
 import os
 import re
 import shutil
@@ -28,14 +31,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
 
+import google_crc32c
 import numpy as np
 import torch
 import zarr
 from torch import Tensor
+from zarr.codecs import Crc32cCodec
 
+from .errors import StoreCorruptError, StoreError, StoreLockedError, StoreMismatchError
 from .kernels import transpose_tile
 from .kernels.kinds import Kind
-from .tiling import Tile, tile_plan
+from .tiling import Tile, format_bytes, tile_plan
 
 # NOTE: [durability]
 # A tile is written as chunk files (Zarr writes each to a temporary name and renames it), the chunk files and
@@ -44,20 +50,43 @@ from .tiling import Tile, tile_plan
 # ledger entry, and the tile is recomputed on resume, or an entry whose data is already on disk. The ledger is
 # the only record of progress; the "complete" attribute is a convenience written at the end.
 
+# NOTE: [checksums]
+# Every chunk ends with the CRC32C of its bytes (Zarr's standard "crc32c" codec, so that any Zarr reader checks
+# it too), and the tile's ledger entry records each of its chunks' size and checksum as written. A chunk is
+# intact when its file exists, has the recorded size, and its bytes give the checksum that it ends with and that
+# the ledger recorded (the last check catches a valid chunk of another tile or store copied over it). Reads
+# check the chunks they touch (Zarr verifies the bytes as it decodes them; the size and presence are checked
+# here, since Zarr reads a missing chunk as the fill value); a resumed computation and `pntk verify` check every
+# finished tile. A damaged tile loses its ledger entry and is computed again. A lost or unreadable ledger
+# entry is rebuilt from chunks whose own checksums hold.
+
 #: The value of the ``format`` attribute that marks a directory as a pntk kernel store.
-FORMAT = "pntk-kernel-store/1"
+FORMAT = "pntk-kernel-store/2"
+#: Formats pntk recognises but cannot vouch for (no checksums).
+_OLD_FORMATS = ("pntk-kernel-store/1",)
 
 _META = ".pntk"
 _FINGERPRINTS = ("model", "data1", "data2")
 _LEDGER_ENTRY = re.compile(r"(\d+)-(\d+)")
+_CHECKSUM_BYTES = 4
+_READ_BLOCK = 8 << 20  # bytes read at a time when a chunk is checked
+_FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 
-
-class StoreMismatchError(ValueError):
-    """The store at ``out`` holds another computation (other model, data, kind, shape, ...)."""
-
-
-class StoreLockedError(RuntimeError):
-    """Another process is writing to the store."""
+__all__ = [
+    "FORMAT",
+    "KernelSpec",
+    "KernelStore",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreLock",
+    "StoreLockedError",
+    "StoreMismatchError",
+    "TileDamage",
+    "VerifyReport",
+    "open",
+    "read_spec",
+]
 
 
 @dataclass(frozen=True)
@@ -75,6 +104,9 @@ class KernelSpec:
         model: ``sha256:…`` of the model's tensors and module tree.
         data1: ``sha256:…`` of ``x1``.
         data2: ``sha256:…`` of ``x2``; ``None`` when symmetric.
+        behaviour: the model's outputs and a directional derivative on a probe batch
+            (:func:`pntk.probe.behaviour`, as JSON); compared with a tolerance, not bit for bit. ``None`` in a
+            request means "not checked".
     """
 
     kind: Kind
@@ -88,6 +120,7 @@ class KernelSpec:
     model: str
     data1: str
     data2: str | None
+    behaviour: dict[str, Any] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -101,10 +134,19 @@ class KernelSpec:
 
     def differences(self, requested: KernelSpec) -> list[str]:
         """What ``requested`` asks for that this spec does not hold, one line each (``None`` fields match)."""
+        from .probe import behaviour_difference  # the probe needs the kernels package, which needs nothing here
+
         lines = []
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(requested, f.name)
-            if theirs is not None and mine != theirs:
+            if f.name == "behaviour":
+                # Only news when the weights and the probe inputs agree: they change the outputs too.
+                same_model = self.model == requested.model and self.data1 == requested.data1
+                if same_model and mine is not None and theirs is not None:
+                    difference = behaviour_difference(mine, theirs)
+                    if difference:
+                        lines.append(f"model behaviour: {difference}")
+            elif theirs is not None and mine != theirs:
                 what = f"{f.name} fingerprint" if f.name in _FINGERPRINTS else f.name
                 lines.append(f"{what}: store has {_show(mine)}, this call {_show(theirs)}")
         return lines
@@ -113,7 +155,7 @@ class KernelSpec:
         """JSON attributes: ``format``, this spec (its fingerprints under ``fingerprints``), ``versions``,
         ``created`` and ``complete = False``."""
         attrs = {"format": FORMAT, **asdict(self), "kind": self.kind.value}
-        attrs["fingerprints"] = {name: attrs.pop(name) for name in _FINGERPRINTS}
+        attrs["fingerprints"] = {name: attrs.pop(name) for name in (*_FINGERPRINTS, "behaviour")}
         attrs["versions"] = {p: _version(p) for p in ("pntk", "torch", "zarr")}
         attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         attrs["complete"] = False
@@ -121,23 +163,72 @@ class KernelSpec:
 
     @staticmethod
     def from_attrs(attrs: dict[str, Any]) -> KernelSpec:
-        values = {**attrs, **attrs["fingerprints"], "kind": Kind(attrs["kind"])}
+        values = {"behaviour": None, **attrs, **attrs["fingerprints"], "kind": Kind(attrs["kind"])}
         return KernelSpec(**{f.name: values[f.name] for f in fields(KernelSpec)})
+
+
+@dataclass(frozen=True)
+class TileDamage:
+    """One finished tile whose data cannot be vouched for.
+
+    Attributes:
+        i, j: the tile's indices in the grid of tiles.
+        chunk: the chunk file, relative to the store (``"c/0/1"``), or ``""`` for the ledger entry.
+        problem: ``"missing"``, ``"truncated"``, ``"damaged"`` (checksum mismatch) or ``"ledger entry
+            unreadable"``.
+    """
+
+    i: int
+    j: int
+    chunk: str
+    problem: str
+
+    def __str__(self) -> str:
+        where = f" (chunk {self.chunk})" if self.chunk else ""
+        return f"tile ({self.i}, {self.j}){where}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :meth:`KernelStore.verify` found.
+
+    Attributes:
+        checked: finished tiles whose chunks were read and checked.
+        damage: the damaged, truncated or missing chunks of finished tiles (a tile may appear twice).
+        missing: tiles never finished (still to compute), beyond the damaged ones.
+        rebuilt: ledger entries rebuilt from chunks whose own checksums hold (by :meth:`KernelStore.repair`).
+    """
+
+    checked: int
+    damage: list[TileDamage]
+    missing: int
+    rebuilt: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """No finished tile is damaged (tiles still to compute do not count)."""
+        return not self.damage
+
+    @property
+    def damaged_tiles(self) -> list[tuple[int, int]]:
+        """The ``(i, j)`` of every damaged tile, sorted, once each."""
+        return sorted({(d.i, d.j) for d in self.damage})
 
 
 class KernelStore:
     """A kernel in a Zarr store: reads like an array, knows which tiles are finished.
 
     Obtained from :func:`open` (read-only) or :func:`pntk.compute`. Indexing reads from disk and returns
-    NumPy arrays; ``np.asarray(store)`` reads everything.
+    NumPy arrays; ``np.asarray(store)`` reads everything. Every read checks the chunks it touches and raises
+    :class:`~pntk.errors.StoreCorruptError` rather than return damaged numbers (the ``[checksums]`` note).
 
     Example:
         >>> import tempfile, torch, pntk
         >>> net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).eval()
         >>> out = tempfile.mkdtemp() + "/k.zarr"
         >>> K = pntk.compute(net, torch.randn(10, 3), kind="pntk", out=out, batch_size=4)
-        >>> K.shape, K.complete, len(K.missing_tiles), K[:2, :3].shape
-        ((10, 10), True, 0, (2, 3))
+        >>> K.shape, K.complete, len(K.missing_tiles), K[:2, :3].shape, K.verify().ok
+        ((10, 10), True, 0, (2, 3), True)
     """
 
     def __init__(self, path: str | os.PathLike, *, writable: bool = False):
@@ -146,6 +237,11 @@ class KernelStore:
             raise FileNotFoundError(f"{self.path} is not a kernel store (no zarr.json there)")
         array = zarr.open_array(str(self.path), mode="r+" if writable else "r")
         attrs = array.attrs.asdict()
+        if attrs.get("format") in _OLD_FORMATS:
+            raise StoreError(
+                f"{self.path} was written by an earlier pntk without tile checksums, so pntk cannot vouch for its "
+                "tiles; compute it again with overwrite=True (CLI: --overwrite)"
+            )
         if attrs.get("format") != FORMAT:
             raise ValueError(
                 f"{self.path} is a Zarr array but not a pntk kernel store (its 'format' attribute is "
@@ -155,6 +251,7 @@ class KernelStore:
         # zarr types its config as a TypedDict of NotRequired keys, which Python 3.10 type checking misreads.
         self.array = array.with_config({"write_empty_chunks": True}) if writable else array  # type: ignore[call-overload]
         self.spec = KernelSpec.from_attrs(attrs)
+        self._ledger_cache: tuple[tuple[str, ...] | None, dict[tuple[int, int], dict[str, Any] | None]] | None = None
 
     @classmethod
     def create(
@@ -189,8 +286,9 @@ class KernelStore:
             chunks=(spec.tile, spec.tile, *spec.shape[2:]),
             dtype=spec.dtype,
             fill_value=float("nan"),
-            # Kernel entries are dense floats that hardly compress; raw chunks keep writes at disk speed.
-            compressors=None,
+            # Kernel entries are dense floats that hardly compress: raw chunks keep writes at disk speed. Each
+            # chunk ends with its CRC32C (see [checksums]).
+            compressors=[Crc32cCodec()],
             dimension_names=("n1", "n2", "a", "b")[: len(spec.shape)],
             attributes=attributes,
         )
@@ -256,33 +354,53 @@ class KernelStore:
         return self.shape[0]
 
     def __getitem__(self, key) -> np.ndarray:
-        return cast(np.ndarray, self.array[key])
+        """Read ``K[key]`` after checking the chunks it touches (``[checksums]``); tiles not computed yet read
+        as NaN.
+
+        Raises:
+            StoreCorruptError: a finished tile under ``key`` is missing, truncated or damaged.
+        """
+        chunks = self._chunks_under(key)
+        self._raise_if_damaged([d for c in chunks if (d := self._chunk_presence(c)) is not None])
+        try:
+            return cast(np.ndarray, self.array[key])
+        except ValueError as err:
+            if "checksum" not in str(err):
+                raise
+            self._raise_if_damaged([d for c in chunks for d in self._check_chunk(c)])
+            raise  # the chunk that failed is fine when read again: a transient read error, not damage
 
     def numpy(self) -> np.ndarray:
-        """The whole kernel in memory."""
-        return cast(np.ndarray, self.array[...])
+        """The whole kernel in memory, checked as :meth:`__getitem__` checks."""
+        return self[...]
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         values = self.numpy()
         return values if dtype is None else values.astype(dtype, copy=False)
 
     def finished_tiles(self) -> set[tuple[int, int]]:
-        """The ``(i, j)`` of every tile recorded in the ledger (durably written)."""
-        try:
-            names = os.listdir(self.path / _META / "ledger")
-        except FileNotFoundError:
-            return set()
-        return {(int(m[1]), int(m[2])) for m in map(_LEDGER_ENTRY.fullmatch, names) if m}
+        """The ``(i, j)`` of every tile recorded in the ledger (durably written) whose entry is readable.
+
+        When the ledger directory is gone (or an entry unreadable), the tiles whose chunks are all present
+        and pass their own checksums count as finished (read once, then remembered by this handle);
+        :meth:`repair` writes them back to the ledger.
+        """
+        return {ij for ij, entry in self._ledger().items() if entry is not None}
 
     @property
     def missing_tiles(self) -> list[Tile]:
-        """Tiles of the plan not finished yet, in row-major order."""
-        done = self.finished_tiles()
-        return [t for t in self.spec.plan() if (t.i, t.j) not in done]
+        """Tiles of the plan not finished yet, in row-major order, including finished tiles whose chunk files
+        are gone, have the wrong size or end with another checksum (a cheap check; :meth:`verify` reads them)."""
+        ledger = self._ledger()
+        return [
+            t
+            for t in self.spec.plan()
+            if ledger.get((t.i, t.j)) is None or any(self._chunk_presence((ci, cj)) for ci, cj in self._chunks_of(t))
+        ]
 
     @property
     def complete(self) -> bool:
-        """Whether every tile is finished, according to the ledger."""
+        """Whether every tile is finished and its chunk files pass the cheap check of :attr:`missing_tiles`."""
         return not self.missing_tiles
 
     @property
@@ -294,31 +412,211 @@ class KernelStore:
         """Bytes of all files of the store."""
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
 
+    def verify(self) -> VerifyReport:
+        """Read every finished tile's chunks and check them against their checksums (``[checksums]``).
+
+        Cost: one read of the store (CRC32C runs at several GB/s; the disk usually sets the pace).
+
+        Returns:
+            A :class:`VerifyReport`: ``ok``, and each damaged, truncated or missing chunk by tile index.
+        """
+        ledger = self._ledger()
+        damage, checked = [], 0
+        for t in self.spec.plan():
+            entry = ledger.get((t.i, t.j), _ABSENT)
+            if entry is _ABSENT:
+                continue
+            checked += 1
+            if entry is None:
+                damage.append(TileDamage(t.i, t.j, "", "ledger entry unreadable, and its chunks fail their checksums"))
+                continue
+            for chunk in self._chunks_of(t):
+                damage.extend(self._check_chunk(chunk))
+        return VerifyReport(checked, damage, missing=len(self.spec.plan()) - checked)
+
     def __repr__(self) -> str:
         state = "complete" if self.complete else f"{len(self.missing_tiles)} tiles missing"
         return f"KernelStore({str(self.path)!r}, kind={self.kind.value!r}, shape={self.shape}, {state})"
 
+    # --- checks ------------------------------------------------------------------------------------------
+
+    @property
+    def _tile(self) -> int:
+        """The tile (and chunk) edge, which a store always records."""
+        return self.array.chunks[0]
+
+    def _chunk_key(self, chunk: tuple[int, int]) -> str:
+        return self.array.metadata.encode_chunk_key(chunk + (0,) * (self.ndim - 2))
+
+    def _chunks_of(self, tile: Tile) -> list[tuple[int, int]]:
+        """The chunks a tile writes: its own and, when symmetric and off the diagonal, its mirror image."""
+        if self.spec.symmetric and not tile.on_diagonal:
+            return [(tile.i, tile.j), (tile.j, tile.i)]
+        return [(tile.i, tile.j)]
+
+    def _tile_of(self, chunk: tuple[int, int]) -> tuple[int, int]:
+        ci, cj = chunk
+        return (cj, ci) if self.spec.symmetric and ci > cj else (ci, cj)
+
+    def _chunks_under(self, key) -> list[tuple[int, int]]:
+        """The chunks that ``self.array[key]`` reads (all of them for an index this cannot analyse)."""
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            at = next(n for n, k in enumerate(key) if k is Ellipsis)
+            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1 :]
+        key = key + (slice(None),) * (2 - len(key))
+        try:
+            rows, cols = (
+                np.unique(np.atleast_1d(np.arange(n)[k]) // self._tile) for n, k in zip(self.shape[:2], key[:2])
+            )
+        except (IndexError, TypeError, ValueError):  # let Zarr report a bad index; check every chunk
+            rows, cols = (np.arange(-(-n // self._tile)) for n in self.shape[:2])
+        return [(int(r), int(c)) for r in rows for c in cols]
+
+    def _chunk_presence(self, chunk: tuple[int, int]) -> TileDamage | None:
+        """A cheap check of a finished tile's chunk: present, of the recorded size, ending with the recorded
+        checksum (a read of 4 bytes)."""
+        tile = self._tile_of(chunk)
+        entry = self._ledger().get(tile)
+        if entry is None:
+            return None  # not finished: reads as NaN, as documented
+        key = self._chunk_key(chunk)
+        try:
+            size = os.stat(self.path / key).st_size
+        except FileNotFoundError:
+            return TileDamage(*tile, key, "missing")
+        recorded = entry["chunks"].get(key)
+        if recorded is None:
+            return TileDamage(*tile, key, "damaged (no checksum recorded for this chunk)")
+        if size != recorded["bytes"]:
+            return TileDamage(*tile, key, "truncated" if size < recorded["bytes"] else "damaged (wrong size)")
+        if _stored_checksum(self.path / key) != recorded["crc32c"]:
+            return TileDamage(*tile, key, "damaged (not the chunk written for this tile)")
+        return None
+
+    def _check_chunk(self, chunk: tuple[int, int]) -> list[TileDamage]:
+        """Read one chunk of a finished tile and check it against its own and the ledger's checksum."""
+        presence = self._chunk_presence(chunk)
+        if presence is not None:
+            return [presence]
+        tile = self._tile_of(chunk)
+        entry = self._ledger().get(tile)
+        if entry is None:
+            return []
+        key = self._chunk_key(chunk)
+        crc = _chunk_checksum(self.path / key)
+        if crc is None or crc != entry["chunks"][key]["crc32c"]:
+            return [TileDamage(*tile, key, "damaged (checksum mismatch)")]
+        return []
+
+    def _raise_if_damaged(self, damage: list[TileDamage]) -> None:
+        if damage:
+            raise StoreCorruptError(
+                f"{self.path} has damaged tiles, and pntk does not serve damaged data: "
+                + "; ".join(map(str, damage[:5]))
+                + (f"; and {len(damage) - 5} more" if len(damage) > 5 else "")
+                + ". Rerun the same `pntk compute` (or pntk.compute) call to recompute them, and `pntk verify "
+                f"{self.path}` to check the whole store"
+            )
+
+    def _ledger(self) -> dict[tuple[int, int], dict[str, Any] | None]:
+        """Every ledger entry by tile, ``None`` for an unreadable one; cached while the entries' names stay.
+
+        Without a ledger directory, the tiles whose chunks pass their own checksums (see
+        :meth:`finished_tiles`); likewise for an entry that cannot be read. Such entries have ``"rebuilt":
+        True`` until :meth:`repair` writes them.
+        """
+        ledger = self.path / _META / "ledger"
+        try:
+            # Entries are only ever added or removed by name (renamed into place), so the set of names
+            # identifies the ledger; the mtime alone may not change within one clock tick.
+            names = tuple(sorted(n for n in os.listdir(ledger) if _LEDGER_ENTRY.fullmatch(n)))
+            stamp: tuple[str, ...] | None = names
+        except FileNotFoundError:
+            stamp = None
+        if self._ledger_cache is not None and self._ledger_cache[0] == stamp:
+            return self._ledger_cache[1]
+        entries: dict[tuple[int, int], dict[str, Any] | None]
+        if stamp is None:
+            entries = dict(self._entries_from_chunks(self.spec.plan()))
+        else:
+            entries = {}
+            for m in map(_LEDGER_ENTRY.fullmatch, stamp):
+                if m:
+                    entries[(int(m[1]), int(m[2]))] = _read_entry(ledger / m[0])
+            garbled = [t for t in self.spec.plan() if (t.i, t.j) in entries and entries[(t.i, t.j)] is None]
+            entries.update(self._entries_from_chunks(garbled))
+        self._ledger_cache = (stamp, entries)
+        return entries
+
+    def _entries_from_chunks(self, tiles: list[Tile]) -> dict[tuple[int, int], dict[str, Any]]:
+        """Ledger entries for the ``tiles`` whose chunks are all present and pass their own checksums."""
+        entries = {}
+        for t in tiles:
+            chunks = {}
+            for chunk in self._chunks_of(t):
+                key = self._chunk_key(chunk)
+                crc = _chunk_checksum(self.path / key)
+                if crc is None:
+                    break
+                chunks[key] = {"bytes": os.stat(self.path / key).st_size, "crc32c": crc}
+            else:
+                entries[(t.i, t.j)] = {"rank": None, "seconds": None, "chunks": chunks, "rebuilt": True}
+        return entries
+
     # --- writing -----------------------------------------------------------------------------------------
 
     def write_tile(self, tile: Tile, values: Tensor, *, rank: int = 0, seconds: float = 0.0) -> None:
-        """Write one tile (and its mirror image when symmetric) durably, then record it in the ledger.
+        """Write one tile (and its mirror image when symmetric) durably, then record it in the ledger with its
+        chunks' sizes and checksums.
 
         Args:
             tile: a tile of :meth:`KernelSpec.plan`.
             values: ``[B1, B2, O, O]`` or ``[B1, B2]``, on any device.
-            rank: the rank that computed it, kept in the ledger entry.
-            seconds: how long it took to compute, kept in the ledger entry.
+            rank, seconds: who computed it and how long it took, kept in the ledger entry.
+
+        Raises:
+            StoreError: the disk is full (the message gives the bytes still needed) or the store read-only;
+                the store stays resumable.
         """
-        values = values.cpu()
-        self.array[tile.rows, tile.cols] = values.numpy()
-        chunks = [(tile.i, tile.j)]
-        if self.spec.symmetric and not tile.on_diagonal:
-            self.array[tile.cols, tile.rows] = transpose_tile(values).contiguous().numpy()  # torch transposes faster
-            chunks.append((tile.j, tile.i))
-        for i, j in chunks:
-            key = self.array.metadata.encode_chunk_key((i, j) + (0,) * (self.ndim - 2))
-            _fsync_tree(self.path / key, self.path)
-        self._record(tile, {"rank": rank, "seconds": round(seconds, 6)})  # see [durability]
+        try:
+            values = values.cpu()
+            self.array[tile.rows, tile.cols] = values.numpy()
+            if self.spec.symmetric and not tile.on_diagonal:
+                # torch transposes faster than NumPy
+                self.array[tile.cols, tile.rows] = transpose_tile(values).contiguous().numpy()
+            chunks = {}
+            for chunk in self._chunks_of(tile):
+                path = self.path / self._chunk_key(chunk)
+                _fsync_tree(path, self.path)
+                chunks[self._chunk_key(chunk)] = {"bytes": path.stat().st_size, "crc32c": _stored_checksum(path)}
+            self._record(tile, {"rank": rank, "seconds": round(seconds, 6), "chunks": chunks})  # [durability]
+        except OSError as err:
+            raise self._write_error(err, tile) from err
+
+    def _write_error(self, err: OSError, tile: Tile) -> OSError:
+        """A clear :class:`StoreError` for a full disk or a read-only store; other errors as they are."""
+        if err.errno in _FULL_DISK:
+            needed = len(self.missing_tiles) * self._chunk_file_bytes() * (2 if self.spec.symmetric else 1)
+            message = (
+                f"the disk holding {self.path} is full (writing tile ({tile.i}, {tile.j})); about "
+                f"{format_bytes(needed)} more are needed to finish the kernel. Free space (or choose another out "
+                "path), then rerun the same call: finished tiles are kept"
+            )
+        elif err.errno in _READ_ONLY:
+            message = (
+                f"cannot write to {self.path} ({os.strerror(err.errno)}); make the store writable (e.g. chmod -R "
+                "u+w) or copy it to a writable place and pass that as out, then rerun the same call"
+            )
+        else:
+            return err
+        error = StoreError(message)
+        error.errno = err.errno
+        return error
+
+    def _chunk_file_bytes(self) -> int:
+        """The size of one chunk file: a full tile of numbers and its checksum."""
+        return self.dtype.itemsize * self._tile**2 * math.prod(self.shape[2:]) + _CHECKSUM_BYTES
 
     def _record(self, tile: Tile, entry: dict[str, Any]) -> None:
         ledger = self.path / _META / "ledger"
@@ -346,6 +644,35 @@ class KernelStore:
             f.unlink(missing_ok=True)
         return len(leftovers)
 
+    def repair(self) -> VerifyReport:
+        """Verify every finished tile, forget the damaged ones and rebuild lost ledger entries.
+
+        A damaged tile's ledger entry and chunks are deleted, so that the next run computes it again. A tile
+        without a readable entry (ledger directory deleted, entry garbled) gets one back when its chunks are
+        all present and pass their own checksums; other chunks without an entry may be torn writes and are
+        left to be computed again ([durability]). Only safe under the store's :class:`StoreLock`.
+
+        Returns:
+            The report of :meth:`verify` before the repair, with ``rebuilt`` set.
+        """
+        ledger = self.path / _META / "ledger"
+        report = self.verify()  # the ledger as read, lost entries rebuilt in memory from chunks that verify
+        rebuilt = {ij: e for ij, e in self._ledger().items() if e is not None and e.get("rebuilt")}
+        ledger.mkdir(parents=True, exist_ok=True)
+        plan = {(t.i, t.j): t for t in self.spec.plan()}
+        for ij in report.damaged_tiles:
+            (ledger / f"{ij[0]}-{ij[1]}").unlink(missing_ok=True)
+            for chunk in self._chunks_of(plan[ij]):
+                (self.path / self._chunk_key(chunk)).unlink(missing_ok=True)
+        for ij, entry in rebuilt.items():
+            self._record(plan[ij], {**entry, "rebuilt": False, "rebuilt_from_chunks": True})
+        _fsync(ledger)
+        self._ledger_cache = None
+        if self.missing_tiles and self.array.attrs.get("complete"):
+            self.array.attrs["complete"] = False
+            _fsync_tree(self.path / "zarr.json", self.path)
+        return dataclasses.replace(report, rebuilt=len(rebuilt))
+
     def mark_complete(self) -> None:
         """Set the ``complete`` attribute (for readers that do not read the ledger).
 
@@ -355,23 +682,28 @@ class KernelStore:
         missing = self.missing_tiles
         if missing:
             raise RuntimeError(f"{self.path} still misses {len(missing)} tiles; it is not complete")
-        self.array.attrs["complete"] = True
-        _fsync_tree(self.path / "zarr.json", self.path)
+        if self.array.attrs.get("complete") is not True:
+            self.array.attrs["complete"] = True
+            _fsync_tree(self.path / "zarr.json", self.path)
+
+
+_ABSENT: Any = object()
 
 
 def open(path: str | os.PathLike) -> KernelStore:  # noqa: A001 - pntk.open mirrors zarr.open
-    """Open a kernel store read-only.
+    """Open a kernel store read-only (a read-only directory or file system is fine).
 
     Args:
         path: the store's directory, e.g. ``"k.zarr"``.
 
     Returns:
         A :class:`KernelStore`: ``K[i0:i1, j0:j1]``, ``K.shape``, ``K.numpy()``, ``K.complete``,
-        ``K.missing_tiles``, ``K.attrs``.
+        ``K.missing_tiles``, ``K.verify()``, ``K.attrs``.
 
     Raises:
         FileNotFoundError: no store at ``path``.
         ValueError: a Zarr array not written by pntk.
+        StoreError: a store written without checksums by an earlier pntk.
     """
     return KernelStore(path)
 
@@ -390,6 +722,8 @@ def read_spec(path: str | os.PathLike) -> KernelSpec | None:
         return None
     try:
         return KernelStore(path).spec
+    except StoreError:
+        raise
     except (FileNotFoundError, ValueError, KeyError) as err:
         raise FileExistsError(
             f"{path} exists and is not a pntk kernel store ({err}); choose another out path"
@@ -397,19 +731,31 @@ def read_spec(path: str | os.PathLike) -> KernelSpec | None:
 
 
 class StoreLock:
-    """An exclusive lock on a store, ``fcntl.flock`` on ``.pntk/lock``; the kernel drops it when its holder dies.
+    """An exclusive lock on a store's ``.pntk/lock`` file, which the OS drops when its holder dies.
+
+    ``fcntl.flock`` where it exists (Linux, macOS), ``msvcrt.locking`` on Windows.
 
     Raises:
         StoreLockedError: another process holds it.
+        StoreError: the store is read-only.
     """
 
     def __init__(self, path: str | os.PathLike):
         meta = Path(path) / _META
-        meta.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(meta / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            meta.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(meta / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            if err.errno not in _READ_ONLY:
+                raise
+            error = StoreError(
+                f"{path} is read-only ({os.strerror(err.errno)}), so pntk cannot lock it to write tiles. Reading "
+                "it needs no lock (pntk.open). To finish it, make it writable (e.g. chmod -R u+w) or copy it to a "
+                "writable place and pass that as out"
+            )
+            error.errno = err.errno
+            raise error from None
+        if not _try_lock(self._fd):
             holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
             os.close(self._fd)
             raise StoreLockedError(
@@ -421,10 +767,70 @@ class StoreLock:
         os.pwrite(self._fd, str(os.getpid()).encode(), 0)
 
     def release(self) -> None:
-        """Drop the lock (closing the file releases the flock)."""
+        """Drop the lock (closing the file releases it)."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive, non-blocking lock on ``fd``; ``False`` when another process holds it."""
+    try:
+        import fcntl  # not on Windows
+    except ImportError:
+        import msvcrt  # type: ignore[import-not-found,unused-ignore]
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined,unused-ignore]
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _read_entry(path: Path) -> dict[str, Any] | None:
+    """A ledger entry, or ``None`` when it is not one (garbled, truncated, of another format)."""
+    try:
+        entry = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(entry, dict) and isinstance(entry.get("chunks"), dict) and entry["chunks"]):
+        return None
+    return (
+        entry if all(isinstance(c, dict) and {"bytes", "crc32c"} <= set(c) for c in entry["chunks"].values()) else None
+    )
+
+
+def _stored_checksum(path: Path) -> int:
+    """The checksum a chunk file ends with (written by Zarr's crc32c codec)."""
+    with path.open("rb") as f:
+        f.seek(-_CHECKSUM_BYTES, os.SEEK_END)
+        return int.from_bytes(f.read(_CHECKSUM_BYTES), "little")
+
+
+def _chunk_checksum(path: Path) -> int | None:
+    """The checksum of a chunk file when its bytes give the checksum it ends with; ``None`` when they do not
+    or the file is missing or too short. Reads :data:`_READ_BLOCK` bytes at a time, so memory stays small."""
+    try:
+        with path.open("rb") as f:
+            left = os.fstat(f.fileno()).st_size - _CHECKSUM_BYTES
+            if left <= 0:
+                return None
+            crc = 0
+            while left > 0:
+                block = f.read(min(left, _READ_BLOCK))
+                if not block:
+                    return None
+                crc = google_crc32c.extend(crc, block)
+                left -= len(block)
+            stored = int.from_bytes(f.read(_CHECKSUM_BYTES), "little")
+    except FileNotFoundError:
+        return None
+    return stored if crc == stored else None
 
 
 def _fsync(path: Path) -> None:

@@ -2,21 +2,26 @@
 
 The experiments follow a kernel along training: :func:`train` hands the network to a callback at each
 checkpoint epoch (epoch 0 is the initialisation) and writes its parameters with safetensors;
-:func:`load_checkpoint` reads them back into a network of the same architecture. Nothing is pickled.
+:func:`load_checkpoint` reads them back into a network of the same architecture (or a torch checkpoint, read
+with ``weights_only=True``). Nothing is pickled or unpickled.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+import pickle
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .choices import parse_enum
+from .errors import CheckpointError
 
 
 class Loss(str, enum.Enum):
@@ -213,14 +218,89 @@ def save_checkpoint(model: nn.Module, path: str | Path, **metadata: object) -> N
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a safetensors file written by :func:`save_checkpoint` into ``model`` (same architecture), in place.
+    """Load a checkpoint's tensors into ``model`` (same architecture), in place; nothing is unpickled.
+
+    A ``.safetensors`` file (as :func:`save_checkpoint` writes) is read with safetensors; any other file as a
+    torch checkpoint with ``torch.load(weights_only=True)``, which reads tensors and plain containers only.
+    The tensors are the file's state dict, or the one under its ``"state_dict"`` or ``"model"`` entry.
+
+    Args:
+        model: the network to fill.
+        path: the checkpoint file.
 
     Returns:
         ``model``, for chaining.
 
     Raises:
-        RuntimeError: if the file's tensors do not match the model's names or shapes.
+        CheckpointError: the file is missing, truncated or not a checkpoint; holds objects beyond tensors
+            (loading it would run pickled code); holds no state dict; or its tensors do not match the model's
+            names or shapes. The message says what to do.
+
+    Example:
+        >>> import tempfile
+        >>> net, path = nn.Linear(3, 2), tempfile.mkdtemp() + "/net.safetensors"
+        >>> save_checkpoint(net, path)
+        >>> bool((load_checkpoint(nn.Linear(3, 2), path).weight == net.weight).all())
+        True
     """
+    path = Path(path)
+    state = read_state_dict(path)
     device = next(model.parameters()).device
-    model.load_state_dict(load_file(str(path), device=str(device)), strict=True)
+    try:
+        model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True)
+    except RuntimeError as err:
+        mismatch = " ".join(str(err).split()).rstrip(".")
+        raise CheckpointError(
+            f"the tensors of {path} do not fit the model: {mismatch}. Build the model with the architecture and "
+            "settings it was saved from"
+        ) from None
     return model
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The tensors of a checkpoint file by name, on the CPU, read without unpickling anything.
+
+    See :func:`load_checkpoint` for the formats.
+
+    Raises:
+        CheckpointError: as :func:`load_checkpoint`, except for the match with a model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist or is not a file; check the path")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except SafetensorError as err:
+            raise CheckpointError(
+                f"{path} is not a readable safetensors file ({err}); it may be truncated or damaged: save or "
+                "download it again"
+            ) from None
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(
+                f"{path} is not a readable checkpoint: neither safetensors nor a torch.save file (or one that is "
+                "truncated or damaged); save or download it again"
+            ) from None
+        # Torch's own message suggests loading it unsafely; this one does not.
+        raise CheckpointError(
+            f"{path} holds Python objects beyond tensors, and loading it would run the pickled code inside it; "
+            "pntk never unpickles such files. If you trust where it came from, convert it once to safetensors "
+            "in the code that made it: save_file(model.state_dict(), 'weights.safetensors') with "
+            "safetensors.torch.save_file, and pass that file instead"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        cause = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(
+            f"{path} is not a readable torch checkpoint ({cause}); "
+            "it may be truncated or damaged: save or download it again"
+        ) from None
+    for candidate in (content, *(content.get(k) for k in ("state_dict", "model") if isinstance(content, dict))):
+        if isinstance(candidate, Mapping) and candidate and all(isinstance(v, Tensor) for v in candidate.values()):
+            return dict(candidate)
+    raise CheckpointError(
+        f"{path} holds no state dict (a dict from names to tensors, or one under 'state_dict' or 'model'); "
+        "save model.state_dict() rather than the model or other objects"
+    )

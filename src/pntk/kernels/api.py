@@ -41,6 +41,7 @@ def kernel(
     params: Mapping[str, Tensor] | None = None,
     progress: bool | None = None,
     options: Options = DEFAULT_OPTIONS,
+    check_samples: bool = True,
 ) -> Tensor:
     """A neural tangent kernel of ``model`` between ``x1`` and ``x2``.
 
@@ -72,6 +73,9 @@ def kernel(
         progress: show a progress bar over tiles; default: when there are several tiles and stderr is a
             terminal.
         options: the knobs of planning (:class:`pntk.planning.Options`).
+        check_samples: first check, with a few forward passes on two inputs, that each sample's output depends
+            on that sample only and is deterministic (:func:`pntk.probe.check_samples`). ``False`` skips it
+            and risks a silently wrong kernel: random, or dependent on ``batch_size`` and the engine.
 
     Returns:
         The kernel on the model's device, in ``dtype``: ``[N1, N2, O, O]`` or ``[N1, N2]``.
@@ -91,7 +95,9 @@ def kernel(
         >>> pntk.kernel(net, x, x[:3], kind="pntk").shape
         torch.Size([5, 3])
     """
-    fm, source1, source2 = model_and_inputs(model, x1, x2, params=params, dtype=dtype, device=device)
+    fm, source1, source2 = model_and_inputs(
+        model, x1, x2, params=params, dtype=dtype, device=device, check_samples=check_samples
+    )
     X1 = _all_rows(fm, source1, "x1")
     X2 = X1 if x2 is None else _all_rows(fm, source2, "x2")
     plan = make_plan(
@@ -118,6 +124,7 @@ def model_and_inputs(
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
     names: tuple[str, str] = ("x1", "x2"),
+    check_samples: bool = True,
 ) -> tuple[FunctionalModel, RowSource, RowSource]:
     """The checked model and the two sources of inputs that every kernel path starts from.
 
@@ -131,7 +138,7 @@ def model_and_inputs(
     source2 = source1 if x2 is None else row_source(x2, names[1])
     where = torch.device(device) if device is not None else device_of(model)
     sample = _on(source1.fetch(slice(0, 2)), where, names[0])
-    fm = functional_model(model, sample, params=params, dtype=dtype, device=device)
+    fm = functional_model(model, sample, params=params, dtype=dtype, device=device, check_samples=check_samples)
     sample.check_compatible(source2.fetch(slice(0, 1)))
     return fm, source1, source2
 
@@ -241,11 +248,12 @@ def entk(
     params: Mapping[str, Tensor] | None = None,
     progress: bool | None = None,
     options: Options = DEFAULT_OPTIONS,
+    check_samples: bool = True,
 ) -> Tensor:
     """The empirical NTK ``Θ(x, x') = J(x) J(x')ᵀ``, ``[N1, N2, O, O]``: :func:`kernel` with ``kind="entk"``."""
     return kernel(
         model, x1, x2, kind=Kind.ENTK, engine=engine, batch_size=batch_size, memory=memory, dtype=dtype,
-        device=device, params=params, progress=progress, options=options,
+        device=device, params=params, progress=progress, options=options, check_samples=check_samples,
     )  # fmt: skip
 
 
@@ -262,11 +270,12 @@ def pntk(
     params: Mapping[str, Tensor] | None = None,
     progress: bool | None = None,
     options: Options = DEFAULT_OPTIONS,
+    check_samples: bool = True,
 ) -> Tensor:
     """The pseudo-NTK ``K(x, x') = (1/O) 1ᵀ Θ(x, x') 1``, ``[N1, N2]``: :func:`kernel` with ``kind="pntk"``."""
     return kernel(
         model, x1, x2, kind=Kind.PNTK, engine=engine, batch_size=batch_size, memory=memory, dtype=dtype,
-        device=device, params=params, progress=progress, options=options,
+        device=device, params=params, progress=progress, options=options, check_samples=check_samples,
     )  # fmt: skip
 
 
@@ -283,9 +292,10 @@ def trace_ntk(
     params: Mapping[str, Tensor] | None = None,
     progress: bool | None = None,
     options: Options = DEFAULT_OPTIONS,
+    check_samples: bool = True,
 ) -> Tensor:
     """The trace NTK ``(1/O) tr Θ(x, x')``, ``[N1, N2]``: :func:`kernel` with ``kind="trace"``."""
     return kernel(
         model, x1, x2, kind=Kind.TRACE, engine=engine, batch_size=batch_size, memory=memory, dtype=dtype,
-        device=device, params=params, progress=progress, options=options,
+        device=device, params=params, progress=progress, options=options, check_samples=check_samples,
     )  # fmt: skip

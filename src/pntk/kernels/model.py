@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..choices import parse_dtype
+from ..errors import InputError, ModelError
 from .inputs import Inputs
 
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
@@ -55,22 +56,22 @@ class FunctionalModel:
         """Check that ``x`` is finite and on this model's device, and cast floating tensors to ``dtype``.
 
         Raises:
-            ValueError: ``x`` is empty, holds NaN/Inf, sits on another device, or (when no ``dtype`` was
+            InputError: ``x`` is empty, holds NaN/Inf, sits on another device, or (when no ``dtype`` was
                 requested) has a floating dtype other than the model's.
         """
         if len(x) == 0:
-            raise ValueError(f"{name} is empty (0 samples); pass at least one sample")
+            raise InputError(f"{name} is empty (0 samples); pass at least one sample")
         for t in x.tensors:
             if t.device != self.device:
-                raise ValueError(
+                raise InputError(
                     f"{name} is on {t.device} but the model's parameters are on {self.device}; "
                     f"move the inputs with x.to({str(self.device)!r})"
                 )
             if t.is_floating_point() or t.is_complex():
                 if not _all_finite(t):
-                    raise ValueError(f"{name} contains NaN or Inf; clean or impute the inputs first")
+                    raise InputError(f"{name} contains NaN or Inf; clean or impute the inputs first")
                 if t.dtype != self.dtype and not self.casts_inputs:
-                    raise ValueError(
+                    raise InputError(
                         f"{name} has dtype {t.dtype} but the model computes in {self.dtype}; convert the "
                         f"inputs with x.to({self.dtype}) or pass dtype= to compute in one dtype"
                     )
@@ -84,6 +85,7 @@ def functional_model(
     params: Mapping[str, Tensor] | None = None,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
+    check_samples: bool = True,
 ) -> FunctionalModel:
     """Check ``module`` and split its tensors into differentiated parameters and constants.
 
@@ -92,16 +94,22 @@ def functional_model(
         sample: a few inputs used to check the output shape (one forward pass, no gradient).
         params: parameters to differentiate, by the module's parameter names (``torch.func`` style);
             default: every parameter with ``requires_grad``. Parameters not named here are held fixed.
-        dtype: compute in this floating dtype (tensors are cast, the module is untouched); default: the
-            dtype of the module's parameters.
+        dtype: compute in this floating dtype (tensors are cast, the module is untouched), e.g.
+            ``torch.float64`` or ``"float64"``; default: the dtype of the module's parameters.
         device: compute on this device (tensors are copied there, the module is untouched); default: the
             device of the module's tensors. ``sample`` is moved there.
+        check_samples: check on ``sample`` that each sample's output depends on that sample only and is
+            deterministic (:func:`pntk.probe.check_samples`, a few forward passes). Turning it off risks a
+            kernel that is silently wrong: random, or dependent on the batch size and the engine.
 
     Raises:
         TypeError: ``module`` is not an ``nn.Module``.
-        ValueError: samples would interact (training-mode BatchNorm, batch-statistics BatchNorm) or be
-            random (training-mode Dropout); no trainable parameter; NaN/Inf in a parameter or buffer;
-            parameters on several devices or of several dtypes; an output that is not ``[B, O]``.
+        ModelError: samples would interact (training-mode BatchNorm, batch-statistics BatchNorm, batch
+            means) or be random (training-mode Dropout, functional dropout); no trainable parameter; NaN/Inf in
+            a parameter or buffer; parameters on the meta device, on several devices or of several dtypes; an
+            output that is not ``[B, O]``; a forward that fails on ``sample``.
+        InputError: ``params`` that are not tensors of the parameters' shapes; an unknown ``dtype``; inputs
+            the model cannot take (integers to a floating model).
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(module).__name__}")
@@ -111,14 +119,9 @@ def functional_model(
     if params is None:
         chosen = {n: p for n, p in named.items() if p.requires_grad}
     else:
-        unknown = sorted(set(params) - set(named))
-        if unknown:
-            raise ValueError(
-                f"params names {unknown} are not parameters of the model; valid names include {sorted(named)[:8]}"
-            )
-        chosen = dict(params)
+        chosen = _checked_params(params, named)
     if not chosen:
-        raise ValueError(
+        raise ModelError(
             "the model has no trainable parameters (none with requires_grad=True and no params= given); "
             "the NTK is taken with respect to parameters, so enable requires_grad on some of them"
         )
@@ -132,27 +135,28 @@ def functional_model(
         sample = sample.map(lambda t: t.to(device))
     devices = {t.device for t in [*chosen.values(), *constants.values()]} or {torch.device("cpu")}
     if len(devices) > 1:
-        raise ValueError(
+        raise ModelError(
             f"the model's parameters and buffers are on several devices {sorted(map(str, devices))}; "
             "move the whole model to one device with model.to(device)"
         )
     (model_device,) = devices
-    dtype = parse_dtype(dtype)
+    _check_not_meta(model_device)
     float_dtypes = {t.dtype for t in [*chosen.values(), *constants.values()] if t.is_floating_point()}
+    dtype = parse_dtype(dtype)
     casts_inputs = dtype is not None
     if dtype is None:
         if len(float_dtypes) > 1:
-            raise ValueError(
+            raise ModelError(
                 f"the model mixes parameter dtypes {sorted(map(str, float_dtypes))}; convert it with "
                 "model.to(torch.float32) or pass dtype= to compute in one dtype"
             )
         dtype = next(iter(float_dtypes)) if float_dtypes else torch.get_default_dtype()
     if not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating dtype such as torch.float32 or torch.float64, got {dtype}")
+        raise InputError(f"dtype must be a floating dtype such as torch.float32 or torch.float64, got {dtype}")
 
     for name, t in [*chosen.items(), *constants.items()]:
         if t.is_floating_point() and not _all_finite(t):
-            raise ValueError(f"model tensor {name!r} contains NaN or Inf; re-initialise or load valid weights")
+            raise ModelError(f"model tensor {name!r} contains NaN or Inf; re-initialise or load valid weights")
 
     def cast(t: Tensor) -> Tensor:
         return t.detach().to(dtype) if t.is_floating_point() else t
@@ -167,20 +171,26 @@ def functional_model(
         casts_inputs=casts_inputs,
     )
     x = fm.prepare_inputs(sample, "x1")
-    with torch.no_grad():
-        out = fm(fm.params, x)
+    out = _first_forward(fm, x)
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != len(x):
         shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
         hint = (
             " (for one output use out.unsqueeze(-1) or a final nn.Linear(..., 1))"
             if (isinstance(out, Tensor) and out.dim() == 1)
+            else " (its first axis is not the sample axis: an output laid out [O, B]? return out.T)"
+            if (isinstance(out, Tensor) and out.dim() == 2 and out.shape[1] == len(x))
             else ""
         )
-        raise ValueError(
+        raise ModelError(
             f"the model's output for {len(x)} samples has shape {shape}; it must be [B, O] with one row "
             f"per sample{hint}; wrap the model so that it returns a 2-D tensor, e.g. flatten extra axes"
         )
-    return dataclasses.replace(fm, num_outputs=out.shape[1])
+    fm = dataclasses.replace(fm, num_outputs=out.shape[1])
+    if check_samples:
+        from ..probe import check_samples as check  # the probe module builds on this one
+
+        check(fm, x)
+    return fm
 
 
 def _all_finite(t: Tensor) -> bool:
@@ -195,18 +205,85 @@ def _check_samples_independent(module: nn.Module) -> None:
         where = f" ({name})" if name else ""
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             if m.training:
-                raise ValueError(
+                raise ModelError(
                     f"model is in training mode and has BatchNorm layers{where}, whose outputs mix "
                     "samples; call model.eval() first"
                 )
             if not m.track_running_stats or m.running_mean is None:
-                raise ValueError(
+                raise ModelError(
                     f"BatchNorm layer{where} keeps no running statistics, so it normalises with batch "
                     "statistics even in eval mode and mixes samples; use track_running_stats=True, or "
                     "GroupNorm/LayerNorm"
                 )
+        if isinstance(m, nn.MultiheadAttention) and m.training and m.dropout > 0:
+            raise ModelError(
+                f"model is in training mode and has nn.MultiheadAttention{where} with dropout={m.dropout}, which "
+                "drops attention weights at random and makes the kernel random; call model.eval() first"
+            )
         if isinstance(m, _DROPOUT) and m.training and m.p > 0:
-            raise ValueError(
+            raise ModelError(
                 f"model is in training mode and has Dropout layers{where}, which make the kernel "
                 "random; call model.eval() first"
             )
+
+
+def _checked_params(params: Mapping[str, Tensor], named: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``params`` after checking that they name parameters of the model and are tensors of their shapes."""
+    if not isinstance(params, Mapping):
+        raise InputError(
+            f"params must be a dict from parameter names to tensors (torch.func style), got {type(params).__name__}"
+        )
+    unknown = sorted(set(params) - set(named))
+    if unknown:
+        raise InputError(
+            f"params names {unknown} are not parameters of the model; valid names include {sorted(named)[:8]}"
+        )
+    for name, value in params.items():
+        if not isinstance(value, Tensor):
+            raise InputError(
+                f"params[{name!r}] is a {type(value).__name__}, not a tensor; pass torch.as_tensor(...) of shape "
+                f"{list(named[name].shape)}"
+            )
+        if value.shape != named[name].shape:
+            raise InputError(
+                f"params[{name!r}] has shape {list(value.shape)} but the model's parameter {name!r} has shape "
+                f"{list(named[name].shape)}; pass a tensor of the parameter's shape"
+            )
+        if not value.is_floating_point():
+            raise InputError(f"params[{name!r}] has dtype {value.dtype}; parameters must be floating tensors")
+    return dict(params)
+
+
+def _check_not_meta(device: torch.device) -> None:
+    if device.type == "meta":
+        raise ModelError(
+            "the model's tensors are on the meta device, which holds shapes but no values; materialise them "
+            "first, e.g. model.to_empty(device='cpu') then load_state_dict(...) or reset_parameters()"
+        )
+
+
+def _first_forward(fm: FunctionalModel, x: Inputs) -> Tensor:
+    """The model's output on ``x``; a forward that fails is reported with what the inputs were.
+
+    Raises:
+        InputError: integer inputs to a model that computes in floating point.
+        ModelError: any other failure of the forward pass.
+    """
+    devices = [fm.device] if fm.device.type == "cuda" else []
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):  # leave the caller's generator alone
+            return fm(fm.params, x)
+    except (RuntimeError, TypeError, ValueError, IndexError) as err:
+        described = ", ".join(f"{list(t.shape)} {t.dtype}" for t in x.tensors)
+        integers = [t for t in x.tensors if not (t.is_floating_point() or t.is_complex())]
+        message = str(err).lower()
+        if integers and any(word in message for word in ("dtype", "scalar type", "float", "long", "int")):
+            raise InputError(
+                f"the model failed on inputs of dtype {integers[0].dtype} ({type(err).__name__}: {err}); it "
+                f"computes in {fm.dtype}, so convert the inputs with x.to({fm.dtype}) (integer inputs suit only "
+                "models that take indices, e.g. an nn.Embedding)"
+            ) from err
+        raise ModelError(
+            f"the model's forward failed on {len(x)} samples of x1 ({described}): {type(err).__name__}: {err}; "
+            "check that the inputs have the shape and dtype the model expects, with a leading sample axis"
+        ) from err

@@ -1,0 +1,76 @@
+"""Peak memory of pntk's kernel paths, measured in this process for tests/test_memory_budget.py.
+
+    python tests/memory_worker.py MODEL OUT_DIR
+
+For each case it resets the peak resident size (``/proc/self/clear_refs``), notes the resident size as the
+baseline (interpreter, torch, the model, its inputs and a warm-up run on a few samples), runs the case, and
+prints one JSON line: the case, the peak above the baseline (``VmHWM − VmRSS`` before) and the budget.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from pntk.compute import compute
+from pntk.kernels import Kind, kernel
+from pntk.models import build_model
+from pntk.planning import plan
+from pntk.tiling import parse_bytes
+
+#: model: (width, N of compute pNTK, N of compute eNTK, N and batch_size of kernel(), memory of compute)
+CASES = {
+    "mlp": (256, 3200, 320, (600, 150), "32MB"),
+    "convnet": (8, 3200, 320, (300, 64), "32MB"),
+}
+
+
+def status(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def measure(name: str, budget: int, run) -> None:
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # so that memory freed before does not hide new allocations
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    baseline = status("VmRSS")
+    run()
+    print(json.dumps({"case": name, "peak": status("VmHWM") - baseline, "budget": budget}), flush=True)
+
+
+def main() -> None:
+    model_name, out = sys.argv[1], Path(sys.argv[2])
+    torch.set_num_threads(1)
+    width, n_pntk, n_entk, (n_kernel, batch_size), memory = CASES[model_name]
+    model = build_model(model_name, width=width, in_shape=(1, 8, 8), num_classes=10, seed=0).eval()
+    x = torch.randn(n_pntk, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    for kind in ("pntk", "entk"):  # warm-up: every code path once, on a few samples
+        compute(model, x[:6], kind=kind, out=out / f"warm-{kind}.zarr", batch_size=3)
+        kernel(model, x[:6], kind=kind, batch_size=3)
+    for kind, n in (("pntk", n_pntk), ("entk", n_entk)):
+        measure(
+            f"compute {kind}",
+            parse_bytes(memory),
+            lambda n=n, kind=kind: compute(model, x[:n], kind=kind, out=out / f"{kind}.zarr", memory=memory),
+        )
+    for kind in (Kind.PNTK, Kind.ENTK):
+        # The budget covers the tile work; the kernel returned comes on top.
+        planned = plan(model, x[:n_kernel], kind=kind, batch_size=batch_size)
+        budget = planned.kernel_bytes + planned.tile_bytes
+        measure(
+            f"kernel {kind.value}",
+            budget,
+            lambda kind=kind: kernel(model, x[:n_kernel], kind=kind, batch_size=batch_size),
+        )
+
+
+if __name__ == "__main__":
+    main()
