@@ -48,10 +48,10 @@ class Options:
         machine_fraction: the share of the machine's memory that the default budget takes on a CPU.
         device_fraction: the share of an accelerator's memory that the default budget takes.
         safety: the factor on the estimate that covers what it leaves out (the ``[memory budget]`` note).
-        kernel_buffers: tile-sized arrays of the in-memory kernel's work (the tile and, on the diagonal, two
-            temporaries of its symmetrisation).
-        store_buffers: tile-sized arrays of the store's work (also the tile being written, its mirror and
-            Zarr's chunk buffer).
+        kernel_buffers: tile-sized arrays of the in-memory kernel's work: the tile and its mirror image (or, on
+            the diagonal, its transpose and their mean), and the engine's result before it is detached.
+        store_buffers: tile-sized arrays of the store's work: also the tile being written, its mirror, Zarr's
+            chunk buffer and the copy its checksum codec makes.
         auto_jacobian_edge: for ``engine="auto"`` on a model mostly without rules, the tile edge at which
             the Jacobian engine's blocks must still fit the budget; beyond, NTK-vector products (which never
             hold a Jacobian) are chosen.
@@ -61,8 +61,8 @@ class Options:
     machine_fraction: float = 0.5
     device_fraction: float = 0.375
     safety: float = 1.5
-    kernel_buffers: int = 3
-    store_buffers: int = 6
+    kernel_buffers: int = 4
+    store_buffers: int = 7
     auto_jacobian_edge: int = 64
 
 
