@@ -11,7 +11,7 @@ import numpy as np
 
 from ..analysis import Comparison, compare
 from ..analysis._linalg import default_rtol
-from .kernel_pair import kernel_pair
+from .kernel_pair import KernelPair, kernel_pair
 from .networks import load_split, make_model, num_parameters
 from .progress import Log, log_line
 from .results import file_stem, result_type
@@ -185,7 +185,7 @@ def width_sweep(
                     device=device,
                 )
                 pair = kernel_pair(model, data.x, dtype=spec.dtype)
-                runs.append(_run(width, seed, data_seed, num_parameters(model), pair))
+                runs.append(sweep_run(width, seed, data_seed, num_parameters(model), pair))
                 c = runs[-1].comparison
                 log_line(
                     log,
@@ -193,12 +193,18 @@ def width_sweep(
                     f"{c.relative_error:.4f}, λ_max rel. error {c.lambda_max_relative_error:.4f} "
                     f"(eNTK {pair.seconds_entk:.1f} s, pNTK {pair.seconds_pntk:.2f} s)",
                 )
+    return sweep_result(spec, O, runs, time.perf_counter() - start)
+
+
+def sweep_result(spec: WidthSweep, O: int, runs: list[SweepRun], seconds: float = 0.0) -> SweepResult:
+    """The :class:`SweepResult` of ``runs``, with the rate of each of :data:`FITTED` fitted."""
     result = SweepResult(spec, spec.N, O, runs)
     rates = {metric: bootstrap_rate(result.values(metric), spec.widths) for metric in FITTED}
-    return SweepResult(spec, spec.N, O, runs, rates, time.perf_counter() - start)
+    return SweepResult(spec, spec.N, O, runs, rates, seconds)
 
 
-def _run(width: int, seed: int, data_seed: int, P: int, pair) -> SweepRun:
+def sweep_run(width: int, seed: int, data_seed: int, P: int, pair: KernelPair) -> SweepRun:
+    """Compare the kernels of one network of a sweep (:func:`pntk.analysis.compare`) and derive its record."""
     c = compare(pair.Theta, pair.K, kernel_dtype=pair.dtype)
     assert c.lambda_max_Theta is not None and c.lambda_min_Theta is not None and c.lambda_max_K is not None
     n = c.N1 * c.O
