@@ -195,7 +195,7 @@ def he_init_(layer: nn.Linear | nn.Conv1d | nn.Conv2d, sigma_w: float, sigma_b: 
         >>> import torch
         >>> layer = nn.Linear(400, 300)
         >>> he_init_(layer, RELU_GAIN)
-        >>> round(float(layer.weight.std() ** 2 * 400), 1)  # σ_w² = 2
+        >>> round(float(layer.weight.detach().var() * 400), 1)  # σ_w² = 2
         2.0
     """
     fan_in = layer.weight[0].numel()
