@@ -82,8 +82,8 @@ DEMO = Preset(
         Trajectory(
             "mnist1d",
             "mlp",
-            widths=(128, 512, 2048),
-            N_train=1000,
+            widths=(64, 256, 1024),
+            N_train=500,
             N=50,
             N_test=1000,
             train=TrainConfig(lr=0.05, epochs=5, batch_size=50),
@@ -94,7 +94,7 @@ DEMO = Preset(
         Regression(
             "mnist1d",
             "mlp",
-            widths=(128, 512, 2048),
+            widths=(64, 256, 1024),
             N_train=200,
             N_test=1000,
             train=TrainConfig(lr=0.05, epochs=20, batch_size=50),
