@@ -14,7 +14,10 @@ regression = importlib.import_module("pntk.experiments.regression")
 timing = importlib.import_module("pntk.experiments.timing")
 
 
-@pytest.mark.parametrize("module", [training, stats, results, regression, runtime, timing, layers], ids=lambda m: m.__name__)
+MODULES = [training, stats, results, regression, runtime, timing, layers]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0

@@ -113,7 +113,7 @@ def kernel_regression(
     """
     on_singular = parse_enum(OnSingular, on_singular, "on_singular value")
     precision = kernel_precision(K_train_train, kernel_dtype)
-    if on_accelerator(K_train_train):
+    if isinstance(K_train_train, torch.Tensor) and on_accelerator(K_train_train):
         return _kernel_regression_on_device(
             K_train_train, K_test_train, Y_train, f0_train, f0_test, ridge, rtol, on_singular, precision
         )

@@ -62,7 +62,7 @@ def eigenvalues(K: ArrayLike) -> np.ndarray:
         >>> eigenvalues(np.array([[2.0, 1.0], [1.0, 2.0]]))
         array([3., 1.])
     """
-    if on_accelerator(K):
+    if isinstance(K, torch.Tensor) and on_accelerator(K):
         A = as_matrix_torch(K.detach())
         if A.ndim != 2 or A.shape[0] != A.shape[1]:
             raise ValueError(f"K must be a square kernel [N, N] or an eNTK [N, N, O, O]; got shape {tuple(K.shape)}")

@@ -178,11 +178,24 @@ def _claim(
     detail: str,
     estimate: float | None = None,
     interval: tuple[float, float] | None = None,
-    **kw: object,
+    *,
+    values: dict[str, float] | None = None,
+    measured: str = "",
 ) -> Claim:
     return Claim(
-        s.key, subject, s.text, s.criterion, s.threshold, verdict, detail, estimate, interval, source=source, **kw
-    )  # type: ignore[arg-type]
+        s.key,
+        subject,
+        s.text,
+        s.criterion,
+        s.threshold,
+        verdict,
+        detail,
+        estimate,
+        interval,
+        values or {},
+        measured,
+        source,
+    )
 
 
 def _g(x: float | None) -> str:
@@ -206,7 +219,8 @@ def judge_rate(
     values = {"final_mean": final_mean if final_mean is not None else math.nan}
     if rate is None or final_mean is None:
         return _claim(s, subject, source, Verdict.NOT_TESTED, "too few usable widths", None, None, values=values)
-    measured = f"{what} ∝ width^{rate} (widths {rate.widths[0]}–{rate.widths[-1]}); {_g(final_mean)} at width {rate.widths[-1]}"
+    span = f"widths {rate.widths[0]}–{rate.widths[-1]}"
+    measured = f"{what} ∝ width^{rate} ({span}); {_g(final_mean)} at width {rate.widths[-1]}"
     if final_mean > NOT_CONVERGED_ABOVE:
         return _claim(
             s,
@@ -283,7 +297,7 @@ def _lambda_min_claim(result: SweepResult, source: str, subject: str, last: int)
         "P_over_NO_at_largest": result.P(last) / rows,
         "resolved_at_largest": sum(r.lambda_min_resolved for r in last_runs) / len(last_runs),
         "lambda_min_over_max_at_largest": float(
-            np.median([r.comparison.lambda_min_Theta / r.comparison.lambda_max_Theta for r in last_runs])
+            np.median([r.value("lambda_min_Theta") / r.value("lambda_max_Theta") for r in last_runs])
         ),
         "qualifying_widths": len(ok),
     }
@@ -343,10 +357,10 @@ def trajectory_claims(result: TrajectoryResult, source: str) -> Iterator[Claim]:
     parts, values = [], {}
     for w in result.spec.widths:
         runs = result.at(w)
-        first = np.mean([r.checkpoints[0].comparison.relative_error for r in runs])
-        end = np.mean([r.checkpoints[-1].comparison.relative_error for r in runs])
-        s0 = np.mean([r.checkpoints[0].readout_sum_ratio for r in runs])
-        s1 = np.mean([r.checkpoints[-1].readout_sum_ratio for r in runs])
+        first = float(np.mean([r.checkpoints[0].comparison.relative_error for r in runs]))
+        end = float(np.mean([r.checkpoints[-1].comparison.relative_error for r in runs]))
+        s0 = float(np.mean([r.checkpoints[0].readout_sum_ratio for r in runs]))
+        s1 = float(np.mean([r.checkpoints[-1].readout_sum_ratio for r in runs]))
         acc = np.mean([r.checkpoints[-1].test_accuracy for r in runs])
         epochs = runs[0].checkpoints[-1].epoch
         values.update({f"error_init_{w}": float(first), f"error_end_{w}": float(end), f"sum_ratio_end_{w}": float(s1)})

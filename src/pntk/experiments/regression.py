@@ -17,7 +17,7 @@ import numpy as np
 
 from ..analysis import IllConditionedKernelWarning, kernel_regression
 from ..analysis._linalg import entk_as_matrix
-from ..training import TrainConfig, train
+from ..training import Loss, TrainConfig, train
 from .kernel_pair import as_float64, kernel_pair
 from .networks import accuracy, load_split, make_model, training_targets
 from .progress import Log, log_line
@@ -194,7 +194,7 @@ def regression(
                 seed=seed,
                 device=device,
             )
-            train(model, data.x, training_targets(data, spec.train.loss), spec.train)
+            train(model, data.x, training_targets(data, Loss(spec.train.loss)), spec.train)
             model.eval()
             train_pair = kernel_pair(model, data.x, dtype=spec.dtype)
             test_pair = kernel_pair(model, test.x, data.x, dtype=spec.dtype)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -116,7 +117,8 @@ def _regression_section(result: RegressionResult) -> list[str]:
         lines.append(
             f"| {p.relative:g} | {np.mean([q.accuracy_entk for q in pts]):.3f} | "
             f"{np.mean([q.accuracy_K for q in pts]):.3f} | {np.mean([q.accuracy_OK for q in pts]):.3f} | "
-            f"{_g(float(np.mean([q.difference_K for q in pts])))} | {_g(float(np.mean([q.difference_OK for q in pts])))} |"
+            f"{_g(float(np.mean([q.difference_K for q in pts])))} | "
+            f"{_g(float(np.mean([q.difference_OK for q in pts])))} |"
         )
     singular = sorted({k for r in result.runs for k, v in r.singular.items() if v})
     if singular:
@@ -149,7 +151,7 @@ def _timing_section(result: TimingResult) -> list[str]:
     ]
 
 
-_SECTIONS = {
+_SECTIONS: dict[type, tuple[str, Any]] = {
     SweepResult: ("Width sweep at initialisation", _sweep_section),
     TrajectoryResult: ("Through training", _trajectory_section),
     RegressionResult: ("Kernel regression", _regression_section),
@@ -158,7 +160,7 @@ _SECTIONS = {
 
 
 def write_report(
-    path: str | Path, results: dict[str, object], items: list[Claim], figures: dict[str, Path], header: list[str]
+    path: str | Path, results: dict[str, Any], items: list[Claim], figures: dict[str, Path], header: list[str]
 ) -> Path:
     """Write the Markdown report: each claim as stated with its criterion, the judged claims, then one section
     per result with its figure (linked relative to the report) and its numbers.

@@ -5,8 +5,10 @@ from __future__ import annotations
 import platform
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,7 +25,12 @@ from .timing import Timing, timing
 from .trajectory import Trajectory, trajectory
 from .width_sweep import WidthSweep, width_sweep
 
-RUNNERS = {WidthSweep: width_sweep, Trajectory: trajectory, Regression: regression, Timing: timing}
+RUNNERS: dict[type, Callable[..., Any]] = {
+    WidthSweep: width_sweep,
+    Trajectory: trajectory,
+    Regression: regression,
+    Timing: timing,
+}
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,7 @@ def reproduce(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start, cpu_start = time.perf_counter(), _cpu_seconds()
-    results: dict[str, object] = {}
+    results: dict[str, Any] = {}
     figures: dict[str, Path] = {}
     files = []
     for spec in preset.specs:

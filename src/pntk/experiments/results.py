@@ -91,7 +91,7 @@ def from_jsonable(cls: Any, value: Any) -> Any:
             except (TypeError, ValueError):
                 continue
         raise TypeError(f"{value!r} fits none of {cls}")
-    if dataclasses.is_dataclass(cls):
+    if dataclasses.is_dataclass(cls) and isinstance(cls, type):
         if not isinstance(value, dict):
             raise TypeError(f"{cls.__name__} needs a JSON object, got {type(value).__name__}")
         hints = typing.get_type_hints(cls)

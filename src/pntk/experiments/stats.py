@@ -205,9 +205,9 @@ def bootstrap_rate(
     D, S = v.shape[1], v.shape[2]
     slopes = np.empty(replicates)
     for b in range(replicates):
-        d = rng.integers(0, D, D)
-        s = rng.integers(0, S, (D, S))
-        slopes[b] = fit(v[:, d[:, None], s])
+        d = np.asarray(rng.integers(0, D, size=D))
+        s = np.asarray(rng.integers(0, S, size=(D, S)))
+        slopes[b] = fit(v[:, d[:, None], s])  # input sets, then seeds within each
     slopes = slopes[np.isfinite(slopes)]
     if slopes.size == 0:
         return Rate(slope, slope, slope, use, 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -184,7 +185,7 @@ def timing(spec: Timing, *, device: str = "cpu", data_root: str | Path | None = 
             fn(model, x[:2], dtype=dt)  # warm-up: first-call overheads are not the kernel's cost
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
-            runs = [timed(lambda fn=fn: fn(model, x, dtype=dt)) for _ in range(spec.repeats)]
+            runs = [timed(partial(fn, model, x, dtype=dt)) for _ in range(spec.repeats)]
             seconds[name] = [s for _, s in runs]
             sizes[name] = runs[0][0].numel() * runs[0][0].element_size()
             peaks[name] = int(torch.cuda.max_memory_allocated(device)) if cuda else None

@@ -178,7 +178,7 @@ def trajectory(
             result = train(
                 model,
                 data.x,
-                training_targets(data, spec.train.loss),
+                training_targets(data, Loss(spec.train.loss)),
                 spec.train,
                 checkpoint_epochs=spec.checkpoint_epochs,
                 checkpoint_dir=folder,

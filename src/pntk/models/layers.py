@@ -188,7 +188,7 @@ def layer_scales(module: nn.Module) -> tuple[float, float]:
     return float(getattr(module, "weight_scale", 1.0)), float(getattr(module, "bias_scale", 1.0))
 
 
-def he_init_(layer: nn.Linear | nn.Conv1d | nn.Conv2d, sigma_w: float, sigma_b: float = SIGMA_B) -> None:
+def he_init_(layer: nn.Linear | nn.modules.conv._ConvNd, sigma_w: float, sigma_b: float = SIGMA_B) -> None:
     """Draw ``layer``'s weights ``N(0, σ_w²/n_in)`` and biases ``N(0, σ_b²)`` in place (standard param.).
 
     Example:
@@ -253,7 +253,7 @@ def make_conv(
     layer = cls(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias, **kwargs)
     if parametrization is Parametrization.STANDARD:
         he_init_(layer, sigma_w)
-    return layer
+    return layer  # type: ignore[return-value]  # cls is one of the four classes above
 
 
 def make_batch_norm(dim: int, num_features: int) -> nn.BatchNorm1d | nn.BatchNorm2d:
