@@ -83,7 +83,7 @@ def width_sweep_figure(result: SweepResult, path: str | Path) -> Path:
     fig, (a, b, c, d) = _figure(
         2,
         2,
-        f"{model_label(spec)}: eNTK Θ vs pNTK K at initialisation (N = {result.N}, O = {result.O}, "
+        f"{model_label(spec)}: eNTK Θ vs pNTK K at initialisation\n(N = {result.N}, O = {result.O}, "
         f"{len(spec.data_seeds)} input sets × {len(spec.seeds)} seeds; band: min–max)",
     )
     _band(a, widths, result.spreads("relative_error"), "‖Θ − K⊗I‖/‖Θ‖", result.rates.get("relative_error"), color="C0")
