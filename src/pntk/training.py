@@ -27,9 +27,14 @@ from .errors import CheckpointError
 class Loss(str, enum.Enum):
     """The training loss; ``"mse"`` and ``Loss.MSE`` both work.
 
+    - ``CROSS_ENTROPY`` (the default, as the pNTK paper trains): softmax cross-entropy averaged over
+      samples, against integer labels ``[N]``. Its gradient with respect to the logits, ``softmax − onehot``,
+      sums to zero over the ``O`` outputs, so SGD without weight decay leaves ``Σ_a W_a`` of the readout
+      unchanged (see :func:`readout_sum_ratio`).
     - ``MSE``: ``½ ‖f(x) − y‖²`` averaged over samples, against float targets ``y`` ``[N, O]`` (one-hot or
-      centred) — the loss under which the linearised network is kernel regression.
-    - ``CROSS_ENTROPY``: softmax cross-entropy averaged over samples, against integer labels ``[N]``.
+      centred) — the loss under which the linearised network is kernel regression. With centred targets it
+      drives ``Σ_a f_a`` and with it ``Σ_a W_a`` towards zero, which is what the pNTK's ``g = Σ_a f_a/√O``
+      differentiates: a labelled variant here.
     """
 
     MSE = "mse"
@@ -48,7 +53,7 @@ class TrainConfig:
     """How to train: the loss, the optimiser and its settings, the epochs and the minibatches.
 
     Attributes:
-        loss: ``"mse"`` or ``"cross_entropy"`` (see :class:`Loss`).
+        loss: ``"cross_entropy"`` (default) or ``"mse"`` (see :class:`Loss`).
         optimizer: ``"sgd"`` or ``"adam"``.
         lr: learning rate.
         momentum: SGD momentum (ignored by Adam).
@@ -58,7 +63,7 @@ class TrainConfig:
         seed: seed of the minibatch order (the initialisation is the model's own).
     """
 
-    loss: Loss | str = Loss.MSE
+    loss: Loss | str = Loss.CROSS_ENTROPY
     optimizer: Optimizer | str = Optimizer.SGD
     lr: float = 0.1
     momentum: float = 0.9
@@ -84,11 +89,13 @@ class Checkpoint:
         epoch: epochs done (0: the initialisation).
         loss: the training loss on the whole training set at that point.
         path: the safetensors file, or ``None`` when no directory was given.
+        readout_sum_ratio: ``‖Σ_a W_a‖ / ‖W‖_F`` of the readout at that point (:func:`readout_sum_ratio`).
     """
 
     epoch: int
     loss: float
     path: Path | None = None
+    readout_sum_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -178,7 +185,7 @@ def train(
             losses.append(_full_loss(model, x, y, criterion))
         if epoch in epochs_wanted:
             path = None if directory is None else directory / f"epoch_{epoch:04d}.safetensors"
-            checkpoint = Checkpoint(epoch, losses[-1], path)
+            checkpoint = Checkpoint(epoch, losses[-1], path, readout_sum_ratio(model))
             if path is not None:
                 save_checkpoint(model, path, epoch=epoch, loss=losses[-1])
             if callback is not None:
@@ -203,6 +210,37 @@ def _full_loss(model: nn.Module, x: Tensor, y: Tensor, criterion: Callable[[Tens
     loss = float(criterion(model.eval()(x), y))
     model.train(was_training)
     return loss
+
+
+def readout(model: nn.Module) -> nn.Linear:
+    """The network's readout: its last ``nn.Linear`` module (NTK-parametrised ones included).
+
+    Raises:
+        ValueError: if the network has no ``nn.Linear``.
+    """
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear readout whose weights could be summed")
+    return linears[-1]
+
+
+@torch.no_grad()
+def readout_sum_ratio(model: nn.Module) -> float:
+    r"""``‖Σ_a W_a‖ / ‖W‖_F`` of the readout ``W`` ``[O, n]``: how much of it lies along the summed logit.
+
+    The pNTK differentiates ``g = Σ_a f_a / √O``, whose last-layer weight is ``Σ_a W_a / √O``. For ``O``
+    independent rows of equal norm the ratio is about ``1``; cross-entropy training leaves ``Σ_a W_a``
+    unchanged, while the squared loss on centred targets drives it to zero.
+
+    Example:
+        >>> layer = nn.Linear(3, 2)
+        >>> with torch.no_grad():
+        ...     _ = layer.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]]))
+        >>> readout_sum_ratio(nn.Sequential(layer))
+        0.0
+    """
+    W = readout(model).weight
+    return float(W.sum(0).norm() / W.norm())
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, **metadata: object) -> None:

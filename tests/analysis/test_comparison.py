@@ -66,10 +66,11 @@ def test_matrix_layout_and_torch_inputs_give_the_same_result(entk_and_pntk):
     expected = compare(Theta, K).to_dict()
     assert compare(matrix(Theta), K, O=3).to_dict() == pytest.approx(expected, rel=1e-12)
     assert compare(torch.from_numpy(Theta), torch.from_numpy(K)).to_dict() == pytest.approx(expected, rel=1e-12)
-    # float32 tensors are promoted to float64 before any arithmetic.
+    # float32 tensors are promoted to float64 before any arithmetic, and remember their precision.
     Theta32, K32 = torch.from_numpy(Theta).float(), torch.from_numpy(K).float()
-    promoted = compare(Theta32.double().numpy(), K32.double().numpy()).to_dict()
+    promoted = compare(Theta32.double().numpy(), K32.double().numpy(), kernel_dtype="float32").to_dict()
     assert compare(Theta32, K32).to_dict() == promoted
+    assert promoted["noise_floor_Theta"] > 0 and expected["noise_floor_Theta"] == 0.0
 
 
 def test_cross_kernel_has_frobenius_parts_but_no_spectrum():

@@ -133,3 +133,39 @@ def test_invalid_values_are_named_with_the_valid_ones():
         make_conv(3, 2, 2, 3)
     with pytest.raises(ValueError, match=r"dim must be 1 .* or 2 .*, got 3"):
         make_batch_norm(3, 2)
+
+
+@pytest.mark.parametrize("dim", [0, 1, 2])
+def test_standard_is_he_scaled_and_torch_is_pytorchs_default(dim):
+    """Standard: weights N(0, σ_w²/n_in), biases N(0, σ_b²); torch: U(±1/√n_in), variance 1/(3 n_in)."""
+    from pntk.models.layers import RELU_GAIN
+
+    def build(parametrization):
+        torch.manual_seed(0)
+        if dim == 0:
+            return make_linear(512, 256, parametrization=parametrization, sigma_w=RELU_GAIN)
+        return make_conv(dim, 64, 128, 3, parametrization=parametrization, sigma_w=RELU_GAIN)
+
+    fan_in = 512 if dim == 0 else 64 * 3**dim
+    standard, default = build("standard"), build("torch")
+    assert type(standard) is type(default)  # plain torch layers, no forward scale
+    assert standard.weight.var().item() * fan_in == pytest.approx(2.0, rel=0.03)
+    assert standard.bias.std().item() == pytest.approx(SIGMA_B, rel=0.2)
+    assert default.weight.var().item() * fan_in == pytest.approx(1 / 3, rel=0.03)
+    assert Parametrization("standard").label != Parametrization("torch").label
+
+
+def test_he_scaled_relu_mlp_keeps_the_signal_where_pytorchs_default_shrinks_it():
+    from pntk.models import MLP
+
+    x = torch.randn(256, 200, generator=torch.Generator().manual_seed(0))
+    ratios = {}
+    for parametrization in ("standard", "torch", "ntk"):
+        torch.manual_seed(1)
+        hidden = MLP(200, 1024, 4, 10, parametrization=parametrization).layers[:-1]
+        with torch.no_grad():
+            ratios[parametrization] = hidden(x).pow(2).mean().item() / x.pow(2).mean().item()
+    # He scaling: the second moment of ReLU outputs stays near that of the inputs (σ_w² = 2 cancels the half
+    # a ReLU keeps); PyTorch's default loses about 6× per layer, 6⁴ ≈ 1300 after four.
+    assert 0.5 < ratios["standard"] < 2 and 0.5 < ratios["ntk"] < 2
+    assert ratios["torch"] < 1 / 500

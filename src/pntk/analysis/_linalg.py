@@ -22,6 +22,19 @@ an eigendecomposition fallback, and linear operators for matrix-free methods.
 # ``_BLOCK`` rows, GEMM (threaded and unaffected) for the updates and a triangular solve for each panel.
 # Same n³/3 flops; temporaries of n × _BLOCK.
 
+# NOTE: [Rounding noise of a kernel]
+# A kernel computed in float32 is a float64 matrix plus rounding errors: each entry K_ij = Σ_p J_ip J_jp
+# carries an error of about ε·√(K_ii K_jj), ε the unit roundoff of the dtype it was computed in. Errors of
+# random sign form a matrix E whose spectral norm is about 2√n times its entries, so every eigenvalue of
+# the computed kernel is only known to within
+#     noise = 2√n · ε · max_i K_ii.
+# Eigenvalues below that are noise, and inverting them fills a ridgeless solve with noise: the pNTK of a
+# small ConvNet trained on 500 digits, computed in float32 and solved with a float64 cut-off (n·ε₆₄·λ_max),
+# scores 0.13 test accuracy where the same kernel in float64 scores 0.94; discarding the eigenvalues below
+# the float32 noise gives 0.95 (tests/analysis/test_precision.py). For float64 kernels the cut-off stays
+# the conventional n·ε₆₄·λ_max, far above that noise. Because a float64 copy of a float32 kernel no longer
+# says where it came from, the solvers and ``compare`` take ``kernel_dtype=`` to be told.
+
 from __future__ import annotations
 
 import enum
@@ -68,8 +81,84 @@ class OnSingular(str, enum.Enum):
 
 
 def default_rtol(n: int) -> float:
-    """Relative eigenvalue cutoff of an ``n × n`` symmetric matrix: ``n · ε`` (float64 rounding level)."""
+    """Relative eigenvalue cutoff of an ``n × n`` float64 symmetric matrix: ``n · ε`` (float64 rounding level)."""
     return n * _EPS
+
+
+def kernel_precision(K: Any, kernel_dtype: torch.dtype | str | None = None) -> torch.dtype:
+    """The dtype ``K`` was computed in: ``kernel_dtype`` when given, else the dtype ``K`` carries.
+
+    A float64 copy of a float32 kernel carries float64; pass ``kernel_dtype=torch.float32`` for it (see
+    NOTE [Rounding noise of a kernel]).
+
+    Example:
+        >>> kernel_precision(torch.zeros(2, 2)), kernel_precision(np.zeros((2, 2)), "float32")
+        (torch.float32, torch.float32)
+    """
+    if kernel_dtype is not None:
+        dtype = getattr(torch, kernel_dtype) if isinstance(kernel_dtype, str) else kernel_dtype
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(
+                f"kernel_dtype must be a floating torch dtype or its name, e.g. 'float32'; got {kernel_dtype!r}"
+            )
+        return dtype
+    if isinstance(K, torch.Tensor) and K.dtype.is_floating_point:
+        return K.dtype
+    if isinstance(K, np.ndarray) and K.dtype in (np.float16, np.float32):
+        return torch.float16 if K.dtype == np.float16 else torch.float32
+    return torch.float64
+
+
+def noise_floor(max_diagonal: float, n: int, dtype: torch.dtype) -> float:
+    """``2√n · ε · max_i K_ii``: how far rounding in ``dtype`` moves the eigenvalues of an ``n × n`` kernel.
+
+    See NOTE [Rounding noise of a kernel].
+
+    Example:
+        >>> round(noise_floor(1.0, 100, torch.float32), 10)
+        2.3842e-06
+    """
+    return 2.0 * float(np.sqrt(n)) * torch.finfo(dtype).eps * max(float(max_diagonal), 0.0)
+
+
+@dataclass(frozen=True)
+class Cutoff:
+    """Eigenvalues counted as zero: ``|λ| ≤ max(rtol · max|λ|, atol)``.
+
+    Attributes:
+        rtol: relative part.
+        atol: absolute part (the rounding noise of a reduced-precision kernel, else 0).
+        reason: how the cut-off was chosen, for messages.
+    """
+
+    rtol: float
+    atol: float = 0.0
+    reason: str = ""
+
+    def threshold(self, largest: float) -> float:
+        """The cut-off for a matrix whose largest ``|λ|`` is ``largest``."""
+        return max(self.rtol * largest, self.atol)
+
+
+def cutoff_for(A: Any, n: int, rtol: float | None, dtype: torch.dtype) -> Cutoff:
+    """The eigenvalue cut-off of the symmetric ``n × n`` matrix ``A`` (NumPy or torch) computed in ``dtype``.
+
+    ``rtol`` given: ``rtol · max|λ|``. Otherwise ``n · ε₆₄ · max|λ|`` for float64 and, for a kernel computed
+    in a lower precision, also at least its rounding noise :func:`noise_floor`.
+    """
+    if rtol is not None:
+        return Cutoff(rtol, 0.0, f"rtol = {rtol:.3g}")
+    if dtype == torch.float64:
+        return Cutoff(default_rtol(n), 0.0, "the float64 rounding level n·ε")
+    diagonal = A.diagonal()
+    largest = float(diagonal.max()) if n else 0.0
+    floor = noise_floor(largest, n, dtype)
+    name = str(dtype).removeprefix("torch.")
+    return Cutoff(
+        default_rtol(n),
+        floor,
+        f"the {name} rounding noise 2√n·ε·max K_ii = {floor:.3g} (the kernel was computed in {name})",
+    )
 
 
 def _to_float64(x: Any) -> tuple[np.ndarray, bool]:
@@ -108,9 +197,10 @@ def symmetric_matrix(K: ArrayLike, name: str = "kernel") -> np.ndarray:
     raise ValueError(f"{name} must be a square kernel [N, N] or an eNTK [N, N, O, O]; got shape {A.shape}")
 
 
-def condition_number(lambda_max: float, lambda_min: float, n: int) -> float:
-    """``κ = λ_max / λ_min``, or ``inf`` when ``λ_min ≤ n·ε·λ_max`` (numerically singular, or indefinite)."""
-    if lambda_max <= 0 or lambda_min <= default_rtol(n) * lambda_max:
+def condition_number(lambda_max: float, lambda_min: float, n: int, floor: float = 0.0) -> float:
+    """``κ = λ_max / λ_min``, or ``inf`` when ``λ_min ≤ max(n·ε·λ_max, floor)`` (numerically singular, or
+    indefinite); ``floor`` is the rounding noise of a reduced-precision kernel (:func:`noise_floor`)."""
+    if lambda_max <= 0 or lambda_min <= max(default_rtol(n) * lambda_max, floor):
         return float("inf")
     return float(lambda_max / lambda_min)
 
@@ -262,9 +352,10 @@ def add_ridge(A: np.ndarray, ridge: float) -> None:
         A[i, i] += ridge
 
 
-def null_mask(w: np.ndarray, rtol: float) -> np.ndarray:
-    """Eigenvalues counted as zero: ``|λ| ≤ rtol · max|λ|``."""
-    return np.abs(w) <= rtol * np.abs(w).max(initial=0.0)
+def null_mask(w: np.ndarray, cutoff: float | Cutoff) -> np.ndarray:
+    """Eigenvalues counted as zero: ``|λ| ≤ cutoff.threshold(max|λ|)`` (a float is a relative ``rtol``)."""
+    cutoff = cutoff if isinstance(cutoff, Cutoff) else Cutoff(cutoff)
+    return np.abs(w) <= cutoff.threshold(float(np.abs(w).max(initial=0.0)))
 
 
 def eigh_in_place(A: np.ndarray, *, lower: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -313,21 +404,25 @@ def solve_symmetric(
     rtol: float | None,
     on_singular: OnSingular,
     name: str = "K_train_train",
+    kernel_dtype: torch.dtype = torch.float64,
 ) -> np.ndarray:
     """Solve ``A X = B`` for symmetric ``A``: Cholesky, else the eigendecomposition pseudo-inverse.
 
-    Cholesky (:func:`cholesky_in_place`) is used when it succeeds and the estimated reciprocal condition
-    number (LAPACK ``pocon``, 1-norm) exceeds ``rtol``. Otherwise ``A`` is singular, indefinite or
-    ill-conditioned and the result is ``X = V diag(1/λ) Vᵀ B`` over the eigenvalues with
-    ``|λ| > rtol · max|λ|`` (the Moore–Penrose pseudo-inverse truncated at ``rtol``), after
-    ``on_singular`` was applied.
+    The cut-off (:func:`cutoff_for`) is ``rtol · max|λ|``, by default ``n·ε₆₄·max|λ|`` and, for a kernel
+    computed in a lower precision (``kernel_dtype``), at least its rounding noise (NOTE [Rounding noise of
+    a kernel]). Cholesky (:func:`cholesky_in_place`) is used when it succeeds and the estimated reciprocal
+    condition number (LAPACK ``pocon``, 1-norm) exceeds the cut-off relative to ``‖A‖_1``. Otherwise ``A``
+    is singular, indefinite or ill-conditioned at that level and the result is ``X = V diag(1/λ) Vᵀ B``
+    over the eigenvalues above the cut-off (the pseudo-inverse truncated there), after ``on_singular`` was
+    applied.
 
     Args:
         A: ``[n, n]`` float64 in Fortran order; destroyed (see NOTE [In-place factorisation]).
         B: ``[n, k]`` right-hand sides.
-        rtol: relative cutoff; ``None`` for ``n · ε``.
+        rtol: relative cutoff; ``None`` for the default above.
         on_singular: what to do before falling back.
         name: the kernel's name in messages.
+        kernel_dtype: the dtype the kernel was computed in.
 
     Returns:
         ``[n, k]`` float64 solution.
@@ -336,34 +431,39 @@ def solve_symmetric(
         IllConditionedKernelError: if the fallback is needed and ``on_singular`` is ``RAISE``.
     """
     n = A.shape[0]
-    rtol = default_rtol(n) if rtol is None else rtol
+    cutoff = cutoff_for(A, n, rtol, kernel_dtype)
     anorm = lapack.dlange("1", A)
     diagonal = A.diagonal().copy()
     info = cholesky_in_place(A)
     if info == 0:
         rcond, _ = lapack.dpocon(A, anorm, uplo=b"L")
-        if rcond > rtol:
+        relative = cutoff.threshold(anorm) / anorm if anorm > 0 else cutoff.rtol
+        if rcond > relative:
             return lapack.dpotrs(A, B, lower=1)[0]
         cond = np.inf if rcond == 0 else 1 / rcond
-        reason = f"is ill-conditioned: its estimated condition number {cond:.3g} exceeds 1/rtol = {1 / rtol:.3g}"
+        reason = f"is ill-conditioned: its estimated condition number {cond:.3g} exceeds {1 / relative:.3g}"
     else:
         reason = f"is not positive definite (Cholesky failed at leading minor {info} of {n})"
     if on_singular is OnSingular.RAISE:
         raise IllConditionedKernelError(f"{name} {reason}; add ridge > 0 for a regularised solve")
     np.fill_diagonal(A, diagonal)
     w, V = eigh_in_place(A, lower=False)
-    null = null_mask(w, rtol)
+    null = null_mask(w, cutoff)
     inverse = np.divide(1.0, w, out=np.zeros_like(w), where=~null)
     X = V @ (inverse[:, None] * (V.T @ B))
     if on_singular is OnSingular.WARN:
-        warnings.warn(
-            f"{name} {reason}; fell back to the eigendecomposition pseudo-inverse, which discards the "
-            f"{int(null.sum())} of {n} eigenvalues with |λ| ≤ rtol · max|λ| = {rtol * np.abs(w).max():.3g}. "
-            "Add ridge > 0 for a regularised solve, or pass on_singular='raise' to stop instead.",
-            IllConditionedKernelWarning,
-            stacklevel=3,  # the caller of the public solver
-        )
+        _warn_cutoff(name, reason, int(null.sum()), n, cutoff, float(np.abs(w).max(initial=0.0)))
     return X
+
+
+def _warn_cutoff(name: str, reason: str, dropped: int, n: int, cutoff: Cutoff, largest: float) -> None:
+    warnings.warn(
+        f"{name} {reason}; fell back to the eigendecomposition pseudo-inverse, which discards the "
+        f"{dropped} of {n} eigenvalues with |λ| ≤ {cutoff.threshold(largest):.3g} ({cutoff.reason}). "
+        "Add ridge > 0 for a regularised solve, or pass on_singular='raise' to stop instead.",
+        IllConditionedKernelWarning,
+        stacklevel=4,  # the caller of the public solver
+    )
 
 
 def as_linear_operator(op: Any) -> LinearOperator:
@@ -398,3 +498,96 @@ def as_linear_operator(op: Any) -> LinearOperator:
         f"cannot use a {type(op).__name__} as a linear operator: pass an array, a tensor, a scipy "
         "LinearOperator, or an object with `shape` and `matvec` or `@` (or `to_scipy()`)"
     )
+
+
+# NOTE: [Kernels on an accelerator]
+# A kernel that lives on a GPU is solved and decomposed there, with torch.linalg, rather than copied to
+# NumPy: in float64 when the matrix and its eigenvectors fit in a third of the device's free memory (GPUs
+# decompose float64 at a fraction of their float32 rate, but the matrices of these analyses are small),
+# else in the kernel's own dtype. The dense path on an accelerator always uses the eigendecomposition
+# (``eigh``), whose cut-off is the same :class:`Cutoff` as on the CPU, instead of Cholesky plus a
+# condition estimate that torch does not offer.
+
+
+def on_accelerator(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor on a device other than the CPU."""
+    return isinstance(x, torch.Tensor) and x.device.type != "cpu"
+
+
+def device_float(A: torch.Tensor) -> torch.dtype:
+    """float64 when a float64 ``[n, n]`` matrix and its eigenvectors take under a third of the free memory of
+    ``A``'s device (always on the CPU), else ``A``'s own dtype. See NOTE [Kernels on an accelerator]."""
+    n = A.shape[0]
+    if A.device.type == "cpu":
+        return torch.float64
+    free, _ = torch.cuda.mem_get_info(A.device) if A.device.type == "cuda" else (0, 0)
+    return torch.float64 if 3 * 2 * n * n * 8 <= free else A.dtype
+
+
+def as_matrix_torch(K: torch.Tensor) -> torch.Tensor:
+    """An eNTK ``[N1, N2, O, O]`` as its ``[N1·O, N2·O]`` matrix (row ``n·O + a``); a 2-D kernel as is."""
+    if K.ndim == 4:
+        N1, N2, O, _ = K.shape
+        return K.permute(0, 2, 1, 3).reshape(N1 * O, N2 * O)
+    return K
+
+
+def eigh_torch(
+    A: torch.Tensor, *, rtol: float | None, kernel_dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, Cutoff]:
+    """Eigendecomposition of a symmetric matrix on its own device (see NOTE [Kernels on an accelerator]).
+
+    Args:
+        A: ``[n, n]`` symmetric tensor (only the lower triangle is read).
+        rtol: relative cut-off; ``None`` for the default of :func:`cutoff_for`.
+        kernel_dtype: the dtype the kernel was computed in.
+
+    Returns:
+        ``(w [n], V [n, n], cutoff)``, ascending eigenvalues in the working dtype.
+    """
+    work = A.detach().to(device_float(A))
+    cutoff = cutoff_for(work, A.shape[0], rtol, kernel_dtype)
+    w, V = torch.linalg.eigh(work)
+    return w, V, cutoff
+
+
+def solve_torch(
+    A: torch.Tensor,
+    B: torch.Tensor,
+    *,
+    rtol: float | None,
+    on_singular: OnSingular,
+    kernel_dtype: torch.dtype,
+    name: str = "K_train_train",
+) -> torch.Tensor:
+    """``A⁺ B`` truncated at the cut-off of :func:`cutoff_for`, on ``A``'s device.
+
+    The eigenvalues at or below the cut-off are discarded; when there are any (``A`` singular or
+    ill-conditioned at that level), ``on_singular`` decides as in :func:`solve_symmetric`.
+
+    Args:
+        A: ``[n, n]`` symmetric tensor (ridge already added).
+        B: ``[n, k]`` right-hand sides on the same device.
+        rtol: relative cut-off; ``None`` for the default.
+        on_singular: what to do when eigenvalues are discarded.
+        kernel_dtype: the dtype the kernel was computed in.
+        name: the kernel's name in messages.
+
+    Returns:
+        ``[n, k]`` solution in the working dtype of :func:`device_float`.
+
+    Raises:
+        IllConditionedKernelError: if eigenvalues are discarded and ``on_singular`` is ``RAISE``.
+    """
+    w, V, cutoff = eigh_torch(A, rtol=rtol, kernel_dtype=kernel_dtype)
+    largest = float(w.abs().max()) if w.numel() else 0.0
+    keep = w.abs() > cutoff.threshold(largest)
+    dropped = int((~keep).sum())
+    if dropped:
+        reason = f"is singular or ill-conditioned at the cut-off {cutoff.threshold(largest):.3g} ({cutoff.reason})"
+        if on_singular is OnSingular.RAISE:
+            raise IllConditionedKernelError(f"{name} {reason}; add ridge > 0 for a regularised solve")
+        if on_singular is OnSingular.WARN:
+            _warn_cutoff(name, reason, dropped, A.shape[0], cutoff, largest)
+    inverse = torch.where(keep, 1.0 / torch.where(keep, w, torch.ones_like(w)), torch.zeros_like(w))
+    return V @ (inverse[:, None] * (V.T @ B.to(w.dtype)))

@@ -6,8 +6,16 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from pntk.analysis._linalg import ArrayLike, as_float64, condition_number, entk_as_blocks
+from pntk.analysis._linalg import (
+    ArrayLike,
+    as_float64,
+    condition_number,
+    entk_as_blocks,
+    kernel_precision,
+    noise_floor,
+)
 from pntk.analysis.spectrum import eigenvalues
 
 __all__ = ["Comparison", "compare"]
@@ -28,8 +36,10 @@ class Comparison:
     The spectral fields are ``None`` for a cross kernel (``N1 ≠ N2``, or ``spectrum=False``). ``λ(Θ)`` is the
     spectrum of the ``[N·O, N·O]`` matrix and is compared with ``λ(K)`` directly (``K ⊗ I`` has the
     eigenvalues of ``K``, each ``O`` times). ``κ = λ_max / λ_min`` is ``inf`` when
-    ``λ_min ≤ n·ε·λ_max`` (``n`` the matrix size): below that level a computed ``λ_min`` is rounding noise,
-    and it may even be slightly negative. A relative error is ``|value(K) − value(Θ)| / |value(Θ)|``:
+    ``λ_min ≤ n·ε₆₄·λ_max`` (``n`` the matrix size) or, for kernels computed in float32 or lower, when
+    ``λ_min`` is below their rounding noise ``2√n·ε·max_i Θ_ii`` (``noise_floor_*``): below that level a
+    computed ``λ_min`` is rounding noise, and it may even be slightly negative. A relative error is
+    ``|value(K) − value(Θ)| / |value(Θ)|``:
     ``inf`` when only the eNTK value is zero, ``nan`` when it is undefined (both ``κ`` infinite, or ``0/0``).
 
     Attributes:
@@ -52,6 +62,8 @@ class Comparison:
         cond_Theta: condition number of ``Θ``.
         cond_K: condition number of ``K``.
         cond_relative_error: relative error of ``κ``.
+        noise_floor_Theta: the rounding noise of ``Θ``'s eigenvalues in the dtype it was computed in.
+        noise_floor_K: the same for ``K``.
     """
 
     N1: int
@@ -73,6 +85,8 @@ class Comparison:
     cond_Theta: float | None = None
     cond_K: float | None = None
     cond_relative_error: float | None = None
+    noise_floor_Theta: float | None = None
+    noise_floor_K: float | None = None
 
     def to_dict(self) -> dict[str, int | float | None]:
         """The fields as a plain dict of Python numbers (``inf``/``nan`` kept as floats)."""
@@ -105,7 +119,14 @@ def _frobenius_parts(Theta: np.ndarray, K: np.ndarray) -> tuple[float, float, fl
     return float(np.sqrt(total)), float(np.sqrt(diagonal)), float(np.sqrt(off_diagonal))
 
 
-def compare(Theta: ArrayLike, K: ArrayLike, *, O: int | None = None, spectrum: bool | None = None) -> Comparison:
+def compare(
+    Theta: ArrayLike,
+    K: ArrayLike,
+    *,
+    O: int | None = None,
+    spectrum: bool | None = None,
+    kernel_dtype: torch.dtype | str | None = None,
+) -> Comparison:
     r"""Compare the eNTK ``Θ`` with a scalar kernel ``K`` (pNTK or trace NTK) through ``Θ ≈ K ⊗ I_O``.
 
     .. math::
@@ -125,6 +146,8 @@ def compare(Theta: ArrayLike, K: ArrayLike, *, O: int | None = None, spectrum: b
         O: number of outputs; inferred from the shapes when ``None``, checked otherwise.
         spectrum: whether to compute the spectral fields; ``None`` for "when ``N1 == N2``". The kernels must
             then be symmetric (``x2`` the same inputs as ``x1``); only one triangle is read.
+        kernel_dtype: the dtype both kernels were computed in; ``None`` for the dtype ``Theta`` carries
+            (pass ``torch.float32`` for float64 copies of float32 kernels).
 
     Returns:
         A :class:`Comparison`.
@@ -139,6 +162,7 @@ def compare(Theta: ArrayLike, K: ArrayLike, *, O: int | None = None, spectrum: b
         >>> r.O, r.relative_error, r.off_diagonal_error, r.cond_K
         (3, 0.0, 0.0, 3.0)
     """
+    precision = kernel_precision(Theta, kernel_dtype)
     K = as_float64(K)
     Theta = as_float64(Theta)
     if K.ndim != 2:
@@ -167,12 +191,17 @@ def compare(Theta: ArrayLike, K: ArrayLike, *, O: int | None = None, spectrum: b
     fields: dict[str, float] = {}
     if spectrum:
         w_Theta, w_K = eigenvalues(Theta), eigenvalues(K)
+        floor_Theta = noise_floor(np.einsum("nnaa->na", Theta).max(initial=0.0), N1 * O_Theta, precision)
+        floor_K = noise_floor(np.diagonal(K).max(initial=0.0), N1, precision)
+        if precision == torch.float64:
+            floor_Theta = floor_K = 0.0  # the n·ε₆₄·λ_max cut-off of condition_number is far above it
+        fields["noise_floor_Theta"], fields["noise_floor_K"] = floor_Theta, floor_K
         extremes = {
             "lambda_max": (w_Theta[0], w_K[0]),
             "lambda_min": (w_Theta[-1], w_K[-1]),
             "cond": (
-                condition_number(w_Theta[0], w_Theta[-1], N1 * O_Theta),
-                condition_number(w_K[0], w_K[-1], N1),
+                condition_number(w_Theta[0], w_Theta[-1], N1 * O_Theta, floor_Theta),
+                condition_number(w_K[0], w_K[-1], N1, floor_K),
             ),
         }
         for name, (of_Theta, of_K) in extremes.items():

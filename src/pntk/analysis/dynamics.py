@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import torch
 
-from pntk.analysis._linalg import ArrayLike, default_rtol, eigh_in_place, kernel_system, null_mask
+from pntk.analysis._linalg import ArrayLike, cutoff_for, eigh_in_place, kernel_precision, kernel_system, null_mask
 
 __all__ = ["GradientFlowPredictions", "gradient_flow"]
 
@@ -34,6 +35,7 @@ def gradient_flow(
     f0_test: ArrayLike | None = None,
     rtol: float | None = None,
     overwrite_kernel: bool = False,
+    kernel_dtype: torch.dtype | str | None = None,
 ) -> GradientFlowPredictions:
     r"""Predictions of the linearised network trained by gradient flow for time ``t``.
 
@@ -73,9 +75,11 @@ def gradient_flow(
         learning_rate: ``η > 0``.
         f0_train: ``[N, O]`` network outputs at initialisation on the train inputs; ``None`` for 0.
         f0_test: ``[M, O]`` the same on the test inputs; ``None`` for 0.
-        rtol: relative eigenvalue cutoff; ``None`` for ``n · ε``.
+        rtol: relative eigenvalue cutoff; ``None`` for ``n · ε₆₄`` and, for a kernel computed in float32 or
+            lower, at least its rounding noise (as in :func:`pntk.analysis.kernel_regression`).
         overwrite_kernel: let the eigendecomposition destroy ``K_train_train`` instead of copying it, when it
             is a contiguous float64 NumPy array or CPU tensor.
+        kernel_dtype: the dtype the kernel was computed in; ``None`` for the dtype it carries.
 
     Returns:
         :class:`GradientFlowPredictions` ``(train [*t.shape, N, O], test [*t.shape, M, O] or None)``,
@@ -101,11 +105,13 @@ def gradient_flow(
         raise ValueError(f"times must be non-negative; got {t}")
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be positive; got {learning_rate}")
+    precision = kernel_precision(K_train_train, kernel_dtype)
     A, system = kernel_system(K_train_train, Y_train, f0_train, overwrite=overwrite_kernel)
     n = A.shape[0]
+    cutoff = cutoff_for(A, n, rtol, precision)
     lam, V = eigh_in_place(A)
     del A  # destroyed by the eigendecomposition
-    lam[null_mask(lam, default_rtol(n) if rtol is None else rtol)] = 0.0
+    lam[null_mask(lam, cutoff)] = 0.0
     C = V.T @ system.R  # [n, cols]: the residual Y − f0(X) in the eigenbasis
 
     eta_t = learning_rate * times.reshape(-1, 1)  # [T, 1]

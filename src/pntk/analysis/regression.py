@@ -12,6 +12,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import torch
 from scipy import sparse
 from scipy.sparse.linalg import aslinearoperator, cg
 
@@ -23,10 +24,14 @@ from pntk.analysis._linalg import (
     add_ridge,
     as_float64,
     as_linear_operator,
+    as_matrix_torch,
+    kernel_precision,
     kernel_system,
+    on_accelerator,
     outputs_like,
     residual,
     solve_symmetric,
+    solve_torch,
 )
 from pntk.choices import parse_enum
 
@@ -44,6 +49,7 @@ def kernel_regression(
     rtol: float | None = None,
     on_singular: OnSingular | str = "warn",
     overwrite_kernel: bool = False,
+    kernel_dtype: torch.dtype | str | None = None,
 ) -> np.ndarray:
     r"""Predictions of kernel (ridge) regression, the linearised network at ``t → ∞``.
 
@@ -58,10 +64,14 @@ def kernel_regression(
 
     Solver: Cholesky of ``K_train_train + ridge·I`` in float64, in place. If it fails (the kernel is not
     positive definite) or its estimated reciprocal condition number (LAPACK ``pocon``, 1-norm) is at most
-    ``rtol``, ``on_singular`` decides: by default an :class:`IllConditionedKernelWarning` is emitted and
+    the cut-off, ``on_singular`` decides: by default an :class:`IllConditionedKernelWarning` is emitted and
     the result is computed with the pseudo-inverse from an eigendecomposition, discarding the eigenvalues
-    with ``|λ| ≤ rtol · max|λ|`` — for a singular kernel the minimum-norm interpolant, which is also the
-    ``t → ∞`` limit of :func:`pntk.analysis.gradient_flow`.
+    below the cut-off — for a singular kernel the minimum-norm interpolant, which is also the ``t → ∞``
+    limit of :func:`pntk.analysis.gradient_flow`. The cut-off follows the precision the kernel was
+    computed in: ``n·ε₆₄·max|λ|`` for float64, and at least the rounding noise ``2√n·ε·max K_ii`` for a
+    float32 (or lower) kernel, so that a ridgeless solve never inverts rounding noise (see NOTE [Rounding
+    noise of a kernel] in :mod:`pntk.analysis._linalg`). A kernel on a GPU is solved there by ``eigh``,
+    in float64 when it fits (NOTE [Kernels on an accelerator]).
 
     Memory: one float64 copy of the train kernel (none with ``overwrite_kernel=True`` and a float64 input),
     factorised in place; the fallback adds one matrix of eigenvectors of the same size. A scalar kernel of
@@ -77,11 +87,13 @@ def kernel_regression(
         f0_test: ``[M, O]`` the same on the test inputs; ``None`` for 0.
         ridge: ``λ ≥ 0`` added to the diagonal of the train kernel.
         rtol: relative threshold for the reciprocal condition number and the eigenvalue cutoff of the
-            fallback; ``None`` for ``n · ε`` with ``n = N`` (scalar) or ``N·O`` (eNTK).
+            fallback; ``None`` for the precision-aware default above (``n = N`` scalar, ``N·O`` eNTK).
         on_singular: ``"warn"`` (warn and fall back), ``"raise"`` (raise :class:`IllConditionedKernelError`)
             or ``"ignore"`` (fall back silently).
         overwrite_kernel: let the solver destroy ``K_train_train`` instead of copying it, when it is a
             contiguous float64 NumPy array or CPU tensor (halves the memory at large ``N``).
+        kernel_dtype: the dtype the kernel was computed in; ``None`` for the dtype ``K_train_train``
+            carries. Pass ``torch.float32`` for a float64 copy of a float32 kernel.
 
     Returns:
         ``[M, O]`` float64 predictions (``[M]`` if ``Y_train`` is ``[N]``).
@@ -100,12 +112,58 @@ def kernel_regression(
         (1, 2)
     """
     on_singular = parse_enum(OnSingular, on_singular, "on_singular value")
+    precision = kernel_precision(K_train_train, kernel_dtype)
+    if isinstance(K_train_train, torch.Tensor) and on_accelerator(K_train_train):
+        return _kernel_regression_on_device(
+            K_train_train, K_test_train, Y_train, f0_train, f0_test, ridge, rtol, on_singular, precision
+        )
     A, system = kernel_system(K_train_train, Y_train, f0_train, overwrite=overwrite_kernel)
     add_ridge(A, ridge)
-    coefficients = solve_symmetric(A, system.R, rtol=rtol, on_singular=on_singular)
+    coefficients = solve_symmetric(A, system.R, rtol=rtol, on_singular=on_singular, kernel_dtype=precision)
     del A  # the spent factor (3.2 GB at N = 20,000), before the test kernel is converted
     F = system.test_matrix(K_test_train) @ coefficients
     return system.outputs(F[:, None, :], f0_test, "f0_test")[0]
+
+
+def _kernel_regression_on_device(
+    K_train_train: torch.Tensor,
+    K_test_train: ArrayLike,
+    Y_train: ArrayLike,
+    f0_train: ArrayLike | None,
+    f0_test: ArrayLike | None,
+    ridge: float,
+    rtol: float | None,
+    on_singular: OnSingular,
+    precision: torch.dtype,
+) -> np.ndarray:
+    """:func:`kernel_regression` for a kernel on an accelerator, solved there (NOTE [Kernels on an accelerator])."""
+    R, squeeze = residual(Y_train, f0_train)
+    N, O = R.shape
+    A = as_matrix_torch(K_train_train)
+    matrix_valued = K_train_train.ndim == 4 or (O > 1 and tuple(A.shape) == (N * O, N * O))
+    rows = N * O if matrix_valued else N
+    if tuple(A.shape) != (rows, rows):
+        raise ValueError(
+            f"K_train_train has shape {tuple(K_train_train.shape)}; with Y_train of shape {(N, O)} it must be "
+            f"[N, N], [N, N, O, O] or [N·O, N·O]"
+        )
+    if ridge < 0:
+        raise ValueError(f"ridge must be non-negative; got {ridge}")
+    if not bool(torch.isfinite(A).all()):
+        raise ValueError("K_train_train contains NaN or inf entries")
+    B = torch.as_tensor(R.reshape(rows, -1), device=A.device)
+    A = A.to(torch.float64) if ridge else A
+    if ridge:
+        A = A + ridge * torch.eye(rows, dtype=A.dtype, device=A.device)
+    coefficients = solve_torch(A, B, rtol=rtol, on_singular=on_singular, kernel_dtype=precision)
+    test = torch.as_tensor(K_test_train, device=A.device)
+    test = as_matrix_torch(test).to(coefficients.dtype)
+    if test.shape[1] != rows:
+        raise ValueError(f"K_test_train has shape {tuple(K_test_train.shape)}; it must match K_train_train")
+    F = (test @ coefficients).to("cpu", torch.float64).numpy().reshape(-1, O)
+    if f0_test is not None:
+        F = F + outputs_like(f0_test, F.shape, "f0_test")
+    return F[:, 0] if squeeze else F
 
 
 def kernel_regression_cg(

@@ -6,10 +6,18 @@ import enum
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.linalg import eigvalsh
 from scipy.sparse.linalg import eigsh
 
-from pntk.analysis._linalg import ArrayLike, as_linear_operator, symmetric_matrix
+from pntk.analysis._linalg import (
+    ArrayLike,
+    as_linear_operator,
+    as_matrix_torch,
+    device_float,
+    on_accelerator,
+    symmetric_matrix,
+)
 from pntk.choices import parse_enum
 
 __all__ = ["Which", "eigenvalues", "extreme_eigenvalues"]
@@ -37,7 +45,8 @@ def eigenvalues(K: ArrayLike) -> np.ndarray:
     compared end to end.
 
     Cost: ``O(n³)`` time and one ``n × n`` float64 copy (``n = N`` or ``N·O``); use
-    :func:`extreme_eigenvalues` beyond a few tens of thousands.
+    :func:`extreme_eigenvalues` beyond a few tens of thousands. A kernel on a GPU is decomposed there
+    (``torch.linalg.eigvalsh``, in float64 when it fits; NOTE [Kernels on an accelerator]).
 
     Args:
         K: ``[N, N]`` kernel or ``[N, N, O, O]`` eNTK (NumPy or torch). Only one triangle is read.
@@ -53,6 +62,12 @@ def eigenvalues(K: ArrayLike) -> np.ndarray:
         >>> eigenvalues(np.array([[2.0, 1.0], [1.0, 2.0]]))
         array([3., 1.])
     """
+    if isinstance(K, torch.Tensor) and on_accelerator(K):
+        A = as_matrix_torch(K.detach())
+        if A.ndim != 2 or A.shape[0] != A.shape[1]:
+            raise ValueError(f"K must be a square kernel [N, N] or an eNTK [N, N, O, O]; got shape {tuple(K.shape)}")
+        w = torch.linalg.eigvalsh(A.to(device_float(A)))
+        return w.flip(0).to("cpu", torch.float64).numpy()
     return eigvalsh(symmetric_matrix(K, "K"), check_finite=True)[::-1].copy()
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..experiments.claims import sweep_claims
 from ..experiments.figures import width_sweep_figure
-from ..experiments.reproduce import default_device
+from ..experiments.progress import printing_log
 from ..experiments.results import write_json
-from ..experiments.setup import analysis_threads, printing_log
+from ..experiments.runtime import analysis_threads, default_device
 from ..experiments.width_sweep import WidthSweep, width_sweep
 
 
@@ -22,19 +23,26 @@ def _ints(text: str) -> tuple[int, ...]:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "sweep",
-        help="compare eNTK and pNTK at initialisation across widths and seeds",
-        description="For each width and seed, compute the eNTK Θ and the pNTK K of a zoo model on N inputs and "
-        "compare them (relative Frobenius error and its parts, λ_max, λ_min, κ); write the results as JSON and "
-        "a figure with fitted log-log slopes against width.",
-        epilog="example: pntk sweep --dataset mnist1d --model mlp --widths 16,64,256,1024 --seeds 0,1,2 --n 64",
+        help="compare eNTK and pNTK at initialisation across widths, seeds and input sets",
+        description="For each width, model seed and input set, compute the eNTK Θ and the pNTK K of a zoo model "
+        "on N inputs and compare them (relative Frobenius error and its parts, λ_max, λ_min, κ); write the "
+        "results as JSON and a figure, and print the fitted rates with bootstrap intervals and their verdicts.",
+        epilog="example: pntk sweep --dataset mnist1d --model mlp --widths 64,256,1024 --seed 0,1,2 "
+        "--data-seed 0,1 --num-samples 50",
     )
     p.add_argument("--dataset", required=True, help="digits, mnist1d, cifar10, ... (file-based ones need --data-root)")
     p.add_argument("--model", required=True, help="mlp, convnet, resnet18 or wrn")
     p.add_argument("--widths", type=_ints, required=True, help="ascending widths, e.g. 16,32,64")
-    p.add_argument("--seeds", type=_ints, default=(0, 1, 2), help="initialisation seeds (default: 0,1,2)")
-    p.add_argument("--n", type=int, default=64, help="number of inputs N (default: 64)")
+    p.add_argument("--seed", type=_ints, default=(0, 1, 2), help="model initialisation seeds (default: 0,1,2)")
+    p.add_argument("--data-seed", type=_ints, default=(0, 1), help="seeds of the input sets (default: 0,1)")
+    p.add_argument("--num-samples", type=int, default=64, help="number of inputs N per input set (default: 64)")
     p.add_argument("--depth", type=int, help="the model's depth (default: the model's)")
-    p.add_argument("--parametrization", default="standard", choices=("standard", "ntk"))
+    p.add_argument(
+        "--parametrization",
+        default="standard",
+        choices=("standard", "ntk", "torch"),
+        help="standard (He-scaled), ntk, or torch (PyTorch's default initialisation)",
+    )
     p.add_argument("--dtype", default="float64", choices=("float32", "float64"), help="kernel dtype (default: float64)")
     p.add_argument("--data-root", help="folder of file-based datasets")
     p.add_argument("--device", default=None, help=f"cpu, cuda, ... (default here: {default_device()})")
@@ -49,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
         args.dataset,
         args.model,
         widths=args.widths,
-        seeds=args.seeds,
-        N=args.n,
+        seeds=args.seed,
+        data_seeds=args.data_seed,
+        N=args.num_samples,
         depth=args.depth,
         parametrization=args.parametrization,
         dtype=args.dtype,
@@ -61,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     path = write_json(out / f"{spec.name}.json", result)
     png = width_sweep_figure(result, out / f"{spec.name}.png")
-    fit = result["fits"]["relative_error"]
-    if fit is not None:
-        print(f"‖Θ − K⊗I‖/‖Θ‖ ∝ width^({fit['slope']:.3f} ± {fit['stderr']:.3f})")
+    for claim in sweep_claims(result, spec.name):
+        print(f"{claim.key}: {claim.measured} — {claim.verdict.value} ({claim.detail})")
     print(f"wrote {path} and {png}")
     return 0

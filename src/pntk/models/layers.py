@@ -1,8 +1,17 @@
-"""Dense and convolutional layers in standard or NTK parametrisation.
+"""Dense and convolutional layers in the standard, NTK or PyTorch-default parametrisation.
 
-In the *standard* parametrisation a layer is a plain ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` with
-PyTorch's default initialisation. In the *NTK* parametrisation (Jacot et al., 2018) the parameters are
-initialised ``N(0, 1)`` and scaled in the forward pass:
+Three labelled parametrisations, the first two as the pNTK paper's neural-tangents networks use them:
+
+- *standard* (He-scaled): a plain ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` whose weights are drawn
+  ``N(0, σ_w²/n_in)`` and biases ``N(0, σ_b²)``, with ``σ_w² = 2`` for a layer feeding a ReLU (He et al.,
+  2015), so the second moment of the pre-activations stays constant with depth;
+- *NTK* (Jacot et al., 2018): the same network function at initialisation, but the parameters are drawn
+  ``N(0, 1)`` and the scales moved into the forward pass (below);
+- *torch*: PyTorch's default initialisation, ``U(−1/√n_in, 1/√n_in)`` for weights and biases — weight
+  variance ``1/(3 n_in)``, so each ReLU layer shrinks the signal's second moment about six-fold. Shown only
+  as a labelled variant: it is not a parametrisation the paper uses.
+
+In the NTK parametrisation the parameters are initialised ``N(0, 1)`` and scaled in the forward pass:
 
 .. math::
 
@@ -39,14 +48,24 @@ RELU_GAIN = math.sqrt(2.0)
 
 
 class Parametrization(str, Enum):
-    """How a layer's weights are initialised and scaled; ``"standard"`` and ``"ntk"`` are accepted too.
+    """How a layer's weights are initialised and scaled; ``"standard"``, ``"ntk"``, ``"torch"`` work too.
 
-    - ``STANDARD``: PyTorch's default layers and initialisation (weights of variance ``~1/n_in``).
+    - ``STANDARD``: plain torch layers, weights ``N(0, σ_w²/n_in)`` (He-scaled, ``σ_w² = 2`` before a
+      ReLU), biases ``N(0, σ_b²)``.
     - ``NTK``: ``N(0, 1)`` parameters, output scaled by ``σ_w/√n_in`` and bias by ``σ_b`` in forward.
+    - ``TORCH``: plain torch layers with PyTorch's default initialisation (weight variance ``1/(3 n_in)``).
     """
 
     STANDARD = "standard"
     NTK = "ntk"
+    TORCH = "torch"
+
+    @property
+    def label(self) -> str:
+        """How figures and reports name it, e.g. ``"standard param., He init."``."""
+        return {"standard": "standard param., He init.", "ntk": "NTK param.", "torch": "PyTorch default init."}[
+            self.value
+        ]
 
     @classmethod
     def _missing_(cls, value: object) -> Parametrization:
@@ -169,6 +188,22 @@ def layer_scales(module: nn.Module) -> tuple[float, float]:
     return float(getattr(module, "weight_scale", 1.0)), float(getattr(module, "bias_scale", 1.0))
 
 
+def he_init_(layer: nn.Linear | nn.modules.conv._ConvNd, sigma_w: float, sigma_b: float = SIGMA_B) -> None:
+    """Draw ``layer``'s weights ``N(0, σ_w²/n_in)`` and biases ``N(0, σ_b²)`` in place (standard param.).
+
+    Example:
+        >>> import torch
+        >>> layer = nn.Linear(400, 300)
+        >>> he_init_(layer, RELU_GAIN)
+        >>> round(float(layer.weight.detach().var() * 400), 1)  # σ_w² = 2
+        2.0
+    """
+    fan_in = layer.weight[0].numel()
+    nn.init.normal_(layer.weight, std=sigma_w / math.sqrt(fan_in))
+    if layer.bias is not None:
+        nn.init.normal_(layer.bias, std=sigma_b)
+
+
 def make_linear(
     in_features: int,
     out_features: int,
@@ -179,11 +214,16 @@ def make_linear(
 ) -> nn.Linear:
     """A dense layer ``[*, in_features] → [*, out_features]`` in the given parametrisation.
 
-    ``sigma_w`` applies to the NTK parametrisation only; the standard one uses PyTorch's default init.
+    ``sigma_w`` applies to the standard (He-scaled) and NTK parametrisations; ``"torch"`` keeps PyTorch's
+    default initialisation.
     """
-    if Parametrization(parametrization) is Parametrization.NTK:
+    parametrization = Parametrization(parametrization)
+    if parametrization is Parametrization.NTK:
         return NTKLinear(in_features, out_features, bias, sigma_w=sigma_w)
-    return nn.Linear(in_features, out_features, bias)
+    layer = nn.Linear(in_features, out_features, bias)
+    if parametrization is Parametrization.STANDARD:
+        he_init_(layer, sigma_w)
+    return layer
 
 
 def make_conv(
@@ -200,16 +240,20 @@ def make_conv(
 ) -> nn.Conv1d | nn.Conv2d:
     """A ``dim``-dimensional convolution (1 or 2) in the given parametrisation.
 
-    ``sigma_w`` applies to the NTK parametrisation only; the standard one uses PyTorch's default init.
+    ``sigma_w`` applies to the standard (He-scaled) and NTK parametrisations; ``"torch"`` keeps PyTorch's
+    default initialisation.
     """
-    ntk = Parametrization(parametrization) is Parametrization.NTK
+    parametrization = Parametrization(parametrization)
+    ntk = parametrization is Parametrization.NTK
     classes = {(1, False): nn.Conv1d, (1, True): NTKConv1d, (2, False): nn.Conv2d, (2, True): NTKConv2d}
     cls = classes.get((dim, ntk))
     if cls is None:
         raise ValueError(f"dim must be 1 (signals [B, C, L]) or 2 (images [B, C, H, W]), got {dim!r}")
     kwargs: dict[str, Any] = {"sigma_w": sigma_w} if ntk else {}
-    conv = cls(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias, **kwargs)
-    return cast("nn.Conv1d | nn.Conv2d", conv)
+    layer = cls(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias, **kwargs)
+    if parametrization is Parametrization.STANDARD:
+        he_init_(layer, sigma_w)
+    return cast("nn.Conv1d | nn.Conv2d", layer)
 
 
 def make_batch_norm(dim: int, num_features: int) -> nn.BatchNorm1d | nn.BatchNorm2d:
