@@ -12,11 +12,13 @@ __version__ = "0.1.0"
 from . import analysis, data, models
 from .compute import compute
 from .kernels import Engine, Kind, entk, kernel, pntk, trace_ntk
+from .operators import KernelOperator, operator
 from .store import KernelStore, StoreLockedError, StoreMismatchError, open
 from .training import TrainConfig, load_checkpoint, save_checkpoint, train
 
 __all__ = [
     "Engine",
+    "KernelOperator",
     "KernelStore",
     "Kind",
     "StoreLockedError",
@@ -31,6 +33,7 @@ __all__ = [
     "load_checkpoint",
     "models",
     "open",
+    "operator",
     "pntk",
     "save_checkpoint",
     "trace_ntk",
