@@ -124,7 +124,7 @@ class KernelOperator(LinearOperator):
 
     def _product(self, V: Tensor) -> Tensor:
         """``K V`` for one group of columns ``[n_cols, k]``: a pull over ``x2`` and a push over ``x1``."""
-        k, O, R = V.shape[1], self.num_outputs, self.R
+        k, O = V.shape[1], self.num_outputs
         W = V.reshape(len(self.cols.x), -1 if self.kind is Kind.ENTK else 1, k)
         if self.kind is Kind.TRACE:
             # One parameter-space vector per output and column: W[n, a, a·k + j] = V[n, j].
