@@ -10,5 +10,14 @@
 from .base import DenseOperator, LinearOperator
 from .budget import ProductPlan, plan_product
 from .kernel import KernelOperator, operator
+from .store import StoreOperator
 
-__all__ = ["DenseOperator", "KernelOperator", "LinearOperator", "ProductPlan", "operator", "plan_product"]
+__all__ = [
+    "DenseOperator",
+    "KernelOperator",
+    "LinearOperator",
+    "ProductPlan",
+    "StoreOperator",
+    "operator",
+    "plan_product",
+]

@@ -77,7 +77,6 @@ def pull(block: Block, W: Tensor) -> list[Tensor]:
 
 def push(block: Block, U: list[Tensor], k: int) -> Tensor:
     """``J U`` for the parts ``U`` of :func:`pull` with ``k`` columns: ``[B, R, k]``."""
-    R = block.factors[0].D.shape[2] if block.factors else block.J[0].shape[1]
     out = None
     parts = iter(U)
     for f in block.factors:
