@@ -1,0 +1,114 @@
+"""Low-rank preconditioners for ``(K + λI) W = Y``: randomised Nyström and randomised pivoted Cholesky.
+
+Both approximate ``K ≈ U diag(Λ̂) Uᵀ`` (``U`` ``[n, r]`` orthonormal) and apply
+
+.. math::
+
+    P^{-1} = (\\hat λ_r + λ)\\, U (\\hat Λ + λI)^{-1} U^⊤ + (I − U U^⊤),
+
+the inverse of ``U Λ̂ Uᵀ + λI`` with the unresolved part of the spectrum taken at ``λ̂_r``, the smallest kept
+eigenvalue (Frangella, Tropp & Udell 2023). Conjugate gradients then converge at the rate of
+``(λ̂_r + λ) / λ`` instead of ``(λ_1 + λ) / λ``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..operators.base import LinearOperator
+from .operand import product
+
+
+@dataclass(frozen=True)
+class LowRankPreconditioner:
+    """``P⁻¹`` for ``K + λI`` from ``K ≈ U diag(Λ̂) Uᵀ`` (see the module docstring).
+
+    Attributes:
+        U: ``[n, r]`` orthonormal columns.
+        eigenvalues: ``[r]`` ``Λ̂ ≥ 0``, descending.
+        ridge: ``λ > 0``.
+        products: columns of ``K`` multiplied to build it.
+    """
+
+    U: Tensor
+    eigenvalues: Tensor
+    ridge: float
+    products: int
+
+    def __call__(self, R: Tensor) -> Tensor:
+        """``P⁻¹ R`` for ``R [n, k]``."""
+        floor = self.eigenvalues[-1] + self.ridge
+        UR = self.U.T @ R
+        return R - self.U @ UR + self.U @ (UR * (floor / (self.eigenvalues + self.ridge)).unsqueeze(1))
+
+
+def nystrom(op: LinearOperator, rank: int, ridge: float, *, seed: int = 0) -> LowRankPreconditioner:
+    """Randomised Nyström preconditioner: one product with ``rank`` Gaussian columns.
+
+    Args:
+        op: the symmetric positive semi-definite ``[n, n]`` kernel.
+        rank: ``r``, at most ``n``.
+        ridge: ``λ > 0``.
+        seed: the seed of the Gaussian test matrix.
+
+    Returns:
+        The preconditioner. Cost: one product with ``r`` columns, a QR, a Cholesky and an SVD of ``[n, r]``.
+    """
+    n = op.shape[0]
+    r = min(rank, n)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    Omega, _ = torch.linalg.qr(torch.randn(n, r, generator=g, dtype=torch.float64).to(op.device))
+    Y = product(op, Omega)
+    # A shift at the rounding level of the products makes Ωᵀ Y numerically positive definite.
+    nu = n**0.5 * torch.finfo(op.dtype).eps * Y.norm()
+    Y = Y + nu * Omega
+    C = Omega.T @ Y
+    L = torch.linalg.cholesky((C + C.T) / 2)
+    B = torch.linalg.solve_triangular(L, Y.T, upper=False).T  # Y L⁻ᵀ
+    U, S, _ = torch.linalg.svd(B, full_matrices=False)
+    return LowRankPreconditioner(U, (S.square() - nu).clamp(min=0), ridge, r)
+
+
+def pivoted_cholesky(
+    op: LinearOperator, rank: int, ridge: float, *, block: int = 32, seed: int = 0
+) -> LowRankPreconditioner:
+    """Randomised pivoted Cholesky preconditioner: ``K ≈ F Fᵀ`` from ``rank`` columns of ``K``.
+
+    Pivots are drawn ``block`` at a time with probability proportional to the diagonal of the residual
+    ``K − F Fᵀ`` (block RPCholesky, Chen, Epperly, Tropp & Webber 2024); each block of columns is one product
+    with unit vectors. Needs the operator's exact diagonal.
+
+    Args:
+        op: the symmetric positive semi-definite ``[n, n]`` kernel, with ``diagonal()``.
+        rank: the most columns read, at most ``n``.
+        ridge: ``λ > 0``.
+        block: pivots per product.
+        seed: the seed of the pivot draws.
+
+    Returns:
+        The preconditioner. Cost: ``rank`` columns in products of ``block``, ``O(n · rank²)`` flops.
+    """
+    n = op.shape[0]
+    d = op.diagonal().to(torch.float64).clone()
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    F = torch.zeros(n, 0, dtype=torch.float64, device=op.device)
+    products = 0
+    while F.shape[1] < min(rank, n) and d.sum() > 0:
+        s = min(block, rank - F.shape[1], int((d > 0).sum()))
+        S = torch.multinomial(d.clamp(min=0).cpu(), s, replacement=False, generator=g).to(op.device)
+        E = torch.zeros(n, s, dtype=torch.float64, device=op.device)
+        E[S, torch.arange(s)] = 1
+        G = product(op, E) - F @ F[S].T
+        products += s
+        H = G[S]
+        w, V = torch.linalg.eigh((H + H.T) / 2)
+        keep = w > w.max().clamp(min=0) * s * torch.finfo(op.dtype).eps * 10
+        if not keep.any():
+            break
+        F = torch.cat([F, G @ (V[:, keep] / w[keep].sqrt())], 1)
+        d = (d - F[:, -int(keep.sum()) :].square().sum(1)).clamp(min=0)
+    U, S, _ = torch.linalg.svd(F, full_matrices=False)
+    return LowRankPreconditioner(U, S.square(), ridge, products)
