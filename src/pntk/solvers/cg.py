@@ -13,7 +13,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..choices import parse_enum
-from ..operators.base import LinearOperator
 from .operand import as_float64, as_operator, product
 from .options import ConvergenceWarning, Preconditioner, SolverOptions
 from .preconditioners import nystrom, pivoted_cholesky
