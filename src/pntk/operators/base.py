@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-T = TypeVar("T")
+Item = TypeVar("Item")
 
 
 class LinearOperator:
@@ -147,7 +147,7 @@ class LinearOperator:
 
     # --- the chunk loop -------------------------------------------------------------------------------------
 
-    def _loop(self, items: Sequence[T], desc: str) -> Iterator[T]:
+    def _loop(self, items: Sequence[Item], desc: str) -> Iterator[Item]:
         """``items`` one by one, with a progress bar over them (see :attr:`progress`)."""
         show = self.progress if self.progress is not None else (len(items) > 1 and sys.stderr.isatty())
         yield from tqdm(items, desc=desc, unit="chunk", disable=not show, leave=False)
@@ -195,7 +195,7 @@ class DenseOperator(LinearOperator):
             raise ValueError(f"a dense operator needs a matrix; got shape {list(M.shape)}")
         if not M.is_floating_point():
             M = M.to(torch.get_default_dtype())
-        super().__init__(tuple(M.shape), M.dtype, M.device)
+        super().__init__((M.shape[0], M.shape[1]), M.dtype, M.device)
         self.M = M
 
     def _matmat(self, V: Tensor) -> Tensor:

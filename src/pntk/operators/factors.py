@@ -58,7 +58,7 @@ def pull(block: Block, W: Tensor) -> list[Tensor]:
             E = torch.einsum("brk,gbrtm->btkm", W, f.D).reshape(B * T, k * m)
             ids = f.A.reshape(-1)
             valid = ids >= 0
-            UW = E.new_zeros(module.num_embeddings, k * m)
+            UW = E.new_zeros(f.layer.shape.n, k * m)  # n: the vocabulary
             UW.index_add_(0, ids[valid], E[valid])
             U.append(UW)
         elif _dense(f):

@@ -195,8 +195,8 @@ class KernelOperator(LinearOperator):
 
     def _vp_pull(self, x: Inputs, W: Tensor) -> list[Tensor]:
         fm = self.fm
-        _, pullback = vjp(lambda p: fm(p, x), fm.params)
-        (tangents,) = vmap(pullback)(self._cotangents(W).contiguous())
+        pullback = vjp(lambda p: fm(p, x), fm.params)[1]
+        tangents = vmap(pullback)(self._cotangents(W).contiguous())[0]
         return [t.reshape(W.shape[-1], -1) for t in tangents.values()]
 
     def _vp_push(self, x: Inputs, U: list[Tensor], k: int) -> Tensor:

@@ -90,9 +90,9 @@ def pcg(
         raise ValueError(f"ridge must be non-negative; got {ridge}")
     B = as_float64(Y, op.device)
     squeeze = B.dim() == 1
-    B = B.reshape(n, -1) if B.shape[0] == n else None
-    if B is None:
-        raise ValueError(f"Y must be [{n}, c] or [{n}]; got shape {list(as_float64(Y, op.device).shape)}")
+    if B.dim() not in (1, 2) or B.shape[0] != n:
+        raise ValueError(f"Y must be [{n}, c] or [{n}]; got shape {list(B.shape)}")
+    B = B.reshape(n, -1)
     products = 0
     M = preconditioner
     kind = parse_enum(Preconditioner, options.preconditioner, "preconditioner")
