@@ -9,7 +9,9 @@ import numpy as np
 from scipy.linalg import eigvalsh
 from scipy.sparse.linalg import eigsh
 
+from pntk.analysis import _operators
 from pntk.analysis._linalg import ArrayLike, as_linear_operator, symmetric_matrix
+from pntk.analysis._operators import is_matrix_free
 from pntk.choices import parse_enum
 
 __all__ = ["Which", "eigenvalues", "extreme_eigenvalues"]
@@ -74,7 +76,9 @@ def extreme_eigenvalues(
         op: the ``[n, n]`` kernel: a NumPy array or torch tensor (an eNTK ``[N, N, O, O]`` is taken as its
             ``[N·O, N·O]`` matrix), a SciPy ``LinearOperator`` or sparse matrix, an object with ``shape``
             and ``matvec``, one with ``shape`` and ``@`` that accepts NumPy arrays, or one with
-            ``to_scipy()``.
+            ``to_scipy()``. A pntk operator (:func:`pntk.operator`) or a :class:`pntk.KernelStore` (streamed,
+            never loaded whole) goes to block Lanczos (:func:`pntk.solvers.eigsh`), whose ``maxiter`` counts
+            restarts and which warns with :class:`pntk.solvers.ConvergenceWarning` instead of raising.
         k: how many eigenvalues, ``1 ≤ k < n`` (use :func:`eigenvalues` for the whole spectrum).
         which: ``"LA"`` (largest) or ``"SA"`` (smallest).
         tol: relative accuracy of the eigenvalues; ``0`` for machine precision.
@@ -95,6 +99,8 @@ def extreme_eigenvalues(
         (array([4., 3.]), array([1.]))
     """
     which = parse_enum(Which, which, "which value")
+    if is_matrix_free(op):
+        return _operators.extreme_eigenvalues(op, k, which.value, tol=tol, maxiter=maxiter, seed=seed)
     A = as_linear_operator(op)
     n, m = A.shape
     if n != m:
