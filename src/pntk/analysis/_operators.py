@@ -81,6 +81,8 @@ def kernel_regression(
             f"conjugate gradients did not reach tol = {tol:g} in {result.cg.iterations} iterations (relative "
             f"residual {result.cg.residual.max().item():.3g}); add ridge > 0 or raise maxiter"
         )
+    if result.predictions is None:
+        raise ValueError("K_test_train is required: pass the cross kernel K(x_test, X)")
     return result.predictions.cpu().numpy()
 
 

@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     r.add_argument("--ridge", type=float, help="λ (default: --ridge-rel times the mean diagonal of K)")
     r.add_argument("--ridge-rel", type=float, default=1e-3, help="λ relative to the mean diagonal (default: 1e-3)")
     r.add_argument("--tol", type=float, default=1e-4, help="relative residual (default: 1e-4)")
-    r.add_argument("--maxiter", type=int, help="iterations (default: min(N, 1000))")
+    r.add_argument("--maxiter", type=int, help="iterations (default: 1000)")
     r.add_argument(
         "--preconditioner",
         default="nystrom",

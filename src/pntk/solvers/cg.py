@@ -64,7 +64,7 @@ def pcg(
         Y: ``[n, c]`` or ``[n]`` right-hand sides.
         ridge: ``λ ≥ 0``.
         x0: ``[n, c]`` warm start (e.g. the solution for a nearby ridge); default zeros.
-        options: ``tol``, ``maxiter`` (default ``min(n, 1000)``), ``preconditioner``, ``rank``, ``seed``,
+        options: ``tol``, ``maxiter`` (default 1000), ``preconditioner``, ``rank``, ``seed``,
             ``progress``.
         preconditioner: a ready ``P⁻¹``, overriding ``options.preconditioner``.
 
@@ -109,7 +109,7 @@ def pcg(
     def A(P: Tensor) -> Tensor:
         return product(op, P) + ridge * P
 
-    maxiter = options.maxiter or min(n, 1000)
+    maxiter = options.maxiter or 1000
     X = torch.zeros_like(B) if x0 is None else as_float64(x0, op.device).reshape(n, -1).clone()
     norms = B.norm(dim=0)
     safe = norms.clamp(min=torch.finfo(torch.float64).tiny)

@@ -38,7 +38,7 @@ class SolverOptions:
             column. Lanczos eigenpairs: ``‖K y − θ y‖ ≤ tol · max|θ|`` per wanted pair (an eigenvalue is then
             within about ``tol² · max|θ|² / gap`` of the truth). Gradient flow: the estimated error of the
             Lanczos approximation of ``e^{−ηtK} r`` relative to ``‖r‖``.
-        maxiter: the iteration cap: conjugate-gradient iterations (default ``min(N, 1000)``), Lanczos
+        maxiter: the iteration cap: conjugate-gradient iterations (default 1000), Lanczos
             restarts (default 100), Lanczos steps for the gradient flow (default ``min(N, 500)``).
         seed: the seed of every random draw (start blocks, probes, sketches), for reproducible results.
         block_size: columns per block of block Lanczos (each block is one product with that many columns);
