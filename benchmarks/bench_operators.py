@@ -4,7 +4,8 @@ Measurements, each in its own process (so that its peak resident memory is its o
 
 - ``products``: time per product ``K V`` (1 and 16 columns) against N, for pntk's operator (cached structured
   factors; the time to prepare them reported apart), pntk's operator on NTK-vector products, the hand-written
-  ``torch.func`` VJP/JVP product on identical weights, and forming the pNTK (``pntk.pntk``) then multiplying;
+  ``torch.func`` VJP/JVP product on identical weights, forming the pNTK (``pntk.pntk``) then multiplying, and
+  a kernel store streamed from disk (``store``; computing the store is its set-up, reused when present);
 - ``eig``: the top-10 eigenvalues by block Lanczos; ``regress``: ridge regression (λ = 1e-3 · mean diagonal)
   by Nyström-preconditioned CG to relative residual 1e-4, with test accuracy, for the pNTK or the exact eNTK;
 - ``dense``: at an N where the dense kernel fits, iterative eigenvalues and PCG predictions against dense
@@ -119,6 +120,11 @@ def worker() -> None:
         elif method == "dense":
             K = pntk.pntk(model, X)
             fn = lambda: K @ V  # noqa: E731
+        elif method == "store":
+            path = CACHE / f"store_{N}.zarr"
+            store = pntk.compute(model, X, kind="pntk", out=path, memory=job.get("memory") or "2GB")
+            op = store.operator(memory=job.get("memory"))
+            fn = lambda: op @ V  # noqa: E731
         else:
             raise ValueError(method)
         result["setup_s"] = time.perf_counter() - t0
@@ -234,7 +240,7 @@ def products(args) -> list[dict]:
     for N in args.sizes:
         for k in args.columns:
             for method in args.methods:
-                if method == "dense" and N > args.dense_max:
+                if method in ("dense", "store") and N > args.dense_max:
                     continue
                 job = {"task": "product", "N": N, "columns": k, "method": method, "memory": args.memory,
                        "repeats": args.repeats, "threads": args.threads}

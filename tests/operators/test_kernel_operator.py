@@ -220,7 +220,8 @@ def test_plan_respects_the_budget():
     fm = pntk.kernels.functional_model(model, pntk.kernels.Inputs((x1,)))
     plan = plan_product(fm, pntk.Kind.ENTK, 10**6, memory="64MB")
     assert not plan.cache
-    per_sample = plan.sample_bytes * (1 + 2 * plan.columns)
+    per_sample = plan.sample_bytes + 2 * plan.columns * plan.column_bytes
+    assert plan.column_bytes < plan.sample_bytes  # the eNTK's factors hold O cotangents, a column's one
     assert plan.chunk * per_sample <= plan.memory // 4 < (plan.chunk + 1) * per_sample
 
 

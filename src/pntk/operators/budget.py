@@ -4,10 +4,11 @@
 # A product ``K V`` passes over the samples in chunks. A chunk of ``c`` samples holds its prepared factors
 # (the structured engine's ``block_bytes``, which also bounds the activations of ruled layers that a pass
 # keeps) and, per column of ``V`` that shares the pass, the intermediates of the factored products (one
-# tensor the size of every ruled layer's output per column: ``E = W·D`` in the pull, ``H = A·U`` in the push)
-# or, for NTK-vector products, one set of activations per column. Columns beyond :data:`COLUMNS` are split
-# into groups that pass in turn. The factors of all chunks are cached across products when they fit half of
-# the budget, so that a product of the pNTK, whose cotangents do not depend on ``V``, costs no network pass.
+# tensor the size of every ruled layer's output per column, ``E = W·D`` in the pull and ``H = A·U`` in the
+# push, bounded by one sample's pNTK factors) or, for NTK-vector products, one set of activations per column.
+# Columns beyond :data:`COLUMNS` pass in groups that share each chunk's factors. The factors of all chunks are
+# cached across products when they fit half of the budget, so that a product of the pNTK, whose cotangents do
+# not depend on ``V``, costs no network pass.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class ProductPlan:
         columns: columns of ``V`` per pass (parameter-space vectors held at once).
         cache: keep every chunk's factors between products.
         sample_bytes: the prepared factors of one sample (what caching costs per sample).
+        column_bytes: the intermediates of one column per sample and pass.
         memory: the budget in bytes.
     """
 
@@ -42,6 +44,7 @@ class ProductPlan:
     columns: int
     cache: bool
     sample_bytes: int
+    column_bytes: int
     memory: int
 
 
@@ -72,11 +75,14 @@ def plan_product(
         ValueError: ``batch_size`` is not a positive integer, or ``memory`` not a size.
     """
     budget = parse_bytes(memory if memory is not None else DEFAULT_MEMORY)
+    engine = StructuredEngine()
     prepared = Kind.PNTK if kind is Kind.PNTK else Kind.ENTK
-    sample_bytes = max(1, StructuredEngine().block_bytes(fm, 1, prepared))
+    sample_bytes = max(1, engine.block_bytes(fm, 1, prepared))
+    # One column's intermediates per sample: the size of one row of factors (the pNTK's).
+    column_bytes = max(1, engine.block_bytes(fm, 1, Kind.PNTK))
     columns = max(1, COLUMNS // rows_per_sample)
-    # Per sample of a chunk: its factors, and two intermediates per column the size of its cotangents.
-    per_sample = sample_bytes + 2 * columns * rows_per_sample * sample_bytes
+    # Per sample of a chunk: its factors, and two intermediates per parameter-space vector of a group.
+    per_sample = sample_bytes + 2 * columns * rows_per_sample * column_bytes
     if batch_size is not None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -84,4 +90,6 @@ def plan_product(
     else:
         chunk = max(1, min(num_samples, (budget // 4) // per_sample))
     cache = num_samples * sample_bytes <= budget // 2
-    return ProductPlan(chunk=chunk, columns=columns, cache=cache, sample_bytes=sample_bytes, memory=budget)
+    return ProductPlan(
+        chunk=chunk, columns=columns, cache=cache, sample_bytes=sample_bytes, column_bytes=column_bytes, memory=budget
+    )

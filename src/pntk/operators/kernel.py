@@ -118,50 +118,63 @@ class KernelOperator(LinearOperator):
     # --- products -------------------------------------------------------------------------------------------
 
     def _matmat(self, V: Tensor) -> Tensor:
-        k = V.shape[1]
-        step = max(1, self.plan.columns)
-        return torch.cat([self._product(V[:, s : s + step]) for s in range(0, k, step)], 1)
+        # Columns pass in groups of plan.columns; every group shares each chunk's factors, prepared once per
+        # product when they are not cached.
+        k, step = V.shape[1], max(1, self.plan.columns)
+        starts = range(0, k, step)
+        W = [self._weights(V[:, s : s + step]) for s in starts]
+        out = self._push(self._pull(W), [w.shape[-1] for w in W])
+        return torch.cat([self._collapse(o, min(step, k - s)) for o, s in zip(out, starts)], 1)
 
-    def _product(self, V: Tensor) -> Tensor:
-        """``K V`` for one group of columns ``[n_cols, k]``: a pull over ``x2`` and a push over ``x1``."""
+    def _weights(self, V: Tensor) -> Tensor:
+        """The columns ``V [n_cols, k]`` as cotangent weights ``W [N2, R', k']`` of the pull.
+
+        The trace NTK needs one parameter-space vector per output and column: ``W[n, a, a·k + j] = V[n, j]``.
+        """
         k, O = V.shape[1], self.num_outputs
         W = V.reshape(len(self.cols.x), -1 if self.kind is Kind.ENTK else 1, k)
         if self.kind is Kind.TRACE:
-            # One parameter-space vector per output and column: W[n, a, a·k + j] = V[n, j].
             Wt = W.new_zeros(W.shape[0], O, O, k)
             Wt.diagonal(dim1=1, dim2=2).copy_(W[:, 0].unsqueeze(-1).expand(-1, -1, O))
             W = Wt.reshape(W.shape[0], O, O * k)
-        U = self._pull(W)
-        out = self._push(U, W.shape[-1])  # [N1, R, k']
+        return W
+
+    def _collapse(self, out: Tensor, k: int) -> Tensor:
+        """The push's ``[N1, R, k']`` as the product's ``[n_rows, k]``."""
         if self.kind is Kind.TRACE:
+            O = self.num_outputs
             out = out.reshape(-1, O, O, k).diagonal(dim1=1, dim2=2).sum(-1) / O
         return out.reshape(self.shape[0], k)
 
-    def _pull(self, W: Tensor) -> list[Tensor]:
-        """``Jᵀ W`` summed over this rank's chunks of ``x2``, then over the ranks."""
-        U: list[Tensor] | None = None
+    def _pull(self, W: list[Tensor]) -> list[list[Tensor]]:
+        """``Jᵀ W`` for every group of columns, summed over this rank's chunks of ``x2``, then over the ranks."""
+        U: list[list[Tensor] | None] = [None] * len(W)
         for rows in self._chunks_of(self.cols, "pull"):
-            if self.engine is Engine.VP:
-                part = self._vp_pull(self.cols.x[rows], W[rows])
-            else:
-                part = factors.pull(self._block(self.cols, rows), W[rows])
-            U = part if U is None else [u.add_(p) for u, p in zip(U, part)]
-        if U is None:  # a rank without chunks: zeros of the right shapes for the sum
-            U = [torch.zeros_like(p) for p in self._empty_pull(W)]
-        return _all_reduce(U)
+            block = None if self.engine is Engine.VP else self._block(self.cols, rows)
+            for g, Wg in enumerate(W):
+                if block is None:
+                    part = self._vp_pull(self.cols.x[rows], Wg[rows])
+                else:
+                    part = factors.pull(block, Wg[rows])
+                Ug = U[g]
+                U[g] = part if Ug is None else [u.add_(p) for u, p in zip(Ug, part)]
+        # A rank without chunks contributes zeros of the right shapes to the sum.
+        return [_all_reduce(u if u is not None else self._empty_pull(Wg)) for u, Wg in zip(U, W)]
 
-    def _push(self, U: list[Tensor], k: int) -> Tensor:
-        """``J U`` on this rank's chunks of ``x1``, the other rows summed in from the other ranks."""
-        out = torch.zeros(len(self.rows.x), self.R, k, dtype=self.dtype, device=self.device)
+    def _push(self, U: list[list[Tensor]], widths: list[int]) -> list[Tensor]:
+        """``J U`` on this rank's chunks of ``x1`` for every group, the other rows summed in from the other ranks."""
+        out = [torch.zeros(len(self.rows.x), self.R, w, dtype=self.dtype, device=self.device) for w in widths]
         for rows in self._chunks_of(self.rows, "push"):
-            if self.engine is Engine.VP:
-                out[rows] = self._vp_push(self.rows.x[rows], U, k)
-            else:
-                out[rows] = factors.push(self._block(self.rows, rows), U, k)
-        return _all_reduce([out])[0]
+            block = None if self.engine is Engine.VP else self._block(self.rows, rows)
+            for g, (Ug, w) in enumerate(zip(U, widths)):
+                if block is None:
+                    out[g][rows] = self._vp_push(self.rows.x[rows], Ug, w)
+                else:
+                    out[g][rows] = factors.push(block, Ug, w)
+        return _all_reduce(out)
 
     def _empty_pull(self, W: Tensor) -> list[Tensor]:
-        """The parts of a pull of no sample (shapes only), for a rank that holds no chunk."""
+        """Zero parts shaped like a pull's (from one sample with zero weights), for a rank that holds no chunk."""
         rows = slice(0, 1)
         if self.engine is Engine.VP:
             return self._vp_pull(self.cols.x[rows], torch.zeros_like(W[rows]))
