@@ -249,3 +249,15 @@ def test_bad_input_gets_a_clear_error():
     with pytest.raises(ValueError, match="batch_size"):
         pntk.operator(model, x1, batch_size=0)
     assert isinstance(op, KernelOperator) and op.T.shape == (4, 7)
+
+
+@pytest.mark.parametrize("engine", ["structured", "vp"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", ["mlp", "batchnorm_eval", "embedding"])
+def test_columns_equal_the_dense_kernel_columns(name, kind, engine):
+    model, x1, x2 = problem(name)
+    for b in (None, x2):
+        op = pntk.operator(model, x1, b, kind=kind, engine=engine, batch_size=3)
+        K = as_matrix(pntk.kernel(model, x1, b, kind=kind, engine="jacobian"))
+        index = torch.tensor([op.shape[1] - 1, 0, 2, 0])
+        assert rel_err(op.columns(index), K[:, index]) <= TOL

@@ -81,3 +81,12 @@ def test_an_unfinished_store_is_refused(problem, tmp_path):
     with pytest.raises(ValueError, match="misses 1 of 6 tiles"):
         pntk.open(tmp_path / "k.zarr").operator()
     assert store.shape == (11, 11)
+
+
+@pytest.mark.parametrize("kind", ["pntk", "entk"])
+def test_store_columns(problem, tmp_path, kind):
+    model, x1, x2 = problem
+    K = as_matrix(pntk.kernel(model, x1, x2, kind=kind))
+    op = pntk.compute(model, x1, x2, kind=kind, out=tmp_path / "k.zarr", tile=4).operator(memory=500)
+    index = torch.tensor([op.shape[1] - 1, 0, 5, 0])
+    torch.testing.assert_close(op.columns(index), K[:, index], rtol=0, atol=TOL * K.abs().max().item())

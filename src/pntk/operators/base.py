@@ -59,6 +59,18 @@ class LinearOperator:
             f"{type(self).__name__} has no transposed product; build the operator with its arguments swapped"
         )
 
+    def columns(self, index: Tensor) -> Tensor:
+        """The columns ``A[:, index]``, ``[n_rows, len(index)]``: by default one product with unit vectors;
+        subclasses read them more cheaply where they can.
+
+        Args:
+            index: ``[s]`` column indices.
+        """
+        index = torch.as_tensor(index, device=self.device)
+        E = torch.zeros(self.shape[1], len(index), dtype=self.dtype, device=self.device)
+        E[index, torch.arange(len(index), device=self.device)] = 1
+        return self._matmat(E)
+
     def diagonal(self) -> Tensor:
         """The diagonal ``[min(n_rows, n_cols)]``.
 
@@ -203,6 +215,9 @@ class DenseOperator(LinearOperator):
 
     def _rmatmat(self, U: Tensor) -> Tensor:
         return self.M.T @ U
+
+    def columns(self, index: Tensor) -> Tensor:
+        return self.M[:, torch.as_tensor(index, device=self.M.device)]
 
     def diagonal(self) -> Tensor:
         return self.M.diagonal()

@@ -197,6 +197,36 @@ class KernelOperator(LinearOperator):
                 side.blocks[rows.start] = block
         return block
 
+    # --- columns ---------------------------------------------------------------------------------------------
+
+    def columns(self, index: Tensor) -> Tensor:
+        """The columns ``K[:, index]`` (for the eNTK, matrix columns ``m·O + b``), ``[n_rows, len(index)]``.
+
+        With the structured engine these are kernel tiles between every chunk of ``x1`` and the samples of the
+        columns, contracted from the factors (the Grams ``A A_Sᵀ ⊙ D D_Sᵀ`` of a dense layer): ``N·s·(n + m)``
+        multiply-adds per layer for ``s`` samples instead of the ``N·s·n·m`` of ``s`` products; with
+        ``engine="vp"``, products with unit vectors.
+        """
+        if self.engine is Engine.VP:
+            return super().columns(index)
+        index = torch.as_tensor(index, device=self.device)
+        O = self.num_outputs
+        samples, inverse = torch.unique(index // O if self.kind is Kind.ENTK else index, return_inverse=True)
+        prepared = Kind.PNTK if self.kind is Kind.PNTK else Kind.ENTK
+        S = self._prepare(self.cols.x[samples])
+        r = O if self.kind is Kind.ENTK else 1
+        out = torch.zeros(len(self.rows.x), r, len(samples) * r, dtype=self.dtype, device=self.device)
+        engine = StructuredEngine()
+        for rows in self._chunks_of(self.rows, "column chunks"):
+            tile = engine.contract(self.fm, self._block(self.rows, rows), S, prepared, same=False).detach()
+            if self.kind is Kind.TRACE:
+                tile = tile.diagonal(dim1=2, dim2=3).sum(-1) / O
+            if self.kind is Kind.ENTK:
+                tile = tile.permute(0, 2, 1, 3).reshape(tile.shape[0], O, -1)
+            out[rows] = tile.reshape(tile.shape[0], r, -1)
+        out = _all_reduce([out])[0].reshape(self.shape[0], -1)
+        return out[:, inverse * O + index % O] if self.kind is Kind.ENTK else out[:, inverse]
+
     # --- NTK-vector products ------------------------------------------------------------------------------
 
     def _cotangents(self, W: Tensor) -> Tensor:

@@ -113,6 +113,22 @@ class StoreOperator(LinearOperator):
     def _transpose(self) -> LinearOperator:
         return self if self.spec.symmetric else super()._transpose()
 
+    def columns(self, index: Tensor) -> Tensor:
+        """The columns ``K[:, index]`` read from the store (its column chunks only), in slabs of rows."""
+        index = torch.as_tensor(index)
+        O = self.O
+        samples, inverse = torch.unique(index // O, return_inverse=True)
+        out = torch.empty(self.shape[0], len(samples) * O, dtype=self.dtype, device=self.device)
+        step = max(1, self.memory // max(1, 2 * len(samples) * O * O * self.store.dtype.itemsize))
+        for s in self._loop(range(0, self.spec.N1, step), "row slabs"):
+            slab = slice(s, min(s + step, self.spec.N1))
+            values = torch.from_numpy(np.ascontiguousarray(self.store.array.oindex[slab, samples.numpy()]))
+            if values.dim() == 4:
+                b1, b2 = values.shape[:2]
+                values = values.permute(0, 2, 1, 3).reshape(b1 * O, b2 * O)
+            out[slab.start * O : slab.stop * O] = values.to(device=self.device, dtype=self.dtype)
+        return out[:, (inverse * O + index % O).to(self.device)]
+
     def diagonal(self) -> Tensor:
         """The diagonal, from the diagonal tiles of a symmetric store.
 

@@ -28,7 +28,7 @@ class CGResult:
         residual: ``[c]`` the true relative residuals ``‖Y − (K + λI) W‖ / ‖Y‖``, from one more product.
         history: ``[iterations + 1]`` the largest relative residual of the recurrence at each iteration.
         converged: every column reached ``tol``.
-        products: columns multiplied in all, the preconditioner's included.
+        products: columns of ``K`` multiplied (or read, for a preconditioner) in all.
     """
 
     solution: Tensor
