@@ -110,7 +110,9 @@ def worker() -> None:
         V = torch.randn(N, k, generator=torch.Generator().manual_seed(0))
         t0 = time.perf_counter()
         if method in ("operator", "operator_vp"):
-            op = pntk.operator(model, X, engine="structured" if method == "operator" else "vp", memory=job.get("memory"))
+            op = pntk.operator(
+                model, X, engine="structured" if method == "operator" else "vp", memory=job.get("memory")
+            )
             fn = lambda: op @ V  # noqa: E731
             if method == "operator":
                 op.diagonal()  # prepares (and caches) every chunk's factors: the set-up, timed apart
@@ -128,13 +130,14 @@ def worker() -> None:
         else:
             raise ValueError(method)
         result["setup_s"] = time.perf_counter() - t0
-        timing = harness.time_calls(fn, repeats=int(job.get("repeats", 3)), max_seconds=job.get("max_seconds", 60),
-                                    first_compiles=False)
+        timing = harness.time_calls(
+            fn, repeats=int(job.get("repeats", 3)), max_seconds=job.get("max_seconds", 60), first_compiles=False
+        )
         result.update(first_s=timing.first_s, times_s=timing.times_s, median_s=timing.median_s)
     elif task == "eig":
         t0 = time.perf_counter()
         op = pntk.operator(model, X, kind=job.get("kind", "pntk"), memory=job.get("memory"))
-        pairs = eigsh(op, int(job.get("k", 10)), options=SolverOptions(tol=float(job.get("tol", 1e-6))))
+        pairs = eigsh(op, int(job.get("k", 10)), options=SolverOptions(tol=float(job.get("eig_tol", 1e-6))))
         result.update(
             seconds=time.perf_counter() - t0,
             eigenvalues=pairs.eigenvalues.tolist(),
@@ -153,8 +156,12 @@ def worker() -> None:
         op = pntk.operator(model, X, kind=kind, memory=job.get("memory"))
         cross = pntk.operator(model, Xt, X, kind=kind, memory=job.get("memory"))
         ridge = 1e-3 * op.diagonal().double().mean().item()
-        options = SolverOptions(tol=float(job.get("tol", 1e-4)), rank=int(job.get("rank", 100)),
-                                maxiter=int(job.get("maxiter", 1000)))
+        options = SolverOptions(
+            tol=float(job.get("tol", 1e-4)),
+            rank=int(job.get("rank", 1000)),
+            maxiter=int(job.get("maxiter", 1000)),
+            preconditioner=job.get("preconditioner", "pivoted_cholesky"),
+        )
         fit = ridge_regression(op, cross, Y, ridge=ridge, options=options)
         with torch.no_grad():
             network = (model(Xt).argmax(1).numpy() == y_test[:M]).mean()
@@ -212,12 +219,17 @@ def dense_check(model, X, Xt, y) -> dict:
     out["iterative_eig_s"] = time.perf_counter() - t0
     out["eig_relative_error"] = float(np.abs(pairs.eigenvalues.numpy() - dense_eig).max() / dense_eig[0])
     t0 = time.perf_counter()
-    fit = ridge_regression(op, pntk.operator(model, Xt, X), Y, ridge=ridge, options=SolverOptions(tol=1e-4))
+    options = SolverOptions(tol=1e-4, preconditioner="pivoted_cholesky", rank=1000)
+    fit = ridge_regression(op, pntk.operator(model, Xt, X), Y, ridge=ridge, options=options)
     out["iterative_solve_s"] = time.perf_counter() - t0
     pred = fit.predictions.numpy()
     out["prediction_relative_error"] = float(np.linalg.norm(pred - dense_pred) / np.linalg.norm(dense_pred))
-    out.update(cg_iterations=fit.cg.iterations, cg_residual=fit.cg.residual.max().item(),
-               lanczos_products=pairs.products, eigenvalues=dense_eig.tolist())
+    out.update(
+        cg_iterations=fit.cg.iterations,
+        cg_residual=fit.cg.residual.max().item(),
+        lanczos_products=pairs.products,
+        eigenvalues=dense_eig.tolist(),
+    )
     return out
 
 
@@ -242,8 +254,15 @@ def products(args) -> list[dict]:
             for method in args.methods:
                 if method in ("dense", "store") and N > args.dense_max:
                     continue
-                job = {"task": "product", "N": N, "columns": k, "method": method, "memory": args.memory,
-                       "repeats": args.repeats, "threads": args.threads}
+                job = {
+                    "task": "product",
+                    "N": N,
+                    "columns": k,
+                    "method": method,
+                    "memory": args.memory,
+                    "repeats": args.repeats,
+                    "threads": args.threads,
+                }
                 rows.append(run(job, timeout_s=args.timeout, memory_gib=args.memory_cap))
     return rows
 
@@ -264,7 +283,11 @@ def main() -> None:
     ps.add_argument("--N", type=int, default=100000)
     ps.add_argument("--tasks", nargs="+", default=["eig", "regress"])
     ps.add_argument("--kind", default="pntk")
-    ps.add_argument("--rank", type=int, default=100)
+    ps.add_argument("--rank", type=int, default=1000, help="of the preconditioner")
+    ps.add_argument("--preconditioner", default="pivoted_cholesky")
+    ps.add_argument("--maxiter", type=int, default=1000, help="CG iterations")
+    ps.add_argument("--tol", type=float, default=1e-4, help="CG relative residual")
+    ps.add_argument("--eig-tol", type=float, default=1e-6, help="Lanczos residual relative to λ_max")
     pd = sub.add_parser("dense")
     pd.add_argument("--N", type=int, default=10000)
     pf = sub.add_parser("figure")
@@ -284,13 +307,32 @@ def main() -> None:
         rows = products(args)
     elif args.command == "solve":
         rows = [
-            run({"task": t, "N": args.N, "kind": args.kind, "memory": args.memory, "threads": args.threads,
-                 "rank": args.rank}, timeout_s=args.timeout, memory_gib=args.memory_cap)
+            run(
+                {
+                    "task": t,
+                    "N": args.N,
+                    "kind": args.kind,
+                    "memory": args.memory,
+                    "threads": args.threads,
+                    "rank": args.rank,
+                    "preconditioner": args.preconditioner,
+                    "maxiter": args.maxiter,
+                    "tol": args.tol,
+                    "eig_tol": args.eig_tol,
+                },
+                timeout_s=args.timeout,
+                memory_gib=args.memory_cap,
+            )
             for t in args.tasks
         ]
     else:
-        rows = [run({"task": "dense", "N": args.N, "threads": args.threads}, timeout_s=args.timeout,
-                    memory_gib=args.memory_cap)]
+        rows = [
+            run(
+                {"task": "dense", "N": args.N, "threads": args.threads},
+                timeout_s=args.timeout,
+                memory_gib=args.memory_cap,
+            )
+        ]
     meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
@@ -305,24 +347,37 @@ def figure(inputs: list[str], out: str) -> None:
 
     rows = [r for path in inputs for r in json.loads(Path(path).read_text())["rows"] if r["job"]["task"] == "product"]
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
-    labels = {"operator": "pntk operator (cached factors)", "operator_vp": "pntk operator (vjp/jvp)",
-              "torch_func": "torch.func vjp/jvp snippet", "dense": "dense pNTK: form + multiply",
-              "store": "store: stream tiles"}
-    for (method, k), style in zip(sorted({(r["job"]["method"], r["job"]["columns"]) for r in rows}), range(99)):
-        pts = sorted((r["job"]["N"], r) for r in rows if (r["job"]["method"], r["job"]["columns"]) == (method, k)
-                     and r["status"] == "ok")
+    labels = {
+        "operator": "pntk operator (cached factors)",
+        "operator_vp": "pntk operator (vjp/jvp)",
+        "torch_func": "torch.func vjp/jvp snippet",
+        "dense": "dense pNTK: form + multiply",
+        "store": "store: stream tiles",
+    }
+    colors = {m: f"C{i}" for i, m in enumerate(labels)}
+    threads = sorted({r["job"].get("threads", 2) for r in rows})
+    for method, k in sorted({(r["job"]["method"], r["job"]["columns"]) for r in rows}):
+        pts = sorted(
+            (r["job"]["N"], r)
+            for r in rows
+            if (r["job"]["method"], r["job"]["columns"]) == (method, k) and r["status"] == "ok"
+        )
         if not pts:
             continue
         N = [n for n, _ in pts]
         seconds = [r["median_s"] + (r["setup_s"] if method == "dense" else 0.0) for _, r in pts]
         line = "-" if k == 1 else "--"
-        ax_t.loglog(N, seconds, line, marker="o", label=f"{labels.get(method, method)}, {k} col.")
-        ax_m.loglog(N, [r["peak_rss_bytes"] / 1e9 for _, r in pts], line, marker="o",
-                    label=f"{labels.get(method, method)}, {k} col.")
+        style = {"color": colors.get(method), "marker": "o", "label": f"{labels.get(method, method)}, {k} col."}
+        ax_t.loglog(N, seconds, line, **style)
+        ax_m.loglog(N, [r["peak_rss_bytes"] / 1e9 for _, r in pts], line, **style)
     ax_t.set(xlabel="N", ylabel="seconds per product (dense: incl. forming K)", title="time")
     ax_m.set(xlabel="N", ylabel="peak RSS (GB)", title="memory")
     ax_t.legend(fontsize=7)
-    fig.suptitle("pNTK products, MLP 40-512-512-10 on MNIST-1D, float32, 2 threads (shared machine)", fontsize=9)
+    fig.suptitle(
+        f"pNTK products, MLP 40-512-512-10 on MNIST-1D, float32, {'/'.join(map(str, threads))} thread(s), "
+        "shared machine under load",
+        fontsize=9,
+    )
     fig.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
