@@ -288,6 +288,8 @@ def main() -> None:
     ps.add_argument("--maxiter", type=int, default=1000, help="CG iterations")
     ps.add_argument("--tol", type=float, default=1e-4, help="CG relative residual")
     ps.add_argument("--eig-tol", type=float, default=1e-6, help="Lanczos residual relative to λ_max")
+    ps.add_argument("--M", type=int, default=5000, help="test samples predicted")
+    ps.add_argument("--save-predictions", help=".npy file for the test predictions [M, O]")
     pd = sub.add_parser("dense")
     pd.add_argument("--N", type=int, default=10000)
     pf = sub.add_parser("figure")

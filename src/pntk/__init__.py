@@ -9,7 +9,7 @@
 
 __version__ = "0.1.0"
 
-from . import analysis, data, models
+from . import analysis, data, models, operators, solvers
 from .compute import compute
 from .kernels import Engine, Kind, entk, kernel, pntk, trace_ntk
 from .operators import KernelOperator, operator
@@ -34,8 +34,10 @@ __all__ = [
     "models",
     "open",
     "operator",
+    "operators",
     "pntk",
     "save_checkpoint",
+    "solvers",
     "trace_ntk",
     "train",
 ]

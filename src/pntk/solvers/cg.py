@@ -27,7 +27,8 @@ class CGResult:
         iterations: iterations run (one product with the unconverged columns each).
         residual: ``[c]`` the true relative residuals ``‖Y − (K + λI) W‖ / ‖Y‖``, from one more product.
         history: ``[iterations + 1]`` the largest relative residual of the recurrence at each iteration.
-        converged: every column reached ``tol``.
+        converged: every column's recurrence residual reached ``tol`` (the true residual, from products in the
+            operator's dtype, can sit slightly above it: float32 products carry relative errors near ``1e-7``).
         products: columns of ``K`` multiplied (or read, for a preconditioner) in all.
     """
 
