@@ -33,7 +33,8 @@ class ProductPlan:
 
     Attributes:
         chunk: samples per chunk of a pass.
-        columns: columns of ``V`` per pass (parameter-space vectors held at once).
+        columns: columns of ``V`` per group, whose intermediates a chunk holds at once (the parameter-space
+            vectors of all groups, ``k·P`` numbers, are held through a product).
         cache: keep every chunk's factors between products.
         sample_bytes: the prepared factors of one sample (what caching costs per sample).
         column_bytes: the intermediates of one column per sample and pass.
