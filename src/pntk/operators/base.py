@@ -32,7 +32,7 @@ class LinearOperator:
 
     Products accept ``[n_cols]`` vectors and ``[n_cols, k]`` blocks, as torch tensors (returned as tensors on
     :attr:`device`, in :attr:`dtype`) or NumPy arrays (returned as NumPy arrays); subclasses may accept more
-    shapes (see :meth:`_columns`).
+    shapes (see :meth:`_as_block`).
     """
 
     def __init__(
@@ -81,7 +81,7 @@ class LinearOperator:
 
     # --- shapes -------------------------------------------------------------------------------------------
 
-    def _columns(self, V: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+    def _as_block(self, V: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         """``V`` as a block ``[n_cols, k]``, and the shape of the result for this input's shape.
 
         Raises:
@@ -108,7 +108,7 @@ class LinearOperator:
             return NotImplemented
         if not (V.is_floating_point() or V.dtype in (torch.int32, torch.int64)):
             raise ValueError(f"the operand must hold real numbers, got dtype {V.dtype}")
-        block, shape = self._columns(V.to(device=self.device, dtype=self.dtype))
+        block, shape = self._as_block(V.to(device=self.device, dtype=self.dtype))
         out = self._matmat(block.contiguous()).reshape(shape)
         return out.cpu().numpy() if numpy else out
 

@@ -100,16 +100,16 @@ class KernelOperator(LinearOperator):
 
     # --- shapes ---------------------------------------------------------------------------------------------
 
-    def _columns(self, V: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+    def _as_block(self, V: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         if self.kind is not Kind.ENTK:
-            return super()._columns(V)
+            return super()._as_block(V)
         O, N1, N2 = self.num_outputs, self.shape[0] // self.num_outputs, self.shape[1] // self.num_outputs
         if V.dim() == 2 and V.shape == (N2, O):
             return V.reshape(N2 * O, 1), (N1, O)
         if V.dim() == 3 and V.shape[:2] == (N2, O):
             return V.reshape(N2 * O, -1), (N1, O, V.shape[2])
         if V.dim() in (1, 2) and V.shape[0] == N2 * O:
-            return super()._columns(V)
+            return super()._as_block(V)
         raise ValueError(
             f"cannot multiply the eNTK operator of shape {self.shape} (N2 = {N2}, O = {O}) with an operand of "
             f"shape {list(V.shape)}; pass [{N2 * O}], [{N2 * O}, k], [{N2}, {O}] or [{N2}, {O}, k]"
