@@ -27,8 +27,7 @@ class LowRankPreconditioner:
     """``P⁻¹`` for ``K + λI`` from ``K ≈ U diag(Λ̂) Uᵀ`` (see the module docstring).
 
     Attributes:
-        U: ``[n, r]`` orthonormal columns (in the operator's dtype: for a float32 kernel the preconditioner is
-            float32, which changes how fast CG converges, never what it converges to).
+        U: ``[n, r]`` orthonormal columns, float64.
         eigenvalues: ``[r]`` ``Λ̂ ≥ 0``, descending.
         ridge: ``λ > 0``.
         products: columns of ``K`` multiplied or read to build it.
@@ -40,12 +39,10 @@ class LowRankPreconditioner:
     products: int
 
     def __call__(self, R: Tensor) -> Tensor:
-        """``P⁻¹ R`` for ``R [n, k]`` (in ``R``'s dtype; ``U`` may be held in a narrower one)."""
+        """``P⁻¹ R`` for ``R [n, k]``."""
         floor = self.eigenvalues[-1] + self.ridge
-        U = self.U
-        UR = (U.T @ R.to(U.dtype)).to(R.dtype)
-        scaled = UR * ((floor / (self.eigenvalues + self.ridge)).unsqueeze(1) - 1)
-        return R + (U @ scaled.to(U.dtype)).to(R.dtype)
+        UR = self.U.T @ R
+        return R + self.U @ (UR * ((floor / (self.eigenvalues + self.ridge)).unsqueeze(1) - 1))
 
 
 def nystrom(op: LinearOperator, rank: int, ridge: float, *, seed: int = 0) -> LowRankPreconditioner:
@@ -98,20 +95,21 @@ def pivoted_cholesky(
     n = op.shape[0]
     d = op.diagonal().to(torch.float64).clone()
     g = torch.Generator(device="cpu").manual_seed(seed)
-    # F is held in the operator's dtype: n × rank numbers are the preconditioner's whole memory.
-    F = torch.zeros(n, min(rank, n), dtype=op.dtype, device=op.device)
+    # F (float64: its Gram must resolve the small eigenvalues that a ridge preconditioner needs) is the
+    # preconditioner's whole memory, n × rank numbers; its eigenbasis is written over it.
+    F = torch.zeros(n, min(rank, n), dtype=torch.float64, device=op.device)
     r = 0
     while r < F.shape[1] and d.sum() > 0:
         s = min(block, F.shape[1] - r, int((d > 0).sum()))
         S = torch.multinomial(d.clamp(min=0).cpu(), s, replacement=False, generator=g).to(op.device)
-        G = op.columns(S).to(torch.float64) - (F[:, :r] @ F[S, :r].T).to(torch.float64)
+        G = op.columns(S).to(torch.float64) - F[:, :r] @ F[S, :r].T
         H = G[S]
         w, V = torch.linalg.eigh((H + H.T) / 2)
         keep = w > w.max().clamp(min=0) * s * torch.finfo(op.dtype).eps * 10
         if not keep.any():
             break
         new = G @ (V[:, keep] / w[keep].sqrt())
-        F[:, r : r + new.shape[1]] = new.to(op.dtype)
+        F[:, r : r + new.shape[1]] = new
         d = (d - new.square().sum(1)).clamp(min=0)
         r += new.shape[1]
     return _eigenbasis(F[:, :r], ridge, r)
@@ -119,11 +117,11 @@ def pivoted_cholesky(
 
 def _eigenbasis(F: Tensor, ridge: float, products: int) -> LowRankPreconditioner:
     """``F Fᵀ = U diag(Λ) Uᵀ`` with ``U`` written over ``F`` row block by row block (no second ``n × r``)."""
-    C = (F.T @ F).to(torch.float64)
+    C = F.T @ F
     lam, V = torch.linalg.eigh((C + C.T) / 2)
     lam, V = lam.flip(0).clamp(min=0), V.flip(1)
     positive = lam > lam[0] * F.shape[1] * torch.finfo(F.dtype).eps
-    M = (V[:, positive] / lam[positive].sqrt()).to(F.dtype)  # U = F V Λ^{-1/2}
+    M = V[:, positive] / lam[positive].sqrt()  # U = F V Λ^{-1/2}
     step = max(1, 2**24 // max(1, F.shape[1]))
     for s in range(0, F.shape[0], step):
         F[s : s + step, : M.shape[1]] = F[s : s + step] @ M
