@@ -321,6 +321,8 @@ def main() -> None:
                     "maxiter": args.maxiter,
                     "tol": args.tol,
                     "eig_tol": args.eig_tol,
+                    "M": args.M,
+                    "save_predictions": args.save_predictions,
                 },
                 timeout_s=args.timeout,
                 memory_gib=args.memory_cap,
