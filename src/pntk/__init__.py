@@ -9,16 +9,18 @@
 
 __version__ = "0.1.0"
 
-from . import analysis, data, errors, models, probe
+from . import analysis, data, errors, models, operators, probe, solvers
 from .compute import compute
 from .errors import PntkError
 from .kernels import Engine, Kind, entk, kernel, pntk, trace_ntk
+from .operators import KernelOperator, operator
 from .planning import Options, Plan, plan
 from .store import KernelStore, StoreLockedError, StoreMismatchError, open
 from .training import TrainConfig, load_checkpoint, save_checkpoint, train
 
 __all__ = [
     "Engine",
+    "KernelOperator",
     "KernelStore",
     "Kind",
     "Options",
@@ -36,8 +38,11 @@ __all__ = [
     "models",
     "open",
     "plan",
+    "operator",
+    "operators",
     "pntk",
     "save_checkpoint",
+    "solvers",
     "trace_ntk",
     "train",
     "errors",

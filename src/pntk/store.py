@@ -434,6 +434,23 @@ class KernelStore:
                 damage.extend(self._check_chunk(chunk))
         return VerifyReport(checked, damage, missing=len(self.spec.plan()) - checked)
 
+    def operator(
+        self,
+        *,
+        memory: int | str | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str = "cpu",
+        progress: bool | None = None,
+    ):
+        """This kernel as a linear operator that streams its tiles: :class:`pntk.operators.StoreOperator`."""
+        from .operators.store import StoreOperator
+
+        return StoreOperator(self, memory=memory, dtype=dtype, device=device, progress=progress)
+
+    def __matmul__(self, V):
+        """``K @ V``, streaming the tiles under the default memory budget (see :meth:`operator`)."""
+        return self.operator() @ V
+
     def __repr__(self) -> str:
         state = "complete" if self.complete else f"{len(self.missing_tiles)} tiles missing"
         return f"KernelStore({str(self.path)!r}, kind={self.kind.value!r}, shape={self.shape}, {state})"

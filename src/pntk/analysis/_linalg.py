@@ -47,6 +47,8 @@ import torch
 from scipy.linalg import eigh, lapack, solve_triangular
 from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
+from pntk.analysis._operators import refuse_whole_load
+
 ArrayLike = np.ndarray | torch.Tensor
 """A kernel or target array: a NumPy array or a torch tensor (any dtype, any device)."""
 
@@ -163,6 +165,7 @@ def cutoff_for(A: Any, n: int, rtol: float | None, dtype: torch.dtype) -> Cutoff
 
 def _to_float64(x: Any) -> tuple[np.ndarray, bool]:
     """``x`` as a float64 NumPy array, and whether that array is fresh memory (not shared with ``x``)."""
+    refuse_whole_load(x)
     if isinstance(x, torch.Tensor):
         t = x.detach()
         fresh = t.device.type != "cpu" or t.dtype != torch.float64

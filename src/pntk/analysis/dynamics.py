@@ -7,7 +7,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from pntk.analysis import _operators
 from pntk.analysis._linalg import ArrayLike, cutoff_for, eigh_in_place, kernel_precision, kernel_system, null_mask
+from pntk.analysis._operators import is_matrix_free
 
 __all__ = ["GradientFlowPredictions", "gradient_flow"]
 
@@ -70,6 +72,8 @@ def gradient_flow(
             Symmetric; only one triangle is read.
         K_test_train: ``[M, N]`` (scalar) or ``[M, N, O, O]`` / ``[M·O, N·O]`` (eNTK); ``None`` to predict
             on the train set only.
+            A pntk operator or :class:`pntk.KernelStore` for either runs Lanczos on ``exp(−ηtK)`` instead
+            (:func:`pntk.solvers.gradient_flow`: finite ``t`` only, ``rtol`` unused).
         Y_train: ``[N, O]`` targets, or ``[N]`` for one output.
         t: time, a scalar or an array of any shape, ``≥ 0``; ``inf`` allowed.
         learning_rate: ``η > 0``.
@@ -100,6 +104,10 @@ def gradient_flow(
         >>> np.allclose(flow.train[1], (1 - np.exp(-1.0)) * Y)  # Y is an eigenvector of K with eigenvalue 1
         True
     """
+    if is_matrix_free(K_train_train, K_test_train):
+        return _operators.gradient_flow(
+            K_train_train, K_test_train, Y_train, t, learning_rate=learning_rate, f0_train=f0_train, f0_test=f0_test
+        )
     times = np.asarray(t, dtype=np.float64)
     if np.isnan(times).any() or (times < 0).any():
         raise ValueError(f"times must be non-negative; got {t}")

@@ -16,6 +16,7 @@ import torch
 from scipy import sparse
 from scipy.sparse.linalg import aslinearoperator, cg
 
+from pntk.analysis import _operators
 from pntk.analysis._linalg import (
     ArrayLike,
     IllConditionedKernelError,
@@ -33,6 +34,7 @@ from pntk.analysis._linalg import (
     solve_symmetric,
     solve_torch,
 )
+from pntk.analysis._operators import is_matrix_free
 from pntk.choices import parse_enum
 
 __all__ = ["kernel_regression", "kernel_regression_cg"]
@@ -82,6 +84,10 @@ def kernel_regression(
         K_train_train: ``[N, N]`` scalar kernel, ``[N, N, O, O]`` eNTK, or the eNTK matrix ``[N·O, N·O]``.
             Symmetric; only one triangle is read.
         K_test_train: ``[M, N]`` for a scalar kernel; ``[M, N, O, O]`` or ``[M·O, N·O]`` for the eNTK.
+            Either may also be a pntk operator (:func:`pntk.operator`) or a :class:`pntk.KernelStore`
+            (streamed, never loaded whole): then the solve is preconditioned conjugate gradients to relative
+            residual ``rtol`` (default ``1e-10``) by :func:`pntk.solvers.ridge_regression`, and a solve that
+            stops short is handled by ``on_singular``.
         Y_train: ``[N, O]`` targets, or ``[N]`` for one output.
         f0_train: ``[N, O]`` outputs of the network at initialisation on the train inputs; ``None`` for 0.
         f0_test: ``[M, O]`` the same on the test inputs; ``None`` for 0.
@@ -112,6 +118,18 @@ def kernel_regression(
         (1, 2)
     """
     on_singular = parse_enum(OnSingular, on_singular, "on_singular value")
+    if is_matrix_free(K_train_train, K_test_train):
+        return _operators.kernel_regression(
+            K_train_train,
+            K_test_train,
+            Y_train,
+            f0_train=f0_train,
+            f0_test=f0_test,
+            ridge=ridge,
+            tol=rtol or 1e-10,
+            maxiter=None,
+            on_singular=on_singular,
+        )
     precision = kernel_precision(K_train_train, kernel_dtype)
     if isinstance(K_train_train, torch.Tensor) and on_accelerator(K_train_train):
         return _kernel_regression_on_device(
@@ -194,6 +212,8 @@ def kernel_regression_cg(
         K_train_train: ``[N, N]`` kernel: an array, tensor, SciPy ``LinearOperator``, or any object
             :func:`pntk.analysis.extreme_eigenvalues` accepts (``shape`` and ``matvec`` or ``@``).
         K_test_train: ``[M, N]`` kernel, in any of the same forms (only products with ``[N, O]`` blocks).
+            A pntk operator or :class:`pntk.KernelStore` for either goes to
+            :func:`pntk.solvers.ridge_regression` (Nyström-preconditioned with a ridge).
         Y_train: ``[N, O]`` targets, or ``[N]`` for one output.
         f0_train: ``[N, O]`` network outputs at initialisation on the train inputs; ``None`` for 0.
         f0_test: ``[M, O]`` the same on the test inputs; ``None`` for 0.
@@ -220,6 +240,18 @@ def kernel_regression_cg(
     on_singular = parse_enum(OnSingular, on_singular, "on_singular value")
     if ridge < 0:
         raise ValueError(f"ridge must be non-negative; got {ridge}")
+    if is_matrix_free(K_train_train, K_test_train):
+        return _operators.kernel_regression(
+            K_train_train,
+            K_test_train,
+            Y_train,
+            f0_train=f0_train,
+            f0_test=f0_test,
+            ridge=ridge,
+            tol=rtol,
+            maxiter=maxiter,
+            on_singular=on_singular,
+        )
     R, squeeze = residual(Y_train, f0_train)
     N, O = R.shape
     A = as_linear_operator(K_train_train)

@@ -10,6 +10,7 @@ import torch
 from scipy.linalg import eigvalsh
 from scipy.sparse.linalg import eigsh
 
+from pntk.analysis import _operators
 from pntk.analysis._linalg import (
     ArrayLike,
     as_linear_operator,
@@ -18,6 +19,7 @@ from pntk.analysis._linalg import (
     on_accelerator,
     symmetric_matrix,
 )
+from pntk.analysis._operators import is_matrix_free
 from pntk.choices import parse_enum
 
 __all__ = ["Which", "eigenvalues", "extreme_eigenvalues"]
@@ -89,7 +91,9 @@ def extreme_eigenvalues(
         op: the ``[n, n]`` kernel: a NumPy array or torch tensor (an eNTK ``[N, N, O, O]`` is taken as its
             ``[N·O, N·O]`` matrix), a SciPy ``LinearOperator`` or sparse matrix, an object with ``shape``
             and ``matvec``, one with ``shape`` and ``@`` that accepts NumPy arrays, or one with
-            ``to_scipy()``.
+            ``to_scipy()``. A pntk operator (:func:`pntk.operator`) or a :class:`pntk.KernelStore` (streamed,
+            never loaded whole) goes to block Lanczos (:func:`pntk.solvers.eigsh`), whose ``maxiter`` counts
+            restarts and which warns with :class:`pntk.solvers.ConvergenceWarning` instead of raising.
         k: how many eigenvalues, ``1 ≤ k < n`` (use :func:`eigenvalues` for the whole spectrum).
         which: ``"LA"`` (largest) or ``"SA"`` (smallest).
         tol: relative accuracy of the eigenvalues; ``0`` for machine precision.
@@ -110,6 +114,8 @@ def extreme_eigenvalues(
         (array([4., 3.]), array([1.]))
     """
     which = parse_enum(Which, which, "which value")
+    if is_matrix_free(op):
+        return _operators.extreme_eigenvalues(op, k, which.value, tol=tol, maxiter=maxiter, seed=seed)
     A = as_linear_operator(op)
     n, m = A.shape
     if n != m:

@@ -1,0 +1,391 @@
+"""Benchmark: the pNTK as a matrix-free operator on MNIST-1D with an MLP 40-512-512-10 (float32, 2 threads).
+
+Measurements, each in its own process (so that its peak resident memory is its own):
+
+- ``products``: time per product ``K V`` (1 and 16 columns) against N, for pntk's operator (cached structured
+  factors; the time to prepare them reported apart), pntk's operator on NTK-vector products, the hand-written
+  ``torch.func`` VJP/JVP product on identical weights, forming the pNTK (``pntk.pntk``) then multiplying, and
+  a kernel store streamed from disk (``store``; computing the store is its set-up, reused when present);
+- ``eig``: the top-10 eigenvalues by block Lanczos; ``regress``: ridge regression (λ = 1e-3 · mean diagonal)
+  by Nyström-preconditioned CG to relative residual 1e-4, with test accuracy, for the pNTK or the exact eNTK;
+- ``dense``: at an N where the dense kernel fits, iterative eigenvalues and PCG predictions against dense
+  float64 ones, with the time of each.
+
+The data: MNIST-1D's generator (``mnist1d.data.make_dataset``, offline) asked for 125,000 samples, split
+80/20 by the generator (train N ≤ 100,000, test 25,000, of which the first 5,000 are predicted); generated
+once and cached under ``/tmp``. Results are JSON; ``figure`` draws time and memory against N.
+
+    .venv/bin/python benchmarks/bench_operators.py products --sizes 1000 10000 100000 --out results/ops.json
+    .venv/bin/python benchmarks/bench_operators.py solve --N 100000 --out results/ops_solve.json
+    .venv/bin/python benchmarks/bench_operators.py dense --N 10000 --out results/ops_dense.json
+    .venv/bin/python benchmarks/bench_operators.py figure results/ops.json --out docs/operators.png
+
+Never asserts a time. Timings on a shared machine are noisy: compare ratios from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+
+CACHE = Path("/tmp/pntk_bench_operators")
+TOTAL = 125_000
+WIDTH, OUTPUTS = 512, 10
+
+
+# ------------------------------------------------------------------------------------------------ worker side
+
+
+def mnist1d():
+    """``(x [100000, 40], y, x_test [25000, 40], y_test)`` float32/int64, generated once and cached."""
+    import numpy as np
+
+    path = CACHE / f"mnist1d_{TOTAL}.npz"
+    if not path.exists():
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        args = get_dataset_args()
+        args.num_samples = TOTAL
+        data = make_dataset(args)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.savez(path, x=data["x"], y=data["y"], x_test=data["x_test"], y_test=data["y_test"])
+    d = np.load(path, allow_pickle=False)
+    return (d["x"].astype(np.float32), d["y"], d["x_test"].astype(np.float32), d["y_test"])
+
+
+def mlp():
+    """The MLP 40-512-512-10 (ReLU), seed 0, eval mode, float32."""
+    import torch
+
+    torch.manual_seed(0)
+    n = torch.nn
+    return n.Sequential(
+        n.Linear(40, WIDTH), n.ReLU(), n.Linear(WIDTH, WIDTH), n.ReLU(), n.Linear(WIDTH, OUTPUTS)
+    ).eval()
+
+
+def torch_func_product(model, x, V):
+    """The hand-written ``torch.func`` pNTK product ``J_g (J_gᵀ v)`` per column, ``g = Σ_a f_a / √O``."""
+    import torch
+    from torch.func import functional_call, jvp, vjp
+
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def g(p):
+        return functional_call(model, p, (x,)).sum(-1) / math.sqrt(OUTPUTS)
+
+    out = []
+    for j in range(V.shape[1]):
+        _, pullback = vjp(g, params)
+        (tangent,) = pullback(V[:, j])
+        out.append(jvp(g, (params,), (tangent,))[1])
+    return torch.stack(out, 1)
+
+
+def worker() -> None:
+    import numpy as np
+    import torch
+
+    import pntk
+    from pntk.solvers import SolverOptions, eigsh, ridge_regression
+
+    job = harness.read_job()
+    torch.set_num_threads(int(job.get("threads", 2)))
+    x, y, x_test, y_test = mnist1d()
+    N = int(job["N"])
+    X = torch.from_numpy(x[:N])
+    model = mlp()
+    result: dict = {"job": job}
+    task = job["task"]
+    if task == "product":
+        k, method = int(job["columns"]), job["method"]
+        V = torch.randn(N, k, generator=torch.Generator().manual_seed(0))
+        t0 = time.perf_counter()
+        if method in ("operator", "operator_vp"):
+            op = pntk.operator(
+                model, X, engine="structured" if method == "operator" else "vp", memory=job.get("memory")
+            )
+            fn = lambda: op @ V  # noqa: E731
+            if method == "operator":
+                op.diagonal()  # prepares (and caches) every chunk's factors: the set-up, timed apart
+            result["cached"] = op.plan.cache
+        elif method == "torch_func":
+            fn = lambda: torch_func_product(model, X, V)  # noqa: E731
+        elif method == "dense":
+            K = pntk.pntk(model, X)
+            fn = lambda: K @ V  # noqa: E731
+        elif method == "store":
+            path = CACHE / f"store_{N}.zarr"
+            store = pntk.compute(model, X, kind="pntk", out=path, memory=job.get("memory") or "2GB")
+            op = store.operator(memory=job.get("memory"))
+            fn = lambda: op @ V  # noqa: E731
+        else:
+            raise ValueError(method)
+        result["setup_s"] = time.perf_counter() - t0
+        timing = harness.time_calls(
+            fn, repeats=int(job.get("repeats", 3)), max_seconds=job.get("max_seconds", 60), first_compiles=False
+        )
+        result.update(first_s=timing.first_s, times_s=timing.times_s, median_s=timing.median_s)
+    elif task == "eig":
+        t0 = time.perf_counter()
+        op = pntk.operator(model, X, kind=job.get("kind", "pntk"), memory=job.get("memory"))
+        pairs = eigsh(op, int(job.get("k", 10)), options=SolverOptions(tol=float(job.get("eig_tol", 1e-6))))
+        result.update(
+            seconds=time.perf_counter() - t0,
+            eigenvalues=pairs.eigenvalues.tolist(),
+            relative_residuals=(pairs.residuals / pairs.eigenvalues[0]).tolist(),
+            iterations=pairs.iterations,
+            products=pairs.products,
+            converged=pairs.converged,
+            cached=op.plan.cache,
+        )
+    elif task == "regress":
+        M = int(job.get("M", 5000))
+        Xt = torch.from_numpy(x_test[:M])
+        Y = torch.nn.functional.one_hot(torch.from_numpy(y[:N]), OUTPUTS).double()
+        kind = job.get("kind", "pntk")
+        t0 = time.perf_counter()
+        op = pntk.operator(model, X, kind=kind, memory=job.get("memory"))
+        cross = pntk.operator(model, Xt, X, kind=kind, memory=job.get("memory"))
+        ridge = 1e-3 * op.diagonal().double().mean().item()
+        options = SolverOptions(
+            tol=float(job.get("tol", 1e-4)),
+            rank=int(job.get("rank", 1000)),
+            maxiter=int(job.get("maxiter", 1000)),
+            preconditioner=job.get("preconditioner", "pivoted_cholesky"),
+        )
+        fit = ridge_regression(op, cross, Y, ridge=ridge, options=options)
+        with torch.no_grad():
+            network = (model(Xt).argmax(1).numpy() == y_test[:M]).mean()
+        predictions = fit.predictions
+        if job.get("save_predictions"):
+            np.save(job["save_predictions"], predictions.numpy())
+        result.update(
+            seconds=time.perf_counter() - t0,
+            ridge=ridge,
+            iterations=fit.cg.iterations,
+            residual=fit.cg.residual.max().item(),
+            history=fit.cg.history.tolist(),
+            converged=fit.cg.converged,
+            products=fit.cg.products,
+            cached=op.plan.cache,
+            test_accuracy=float((predictions.argmax(1).numpy() == y_test[:M]).mean()),
+            network_accuracy_at_these_weights=float(network),
+        )
+    elif task == "dense":
+        result.update(dense_check(model, X, torch.from_numpy(x_test[:1000]), torch.from_numpy(y[:N])))
+    else:
+        raise ValueError(task)
+    harness.emit(result)
+
+
+def dense_check(model, X, Xt, y) -> dict:
+    """Iterative against dense float64 at one N: top-10 eigenvalues and PCG ridge predictions, timed."""
+    import numpy as np
+    import scipy.linalg
+    import scipy.sparse.linalg
+    import torch
+
+    import pntk
+    from pntk.solvers import SolverOptions, eigsh, ridge_regression
+
+    out: dict = {}
+    Y = torch.nn.functional.one_hot(y, OUTPUTS).double()
+    t0 = time.perf_counter()
+    K = pntk.pntk(model, X).double().numpy()
+    K_test = pntk.pntk(model, Xt, X).double().numpy()
+    out["dense_form_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    dense_eig = scipy.sparse.linalg.eigsh(K, k=10, which="LA", tol=0, return_eigenvectors=False)[::-1]
+    out["dense_eig_s"] = time.perf_counter() - t0
+    ridge = 1e-3 * K.diagonal().mean()
+    t0 = time.perf_counter()
+    K[np.diag_indices_from(K)] += ridge
+    factor = scipy.linalg.cho_factor(K, overwrite_a=True, check_finite=False)
+    dense_pred = K_test @ scipy.linalg.cho_solve(factor, Y.numpy())
+    out["dense_solve_s"] = time.perf_counter() - t0
+    del K, factor
+    t0 = time.perf_counter()
+    op = pntk.operator(model, X)
+    pairs = eigsh(op, 10, options=SolverOptions(tol=1e-6))
+    out["iterative_eig_s"] = time.perf_counter() - t0
+    out["eig_relative_error"] = float(np.abs(pairs.eigenvalues.numpy() - dense_eig).max() / dense_eig[0])
+    t0 = time.perf_counter()
+    options = SolverOptions(tol=1e-4, preconditioner="pivoted_cholesky", rank=1000)
+    fit = ridge_regression(op, pntk.operator(model, Xt, X), Y, ridge=ridge, options=options)
+    out["iterative_solve_s"] = time.perf_counter() - t0
+    pred = fit.predictions.numpy()
+    out["prediction_relative_error"] = float(np.linalg.norm(pred - dense_pred) / np.linalg.norm(dense_pred))
+    out.update(
+        cg_iterations=fit.cg.iterations,
+        cg_residual=fit.cg.residual.max().item(),
+        lanczos_products=pairs.products,
+        eigenvalues=dense_eig.tolist(),
+    )
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ parent side
+
+
+def run(job: dict, *, timeout_s: float, memory_gib: float) -> dict:
+    outcome = harness.run_worker(
+        sys.executable, __file__, {**job, "worker": True}, timeout_s=timeout_s, memory_cap_bytes=int(memory_gib * 2**30)
+    )
+    row = {"job": job, "status": outcome.status, "detail": outcome.detail, "peak_rss_bytes": outcome.peak_rss_bytes}
+    if outcome.result:
+        row.update({k: v for k, v in outcome.result.items() if k != "job"})
+    print(json.dumps({k: v for k, v in row.items() if k != "history"}), flush=True)
+    return row
+
+
+def products(args) -> list[dict]:
+    rows = []
+    for N in args.sizes:
+        for k in args.columns:
+            for method in args.methods:
+                if method in ("dense", "store") and N > args.dense_max:
+                    continue
+                job = {
+                    "task": "product",
+                    "N": N,
+                    "columns": k,
+                    "method": method,
+                    "memory": args.memory,
+                    "repeats": args.repeats,
+                    "threads": args.threads,
+                }
+                rows.append(run(job, timeout_s=args.timeout, memory_gib=args.memory_cap))
+    return rows
+
+
+def main() -> None:
+    if "--worker" in sys.argv or (len(sys.argv) == 1 and not sys.stdin.isatty()):
+        worker()
+        return
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    pp = sub.add_parser("products")
+    pp.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    pp.add_argument("--columns", type=int, nargs="+", default=[1, 16])
+    pp.add_argument("--methods", nargs="+", default=["operator", "torch_func", "operator_vp", "dense"])
+    pp.add_argument("--dense-max", type=int, default=20000)
+    pp.add_argument("--repeats", type=int, default=3)
+    ps = sub.add_parser("solve")
+    ps.add_argument("--N", type=int, default=100000)
+    ps.add_argument("--tasks", nargs="+", default=["eig", "regress"])
+    ps.add_argument("--kind", default="pntk")
+    ps.add_argument("--rank", type=int, default=1000, help="of the preconditioner")
+    ps.add_argument("--preconditioner", default="pivoted_cholesky")
+    ps.add_argument("--maxiter", type=int, default=1000, help="CG iterations")
+    ps.add_argument("--tol", type=float, default=1e-4, help="CG relative residual")
+    ps.add_argument("--eig-tol", type=float, default=1e-6, help="Lanczos residual relative to λ_max")
+    ps.add_argument("--M", type=int, default=5000, help="test samples predicted")
+    ps.add_argument("--save-predictions", help=".npy file for the test predictions [M, O]")
+    pd = sub.add_parser("dense")
+    pd.add_argument("--N", type=int, default=10000)
+    pf = sub.add_parser("figure")
+    pf.add_argument("inputs", nargs="+")
+    for q in (pp, ps, pd):
+        q.add_argument("--memory", default="2GB", help="the operator's budget")
+        q.add_argument("--threads", type=int, default=2)
+        q.add_argument("--timeout", type=float, default=1800)
+        q.add_argument("--memory-cap", type=float, default=8.0, help="GiB; a worker past it is killed")
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    if args.command == "figure":
+        figure(args.inputs, args.out)
+        return
+    meta = {"load_average": harness.load_average(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if args.command == "products":
+        rows = products(args)
+    elif args.command == "solve":
+        rows = [
+            run(
+                {
+                    "task": t,
+                    "N": args.N,
+                    "kind": args.kind,
+                    "memory": args.memory,
+                    "threads": args.threads,
+                    "rank": args.rank,
+                    "preconditioner": args.preconditioner,
+                    "maxiter": args.maxiter,
+                    "tol": args.tol,
+                    "eig_tol": args.eig_tol,
+                    "M": args.M,
+                    "save_predictions": args.save_predictions,
+                },
+                timeout_s=args.timeout,
+                memory_gib=args.memory_cap,
+            )
+            for t in args.tasks
+        ]
+    else:
+        rows = [
+            run(
+                {"task": "dense", "N": args.N, "threads": args.threads},
+                timeout_s=args.timeout,
+                memory_gib=args.memory_cap,
+            )
+        ]
+    meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
+
+def figure(inputs: list[str], out: str) -> None:
+    """Time per product and peak memory against N, one line per method and column count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for path in inputs for r in json.loads(Path(path).read_text())["rows"] if r["job"]["task"] == "product"]
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
+    labels = {
+        "operator": "pntk operator (cached factors)",
+        "operator_vp": "pntk operator (vjp/jvp)",
+        "torch_func": "torch.func vjp/jvp snippet",
+        "dense": "dense pNTK: form + multiply",
+        "store": "store: stream tiles",
+    }
+    colors = {m: f"C{i}" for i, m in enumerate(labels)}
+    threads = sorted({r["job"].get("threads", 2) for r in rows})
+    for method, k in sorted({(r["job"]["method"], r["job"]["columns"]) for r in rows}):
+        pts = sorted(
+            (r["job"]["N"], r)
+            for r in rows
+            if (r["job"]["method"], r["job"]["columns"]) == (method, k) and r["status"] == "ok"
+        )
+        if not pts:
+            continue
+        N = [n for n, _ in pts]
+        seconds = [r["median_s"] + (r["setup_s"] if method == "dense" else 0.0) for _, r in pts]
+        line = "-" if k == 1 else "--"
+        style = {"color": colors.get(method), "marker": "o", "label": f"{labels.get(method, method)}, {k} col."}
+        ax_t.loglog(N, seconds, line, **style)
+        ax_m.loglog(N, [r["peak_rss_bytes"] / 1e9 for _, r in pts], line, **style)
+    ax_t.set(xlabel="N", ylabel="seconds per product (dense: incl. forming K)", title="time")
+    ax_m.set(xlabel="N", ylabel="peak RSS (GB)", title="memory")
+    ax_t.legend(fontsize=7)
+    fig.suptitle(
+        f"pNTK products, MLP 40-512-512-10 on MNIST-1D, float32, {'/'.join(map(str, threads))} thread(s), "
+        "shared machine under load",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

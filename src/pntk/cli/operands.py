@@ -1,0 +1,121 @@
+"""What ``pntk eig`` and ``pntk regress`` multiply with: a network's kernel built from ``--model/--dataset``
+(matrix-free) or a stored kernel (``--store``), and the JSON they print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..operators import KernelOperator, operator
+from ..store import open as open_store
+from .flags import add_common_flags, resolve_device, torch_dtype
+from .resolve import load_inputs, load_model, load_weights
+
+
+def add_source_arguments(p: argparse.ArgumentParser) -> None:
+    """``--store``, or the model and dataset options of ``pntk compute``, and the operator's options
+    (``--batch-size`` is the samples per chunk of a pass, ``--memory`` the budget of a product)."""
+    add_common_flags(p)
+    s = p.add_argument_group("a stored kernel")
+    s.add_argument("--store", help="a complete kernel store (pntk compute --out ...), streamed tile by tile")
+    m = p.add_argument_group("or a network's kernel, never formed")
+    m.add_argument("--model", help="a zoo name (mlp, convnet, resnet18, wrn) or path/to/file.py:factory")
+    m.add_argument("--width", type=int, help="zoo models: width")
+    m.add_argument("--depth", type=int, help="zoo models: depth (default: the model's)")
+    m.add_argument("--num-classes", type=int, help="zoo models: outputs O (default: the dataset's, else 10)")
+    m.add_argument("--parametrization", default="standard", choices=("standard", "ntk"), help="zoo models")
+    m.add_argument("--weights", help="a .safetensors file or a torch checkpoint (read with weights_only=True)")
+    m.add_argument(
+        "--dataset",
+        help="a built-in name (digits, mnist1d, ...), a directory (with --dataset-format), "
+        "or a .npy/.pt file of inputs",
+    )
+    m.add_argument("--dataset-format", help="what a dataset directory holds: cifar10, cifar100, mnist, fashion-mnist")
+    m.add_argument("--split", default="train", help="train, test or all (default: train)")
+    m.add_argument("--kind", default="pntk", choices=("pntk", "trace", "entk"), help="default: pntk")
+    m.add_argument("--engine", default="auto", choices=("auto", "structured", "vp"), help="default: auto")
+    p.add_argument("--json", metavar="FILE", help="also write the JSON result to FILE")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress bars (default: on a terminal)")
+
+
+def check_source(args: argparse.Namespace) -> None:
+    """Exactly one of ``--store`` and ``--model/--dataset``.
+
+    Raises:
+        ValueError: neither or both.
+    """
+    network = args.model is not None or args.dataset is not None
+    if (args.store is None) == (not network) or (network and (args.model is None or args.dataset is None)):
+        raise ValueError("pass either --store PATH, or both --model and --dataset (not both kinds)")
+
+
+def load_network(args: argparse.Namespace, split: str | None = None, n: int | None = None):
+    """``(model, x, labels or None, num_classes)`` from the model and dataset options; a dataset brings its
+    labels, a file of inputs those it holds (if any)."""
+    inputs = load_inputs(
+        args.dataset,
+        split=split or args.split,
+        n=n or args.num_samples,
+        fmt=args.dataset_format,
+        seed=args.data_seed,
+    )
+    x = inputs.x if isinstance(inputs.x, torch.Tensor) else torch.as_tensor(np.asarray(inputs.x))
+    labels = inputs.record.get("labels")
+    O = args.num_classes or inputs.num_classes or 10
+    model, _ = load_model(
+        args.model,
+        in_shape=tuple(x.shape[1:]),
+        num_classes=O,
+        width=args.width,
+        depth=args.depth,
+        parametrization=args.parametrization,
+        seed=args.seed,
+    )
+    if args.weights:
+        load_weights(model, args.weights)
+    model.to(resolve_device(args.device))
+    return model, x, None if labels is None else torch.as_tensor(labels), O
+
+
+def network_operator(args: argparse.Namespace, model, x1, x2=None) -> KernelOperator:
+    return operator(
+        model,
+        x1,
+        x2,
+        kind=args.kind,
+        engine=args.engine,
+        dtype=torch_dtype(args.dtype),
+        batch_size=args.batch_size,
+        memory=args.memory,
+        progress=args.progress,
+    )
+
+
+def stored_operator(path: str, args: argparse.Namespace):
+    return open_store(path).operator(memory=args.memory, dtype=torch_dtype(args.dtype), progress=args.progress)
+
+
+def emit(result: dict[str, Any], args: argparse.Namespace) -> None:
+    """Print ``result`` as JSON, and write it to ``--json`` if given."""
+    text = json.dumps(_plain(result), indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        return _plain(x.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return x

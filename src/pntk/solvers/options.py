@@ -1,0 +1,76 @@
+"""The options of every iterative solver, in one dataclass, and the warning a solver gives when it stops short."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative solver stopped at its iteration cap before reaching its tolerance.
+
+    The result is the last iterate, with its residual reported; raise ``maxiter``, loosen ``tol``, or (for
+    conjugate gradients) add a ridge or a stronger preconditioner.
+    """
+
+
+class Preconditioner(str, enum.Enum):
+    """The preconditioner of :func:`pntk.solvers.pcg` for ``(K + λI) W = Y``.
+
+    - ``NYSTROM``: randomised Nyström approximation ``K ≈ U Λ Uᵀ`` from one product with ``rank`` Gaussian
+      columns (Frangella, Tropp & Udell 2023); best when the spectrum decays fast.
+    - ``PIVOTED_CHOLESKY``: randomised pivoted Cholesky ``K ≈ F Fᵀ`` (Chen, Epperly, Tropp & Webber 2024):
+      pivots drawn by the residual diagonal, ``rank`` columns read in blocks; needs the exact diagonal.
+    - ``NONE``: plain conjugate gradients.
+    """
+
+    NYSTROM = "nystrom"
+    PIVOTED_CHOLESKY = "pivoted_cholesky"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    """How the iterative solvers run. Every solver reads the fields it needs and ignores the others.
+
+    Attributes:
+        tol: the relative accuracy asked for. Conjugate gradients: ``‖Y − (K + λI) W‖ ≤ tol · ‖Y‖`` per
+            column. Lanczos eigenpairs: ``‖K y − θ y‖ ≤ tol · max|θ|`` per wanted pair (an eigenvalue is then
+            within about ``tol² · max|θ|² / gap`` of the truth). Gradient flow: the estimated error of the
+            Lanczos approximation of ``e^{−ηtK} r`` relative to ``‖r‖``.
+        maxiter: the iteration cap: conjugate-gradient iterations (default 1000), Lanczos
+            restarts (default 100), Lanczos steps for the gradient flow (default ``min(N, 500)``).
+        seed: the seed of every random draw (start blocks, probes, sketches), for reproducible results.
+        block_size: columns per block of block Lanczos (each block is one product with that many columns);
+            default: the number of wanted eigenpairs, at most 16.
+        krylov_dim: the largest basis of block Lanczos before a thick restart; default ``max(3k, k + 4b, 40)``,
+            at most ``N``.
+        preconditioner: a :class:`Preconditioner` or its name.
+        rank: the rank of the preconditioner (columns of ``K`` it reads, in one product or in blocks).
+        num_probes: random probe vectors of Hutch++ and stochastic Lanczos quadrature.
+        lanczos_steps: Lanczos steps per probe of stochastic Lanczos quadrature (nodes of its quadrature).
+        progress: show progress bars over the iterations; default: when stderr is a terminal.
+    """
+
+    tol: float = 1e-8
+    maxiter: int | None = None
+    seed: int = 0
+    block_size: int | None = None
+    krylov_dim: int | None = None
+    preconditioner: Preconditioner | str = Preconditioner.NYSTROM
+    rank: int = 100
+    num_probes: int = 30
+    lanczos_steps: int = 40
+    progress: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not self.tol > 0:
+            raise ValueError(f"tol must be positive; got {self.tol}")
+        for name in ("maxiter", "block_size", "krylov_dim"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None; got {value!r}")
+        for name in ("rank", "num_probes", "lanczos_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")

@@ -1,0 +1,128 @@
+"""Low-rank preconditioners for ``(K + λI) W = Y``: randomised Nyström and randomised pivoted Cholesky.
+
+Both approximate ``K ≈ U diag(Λ̂) Uᵀ`` (``U`` ``[n, r]`` orthonormal) and apply
+
+.. math::
+
+    P^{-1} = (\\hat λ_r + λ)\\, U (\\hat Λ + λI)^{-1} U^⊤ + (I − U U^⊤),
+
+the inverse of ``U Λ̂ Uᵀ + λI`` with the unresolved part of the spectrum taken at ``λ̂_r``, the smallest kept
+eigenvalue (Frangella, Tropp & Udell 2023). Conjugate gradients then converge at the rate of
+``(λ̂_r + λ) / λ`` instead of ``(λ_1 + λ) / λ``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..operators.base import LinearOperator
+from .operand import product
+
+
+@dataclass(frozen=True)
+class LowRankPreconditioner:
+    """``P⁻¹`` for ``K + λI`` from ``K ≈ U diag(Λ̂) Uᵀ`` (see the module docstring).
+
+    Attributes:
+        U: ``[n, r]`` orthonormal columns, float64.
+        eigenvalues: ``[r]`` ``Λ̂ ≥ 0``, descending.
+        ridge: ``λ > 0``.
+        products: columns of ``K`` multiplied or read to build it.
+    """
+
+    U: Tensor
+    eigenvalues: Tensor
+    ridge: float
+    products: int
+
+    def __call__(self, R: Tensor) -> Tensor:
+        """``P⁻¹ R`` for ``R [n, k]``."""
+        floor = self.eigenvalues[-1] + self.ridge
+        UR = self.U.T @ R
+        return R + self.U @ (UR * ((floor / (self.eigenvalues + self.ridge)).unsqueeze(1) - 1))
+
+
+def nystrom(op: LinearOperator, rank: int, ridge: float, *, seed: int = 0) -> LowRankPreconditioner:
+    """Randomised Nyström preconditioner: one product with ``rank`` Gaussian columns.
+
+    Args:
+        op: the symmetric positive semi-definite ``[n, n]`` kernel.
+        rank: ``r``, at most ``n``.
+        ridge: ``λ > 0``.
+        seed: the seed of the Gaussian test matrix.
+
+    Returns:
+        The preconditioner. Cost: one product with ``r`` columns, a QR, a Cholesky and an SVD of ``[n, r]``.
+    """
+    n = op.shape[0]
+    r = min(rank, n)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    Omega, _ = torch.linalg.qr(torch.randn(n, r, generator=g, dtype=torch.float64).to(op.device))
+    Y = product(op, Omega)
+    # A shift at the rounding level of the products makes Ωᵀ Y numerically positive definite.
+    nu = n**0.5 * torch.finfo(op.dtype).eps * Y.norm()
+    Y = Y + nu * Omega
+    C = Omega.T @ Y
+    L = torch.linalg.cholesky((C + C.T) / 2)
+    B = torch.linalg.solve_triangular(L, Y.T, upper=False).T  # Y L⁻ᵀ
+    U, S, _ = torch.linalg.svd(B, full_matrices=False)
+    return LowRankPreconditioner(U, (S.square() - nu).clamp(min=0), ridge, r)
+
+
+def pivoted_cholesky(
+    op: LinearOperator, rank: int, ridge: float, *, block: int = 32, seed: int = 0
+) -> LowRankPreconditioner:
+    """Randomised pivoted Cholesky preconditioner: ``K ≈ F Fᵀ`` from ``rank`` columns of ``K``.
+
+    Pivots are drawn ``block`` at a time with probability proportional to the diagonal of the residual
+    ``K − F Fᵀ`` (block RPCholesky, Chen, Epperly, Tropp & Webber 2024); each block of columns comes from
+    ``op.columns``, which a kernel operator contracts from its factors far more cheaply than products (a
+    dense layer costs ``N·s·(n + m)`` instead of ``N·s·n·m``). Needs the operator's exact diagonal.
+
+    Args:
+        op: the symmetric positive semi-definite ``[n, n]`` kernel, with ``diagonal()``.
+        rank: the most columns read, at most ``n``.
+        ridge: ``λ > 0``.
+        block: pivots per product.
+        seed: the seed of the pivot draws.
+
+    Returns:
+        The preconditioner. Cost: ``rank`` columns in blocks of ``block``, ``O(n · rank²)`` flops.
+    """
+    n = op.shape[0]
+    d = op.diagonal().to(torch.float64).clone()
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    # F (float64: its Gram must resolve the small eigenvalues that a ridge preconditioner needs) is the
+    # preconditioner's whole memory, n × rank numbers; its eigenbasis is written over it.
+    F = torch.zeros(n, min(rank, n), dtype=torch.float64, device=op.device)
+    r = 0
+    while r < F.shape[1] and d.sum() > 0:
+        s = min(block, F.shape[1] - r, int((d > 0).sum()))
+        S = torch.multinomial(d.clamp(min=0).cpu(), s, replacement=False, generator=g).to(op.device)
+        G = op.columns(S).to(torch.float64) - F[:, :r] @ F[S, :r].T
+        H = G[S]
+        w, V = torch.linalg.eigh((H + H.T) / 2)
+        keep = w > w.max().clamp(min=0) * s * torch.finfo(op.dtype).eps * 10
+        if not keep.any():
+            break
+        new = G @ (V[:, keep] / w[keep].sqrt())
+        F[:, r : r + new.shape[1]] = new
+        d = (d - new.square().sum(1)).clamp(min=0)
+        r += new.shape[1]
+    return _eigenbasis(F[:, :r], ridge, r)
+
+
+def _eigenbasis(F: Tensor, ridge: float, products: int) -> LowRankPreconditioner:
+    """``F Fᵀ = U diag(Λ) Uᵀ`` with ``U`` written over ``F`` row block by row block (no second ``n × r``)."""
+    C = F.T @ F
+    lam, V = torch.linalg.eigh((C + C.T) / 2)
+    lam, V = lam.flip(0).clamp(min=0), V.flip(1)
+    positive = lam > lam[0] * F.shape[1] * torch.finfo(F.dtype).eps
+    M = V[:, positive] / lam[positive].sqrt()  # U = F V Λ^{-1/2}
+    step = max(1, 2**24 // max(1, F.shape[1]))
+    for s in range(0, F.shape[0], step):
+        F[s : s + step, : M.shape[1]] = F[s : s + step] @ M
+    return LowRankPreconditioner(F[:, : M.shape[1]], lam[positive], ridge, products)

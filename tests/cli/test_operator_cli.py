@@ -1,0 +1,76 @@
+"""`pntk eig` and `pntk regress`: matrix-free on a zoo model and dataset, or on stores; JSON results."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import pntk
+from pntk import analysis
+from pntk.cli import main
+from pntk.data import load_dataset, one_hot_targets
+from pntk.models import build_model
+
+NET = ["--model", "mlp", "--width", "16", "--dataset", "digits", "--dtype", "float64"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    model = build_model("mlp", width=16, in_shape=(1, 8, 8), num_classes=10, seed=0).eval().double()
+    train, test = load_dataset("digits", n=120), load_dataset("digits", split="test", n=40)
+    return model, train.x.double(), train.y, test.x.double(), test.y
+
+
+def run_json(argv, tmp_path, capsys):
+    out = tmp_path / "result.json"
+    code = main([*argv, "--json", str(out)])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out.read_text())
+    return code, printed
+
+
+def test_eig_matrix_free_and_on_a_store(digits, tmp_path, capsys):
+    model, x, *_ = digits
+    dense = np.linalg.eigvalsh(pntk.pntk(model, x).numpy())[::-1][:4]
+    code, result = run_json(["eig", *NET, "--num-samples", "120", "--top", "4", "--tol", "1e-10"], tmp_path, capsys)
+    assert code == 0 and result["converged"] and result["N"] == 120
+    np.testing.assert_allclose(result["eigenvalues"], dense, rtol=1e-8)
+    pntk.compute(model, x, kind="pntk", out=tmp_path / "k.zarr", batch_size=50)
+    code, result = run_json(
+        ["eig", "--store", str(tmp_path / "k.zarr"), "--top", "4", "--tol", "1e-10"], tmp_path, capsys
+    )
+    assert code == 0 and result["iterations"] >= 1 and result["products"] >= 4
+    np.testing.assert_allclose(result["eigenvalues"], dense, rtol=1e-8)
+
+
+def test_regress_matches_the_dense_solve(digits, tmp_path, capsys):
+    model, x, y, x_test, y_test = digits
+    K, K_test = pntk.pntk(model, x), pntk.pntk(model, x_test, x)
+    ridge = 1e-3 * K.diagonal().mean().item()
+    predictions = analysis.kernel_regression(K, K_test, one_hot_targets(y, 10, dtype=torch.float64), ridge=ridge)
+    accuracy = float((predictions.argmax(1) == y_test.numpy()).mean())
+    argv = ["regress", *NET, "--num-samples", "120", "--num-test", "40", "--tol", "1e-10", "--rank", "30"]
+    code, result = run_json(argv, tmp_path, capsys)
+    assert code == 0 and result["converged"] and result["residual"] <= 2e-10
+    assert result["ridge"] == pytest.approx(ridge, rel=1e-12)
+    assert result["test_accuracy"] == accuracy and len(result["history"]) == result["iterations"] + 1
+
+    pntk.compute(model, x, kind="pntk", out=tmp_path / "k.zarr", batch_size=50)
+    pntk.compute(model, x_test, x, kind="pntk", out=tmp_path / "kt.zarr", batch_size=50)
+    np.save(tmp_path / "y.npy", y.numpy())
+    np.save(tmp_path / "yt.npy", y_test.numpy())
+    argv = ["regress", "--store", str(tmp_path / "k.zarr"), "--test-store", str(tmp_path / "kt.zarr")]
+    argv += ["--labels", str(tmp_path / "y.npy"), "--test-labels", str(tmp_path / "yt.npy"), "--tol", "1e-10"]
+    code, result = run_json([*argv, "--ridge", str(ridge)], tmp_path, capsys)
+    assert code == 0 and result["test_accuracy"] == accuracy
+
+
+def test_source_errors(tmp_path, capsys):
+    assert main(["eig", "--store", "k.zarr", *NET]) == 2
+    assert "pass either --store PATH, or both --model and --dataset" in capsys.readouterr().err
+    assert main(["regress", "--model", "mlp", "--width", "8"]) == 2
+    assert main(["regress", "--store", str(tmp_path)]) == 2
+    assert "--labels" in capsys.readouterr().err
