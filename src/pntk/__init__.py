@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 from . import analysis, data, errors, models, operators, probe, solvers
 from .compute import compute
 from .errors import PntkError
-from .kernels import Engine, Kind, entk, kernel, pntk, trace_ntk
+from .kernels import Engine, Kind
+from .kernels.api import entk, kernel, pntk, trace_ntk
 from .operators import KernelOperator, operator
 from .planning import Options, Plan, plan
 from .store import KernelStore, StoreLockedError, StoreMismatchError, open

@@ -13,6 +13,16 @@ built on them — asks this module how to split its work under one memory budget
 # (activations while a block is prepared, temporaries of the contraction, allocator slack). The tile is the
 # largest edge whose estimate fits:
 #     safety · (buffers · t²·E·itemsize + 2 · block_bytes(t)) ≤ memory.
+#
+# NOTE: [operator memory]
+# A product ``K V`` passes over the samples in chunks. A chunk of ``c`` samples holds its prepared factors
+# (the structured engine's ``block_bytes``, which also bounds the activations of ruled layers that a pass
+# keeps) and, per column of ``V`` that shares the pass, the intermediates of the factored products (one
+# tensor the size of every ruled layer's output per column, ``E = W·D`` in the pull and ``H = A·U`` in the
+# push, bounded by one sample's pNTK factors) or, for NTK-vector products, one set of activations per column.
+# Columns beyond :data:`COLUMNS` pass in groups that share each chunk's factors. The factors of all chunks are
+# cached across products when they fit half of the budget, so that a product of the pNTK, whose cotangents do
+# not depend on ``V``, costs no network pass.
 """
 
 from __future__ import annotations
@@ -55,6 +65,8 @@ class Options:
         auto_jacobian_edge: for ``engine="auto"`` on a model mostly without rules, the tile edge at which
             the Jacobian engine's blocks must still fit the budget; beyond, NTK-vector products (which never
             hold a Jacobian) are chosen.
+        product_columns: the most columns of ``V`` that share one pass over the samples in a kernel
+            operator's product (more are split into groups of this many; :func:`plan_product`).
     """
 
     default_memory_cap: int = 12 << 30
@@ -64,6 +76,7 @@ class Options:
     kernel_buffers: int = 4
     store_buffers: int = 7
     auto_jacobian_edge: int = 64
+    product_columns: int = 32
 
 
 DEFAULT_OPTIONS = Options()
@@ -406,3 +419,73 @@ def plan(
         return result
     probe = source1.fetch(slice(0, 128)).map(lambda t: t.to(fm.device))
     return measure(result, fm, fm.prepare_inputs(probe, "x1"))
+
+
+@dataclass(frozen=True)
+class ProductPlan:
+    """How products of one operator are split.
+
+    Attributes:
+        chunk: samples per chunk of a pass.
+        columns: columns of ``V`` per group, whose intermediates a chunk holds at once (the parameter-space
+            vectors of all groups, ``k·P`` numbers, are held through a product).
+        cache: keep every chunk's factors between products.
+        sample_bytes: the prepared factors of one sample (what caching costs per sample).
+        column_bytes: the intermediates of one column per sample and pass.
+        memory: the budget in bytes.
+    """
+
+    chunk: int
+    columns: int
+    cache: bool
+    sample_bytes: int
+    column_bytes: int
+    memory: int
+
+
+def plan_product(
+    fm: FunctionalModel,
+    kind: Kind,
+    num_samples: int,
+    *,
+    memory: int | str | None = None,
+    batch_size: int | None = None,
+    rows_per_sample: int = 1,
+    options: Options = DEFAULT_OPTIONS,
+) -> ProductPlan:
+    """The chunking of a kernel operator's products under ``memory`` (the note [operator memory]).
+
+    Args:
+        fm: the model.
+        kind: the kernel's kind (its factors hold ``R = 1`` cotangent per sample for the pNTK, ``O`` otherwise).
+        num_samples: the distinct samples whose factors a product reads (``N1``, plus ``N2`` when ``x2`` is
+            not ``x1``).
+        memory: the budget, bytes or a string such as ``"2GB"``; default :func:`memory_budget`'s.
+        batch_size: samples per chunk, overriding the budget's choice.
+        rows_per_sample: parameter-space vectors one column of ``V`` needs (``O`` for the trace NTK).
+
+    Returns:
+        The plan; see the note [operator memory].
+
+    Raises:
+        ValueError: ``batch_size`` is not a positive integer, or ``memory`` not a size.
+    """
+    budget = memory_budget(fm.device, memory, options)
+    engine = ENGINES[Engine.STRUCTURED]
+    prepared = Kind.PNTK if kind is Kind.PNTK else Kind.ENTK
+    sample_bytes = max(1, engine.block_bytes(fm, 1, prepared))
+    # One column's intermediates per sample: the size of one row of factors (the pNTK's).
+    column_bytes = max(1, engine.block_bytes(fm, 1, Kind.PNTK))
+    columns = max(1, options.product_columns // rows_per_sample)
+    # Per sample of a chunk: its factors, and two intermediates per parameter-space vector of a group.
+    per_sample = sample_bytes + 2 * columns * rows_per_sample * column_bytes
+    if batch_size is not None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        chunk = batch_size
+    else:
+        chunk = max(1, min(num_samples, (budget // 4) // per_sample))
+    cache = num_samples * sample_bytes <= budget // 2
+    return ProductPlan(
+        chunk=chunk, columns=columns, cache=cache, sample_bytes=sample_bytes, column_bytes=column_bytes, memory=budget
+    )

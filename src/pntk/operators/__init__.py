@@ -7,8 +7,8 @@
 - :class:`LinearOperator`: their base (``@``, ``.T``, ``.diagonal()``, ``.to_scipy()``).
 """
 
+from ..planning import ProductPlan, plan_product
 from .base import DenseOperator, LinearOperator
-from .budget import ProductPlan, plan_product
 from .kernel import KernelOperator, operator
 from .store import StoreOperator
 

@@ -7,7 +7,7 @@ A product never forms the kernel. With ``J(x) ∈ R^{O×P}`` and ``g = O^{-1/2} 
 - trace NTK: ``T V = (1/O) Σ_a J_a(X1) (J_a(X2)ᵀ V)``.
 
 Each is a pass over ``x2`` to parameter space (the pull) and a pass over ``x1`` back (the push), in chunks
-of samples bounded by a memory budget (:func:`pntk.operators.budget.plan_product`), the ``k`` columns of
+of samples bounded by a memory budget (:func:`pntk.planning.plan_product`), the ``k`` columns of
 ``V`` sharing each pass.
 """
 
@@ -29,9 +29,9 @@ from ..kernels.kinds import Engine, Kind
 from ..kernels.model import FunctionalModel, functional_model
 from ..kernels.structured import StructuredEngine
 from ..kernels.structured.engine import Block
+from ..planning import ProductPlan, plan_product
 from . import factors
 from .base import LinearOperator
-from .budget import ProductPlan, plan_product
 
 
 @dataclass
@@ -350,7 +350,7 @@ def operator(
         dtype: compute in this dtype; default: the model's.
         batch_size: samples per chunk of a pass; default: from ``memory``.
         memory: the budget of a product's working memory and cached factors, bytes or ``"2GB"``; default
-            :data:`pntk.operators.budget.DEFAULT_MEMORY`.
+            :func:`pntk.planning.memory_budget`'s (half the machine's memory, at most 12 GiB).
         progress: progress bars over the chunks of each pass; default: when stderr is a terminal.
 
     Returns:

@@ -7,10 +7,10 @@ import torch
 from torch import Tensor
 
 from ..distributed import Group, share
+from ..planning import memory_budget
 from ..store import KernelStore
-from ..tiling import Tile, parse_bytes
+from ..tiling import Tile
 from .base import LinearOperator
-from .budget import DEFAULT_MEMORY
 from .kernel import _all_reduce, _rank
 
 
@@ -28,7 +28,7 @@ class StoreOperator(LinearOperator):
     Args:
         store: a complete store.
         memory: the most bytes of kernel entries held at once, bytes or ``"2GB"``; default
-            :data:`pntk.operators.budget.DEFAULT_MEMORY`.
+            :func:`pntk.planning.memory_budget`'s.
         dtype: the dtype of the products; default: the store's.
         device: where products run; default: the CPU.
         progress: a progress bar over the tiles of each product; default: when stderr is a terminal.
@@ -66,7 +66,7 @@ class StoreOperator(LinearOperator):
         dtype = dtype or torch.from_numpy(np.zeros(0, dtype=store.dtype)).dtype
         super().__init__((spec.N1 * self.O, spec.N2 * self.O), dtype, torch.device(device), progress)
         self.store, self.spec = store, spec
-        self.memory = parse_bytes(memory if memory is not None else DEFAULT_MEMORY)
+        self.memory = memory_budget(self.device, memory)
 
     def _tiles(self) -> list[Tile]:
         rank, world = _rank()
