@@ -11,12 +11,17 @@ __version__ = "0.1.0"
 
 from . import analysis, data, models
 from .compute import compute
+from . import features
+from .features import FeatureKernel, FeatureMap, FeatureRidge, Nystrom, feature_regression
 from .kernels import Engine, Kind, entk, kernel, pntk, trace_ntk
 from .store import KernelStore, StoreLockedError, StoreMismatchError, open
 from .training import TrainConfig, load_checkpoint, save_checkpoint, train
 
 __all__ = [
     "Engine",
+    "FeatureKernel",
+    "FeatureMap",
+    "FeatureRidge",
     "KernelStore",
     "Kind",
     "StoreLockedError",
@@ -27,9 +32,12 @@ __all__ = [
     "compute",
     "data",
     "entk",
+    "feature_regression",
+    "features",
     "kernel",
     "load_checkpoint",
     "models",
+    "Nystrom",
     "open",
     "pntk",
     "save_checkpoint",
