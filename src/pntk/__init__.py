@@ -9,9 +9,8 @@
 
 __version__ = "0.1.0"
 
-from . import analysis, data, models
+from . import analysis, data, features, models
 from .compute import compute
-from . import features
 from .features import FeatureKernel, FeatureMap, FeatureRidge, Nystrom, feature_regression
 from .kernels import Engine, Kind, entk, kernel, pntk, trace_ntk
 from .store import KernelStore, StoreLockedError, StoreMismatchError, open

@@ -4,10 +4,10 @@ kind of layer, with ``R`` made explicit from the map's own random blocks; orthog
 
 import pytest
 import torch
+from explicit import reference_features
 from torch import nn
 
 import pntk
-from explicit import reference_features
 from pntk.features import FeatureMap
 from pntk.models.layers import NTKConv2d, NTKLinear
 from reference import reference_kernel

@@ -57,7 +57,11 @@ def sketches(model, x, kind, seeds, scale=1.0, **options) -> np.ndarray:
 @pytest.mark.parametrize("kind", ["pntk", "trace", "entk"])
 @pytest.mark.parametrize(
     "options",
-    [{"k": 512, "block": (4, 4)}, {"k": 512, "method": "dense"}, {"k": 512, "block": (2, 2), "distribution": "rademacher"}],
+    [
+        {"k": 512, "block": (4, 4)},
+        {"k": 512, "method": "dense"},
+        {"k": 512, "block": (2, 2), "distribution": "rademacher"},
+    ],
     ids=["kronecker", "dense", "rademacher"],
 )
 def test_the_mean_of_many_sketches_is_the_kernel(kind, options):

@@ -28,7 +28,8 @@ class FeatureKernel:
         >>> import torch
         >>> Phi = torch.randn(5, 3, dtype=torch.float64)
         >>> K = FeatureKernel(Phi)
-        >>> K.shape, torch.allclose(K @ torch.ones(5, dtype=torch.float64), Phi @ Phi.T @ torch.ones(5, dtype=torch.float64))
+        >>> v = torch.ones(5, dtype=torch.float64)
+        >>> K.shape, torch.allclose(K @ v, Phi @ (Phi.T @ v))
         ((5, 5), True)
         >>> torch.allclose(K.diagonal(), (Phi**2).sum(1))
         True
@@ -49,8 +50,8 @@ class FeatureKernel:
         self.Phi1, self.Phi2 = Phi1, Phi2
 
     @property
-    def O(self) -> int:
-        """Outputs per sample: ``O`` for eNTK features, else 1."""
+    def outputs(self) -> int:
+        """Rows per sample: ``O`` for eNTK features, else 1."""
         return self.Phi1.shape[1] if self.Phi1.dim() == 3 else 1
 
     @property
@@ -61,7 +62,7 @@ class FeatureKernel:
     @property
     def shape(self) -> tuple[int, int]:
         """``(N1, N2)``, or ``(N1·O, N2·O)`` for the eNTK."""
-        return (self.Phi1.shape[0] * self.O, self.Phi2.shape[0] * self.O)
+        return (self.Phi1.shape[0] * self.outputs, self.Phi2.shape[0] * self.outputs)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -85,7 +86,7 @@ class FeatureKernel:
         numpy = isinstance(V, np.ndarray)
         W = torch.as_tensor(V, device=self.device)
         W = W.to(torch.promote_types(W.dtype, self.dtype)) if W.is_floating_point() else W.to(self.dtype)
-        N2, O = self.shape[1], self.O
+        N2, O = self.shape[1], self.outputs
         structured = O > 1 and W.dim() >= 2 and tuple(W.shape[:2]) == (self.Phi2.shape[0], O)
         if W.dim() == 0 or W.shape[0] * (O if structured else 1) != N2:
             raise ValueError(f"cannot multiply the {self.shape} feature kernel with an array of shape {list(W.shape)}")

@@ -51,7 +51,7 @@ class Nystrom:
     def __init__(
         self,
         model: nn.Module,
-        landmarks: InputLike,
+        landmarks: InputLike | Inputs,
         *,
         kind: Kind | str = Kind.PNTK,
         rtol: float | None = None,
@@ -61,7 +61,7 @@ class Nystrom:
     ) -> None:
         self.model, self.kind = model, parse_enum(Kind, kind, "kind")
         self.landmarks = landmarks
-        self.options = {"params": params, "dtype": dtype, "batch_size": batch_size}
+        self.params, self.dtype, self.batch_size = params, dtype, batch_size
         K_LL = self._kernel(landmarks, None)
         m = K_LL.shape[0]
         lam, U = torch.linalg.eigh(K_LL)
@@ -88,17 +88,30 @@ class Nystrom:
         index = torch.randperm(N, generator=g)[:m].sort().values
         return x[index.to(x.tensors[0].device)]
 
-    def _kernel(self, x1: InputLike, x2: InputLike | None) -> Tensor:
+    def _kernel(self, x1: InputLike | Inputs, x2: InputLike | Inputs | None) -> Tensor:
         """``K(x1, x2)`` as a matrix: ``[N1, N2]``, or ``[N1·O, N2·O]`` for the eNTK."""
-        K = kernel(self.model, _user(x1), None if x2 is None else _user(x2), kind=self.kind, **self.options)
+        K = self._columns(x1, x2, progress=False)
         if self.kind is Kind.ENTK:
             N1, N2, O, _ = K.shape
             K = K.permute(0, 2, 1, 3).reshape(N1 * O, N2 * O)
         return K
 
+    def _columns(self, x1: InputLike | Inputs, x2: InputLike | Inputs | None, *, progress: bool | None) -> Tensor:
+        """:func:`pntk.kernel` between ``x1`` and ``x2`` with this map's options."""
+        return kernel(
+            self.model,
+            _user(x1),
+            None if x2 is None else _user(x2),
+            kind=self.kind,
+            params=self.params,
+            dtype=self.dtype,
+            batch_size=self.batch_size,
+            progress=progress,
+        )
+
     def __call__(self, x: InputLike, *, progress: bool | None = None) -> Tensor:
         """``Φ(x)``: ``[N, k']``, or ``[N, O, k']`` for the eNTK."""
-        K = kernel(self.model, _user(x), _user(self.landmarks), kind=self.kind, progress=progress, **self.options)
+        K = self._columns(x, self.landmarks, progress=progress)
         if self.kind is Kind.ENTK:
             N, m, O, _ = K.shape
             return (K.permute(0, 2, 1, 3).reshape(N * O, m * O) @ self.whitening).view(N, O, -1)

@@ -199,6 +199,8 @@ class KroneckerProjection:
         R = self.R_in
         if not self.weight:
             return (self.bs * R[:, -1]).view(G, 1, 1, -1).expand(G, B, T, -1)
+        if A is None:
+            raise ValueError(f"layer {self.name!r} projects its weight, so its inputs A are needed")
         R_w = R[:, :-1] if self.bias else R
         if self.embedding:
             ids = A.reshape(B, T)

@@ -114,8 +114,9 @@ class FeatureRidge:
                 "do not match"
             )
         R = Y.reshape(-1, 1) if O_phi > 1 else Y
-        if self.gram is None:
-            self.gram, self.rhs, self.O, self.squeeze = np.zeros((P.shape[1],) * 2), np.zeros((P.shape[1], R.shape[1])), O_phi, squeeze
+        if self.gram is None or self.rhs is None:
+            self.gram, self.rhs = np.zeros((P.shape[1], P.shape[1])), np.zeros((P.shape[1], R.shape[1]))
+            self.O, self.squeeze = O_phi, squeeze
         elif self.gram.shape[0] != P.shape[1] or self.O != O_phi or self.rhs.shape[1] != R.shape[1]:
             raise ValueError("this chunk's features or targets differ in shape from the earlier chunks")
         self.gram += P.T @ P
@@ -139,13 +140,15 @@ class FeatureRidge:
         return self._coef
 
     def _solve(self) -> np.ndarray:
+        assert self.gram is not None and self.rhs is not None
         A = self.gram + self.ridge * np.eye(self.gram.shape[0])
+        rhs: np.ndarray = self.rhs
         try:
             L = np.linalg.cholesky(A)
             # A Cholesky factor exists for a numerically singular matrix too; pivots that small mean that
             # W would be dominated by rounding.
             if np.diag(L).min() ** 2 > A.shape[0] * np.finfo(float).eps * np.abs(np.diag(A)).max():
-                return np.linalg.solve(L.T, np.linalg.solve(L, self.rhs))
+                return np.linalg.solve(L.T, np.linalg.solve(L, rhs))
         except np.linalg.LinAlgError:
             pass
         message = (
@@ -158,7 +161,7 @@ class FeatureRidge:
             warnings.warn(message, IllConditionedKernelWarning, stacklevel=3)
         lam, U = np.linalg.eigh(A)
         keep = lam > A.shape[0] * np.finfo(float).eps * max(lam.max(), 0.0)
-        return U[:, keep] @ ((U[:, keep].T @ self.rhs) / lam[keep, None])
+        return U[:, keep] @ ((U[:, keep].T @ rhs) / lam[keep, None])
 
     def predict(self, Phi, f0=None) -> np.ndarray:
         """``f0(x) + Φ(x) W``: ``[M, O]`` float64 (``[M]`` if ``Y`` was ``[N]``).
@@ -170,7 +173,9 @@ class FeatureRidge:
         P, O_phi = _rows(Phi, "Phi")
         W = self.coef
         if P.shape[1] != W.shape[0] or O_phi != self.O:
-            raise ValueError(f"features of shape {list(np.shape(Phi))} do not come from the map the model was fitted on")
+            raise ValueError(
+                f"features of shape {list(np.shape(Phi))} do not come from the map the model was fitted on"
+            )
         F = (P @ W).reshape(-1, O_phi) if O_phi > 1 else P @ W
         if f0 is not None:
             F = F + _numpy(f0, "f0").reshape(F.shape)

@@ -340,10 +340,8 @@ def features(
     if parse_enum(Method, method, "method") is Method.NYSTROM:
         from .nystrom import Nystrom
 
-        X = Inputs.from_user(x, "x")
-        if landmarks is None:
-            landmarks = Nystrom.choose_landmarks(X, k, seed)
-        nys = Nystrom(model, landmarks, kind=kind, params=params, dtype=dtype, batch_size=batch_size)
+        L = Nystrom.choose_landmarks(Inputs.from_user(x, "x"), k, seed) if landmarks is None else landmarks
+        nys = Nystrom(model, L, kind=kind, params=params, dtype=dtype, batch_size=batch_size)
         return nys(x, progress=progress)
     if landmarks is not None:
         raise ValueError("landmarks= applies to method='nystrom' only")
