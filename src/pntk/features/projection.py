@@ -168,51 +168,76 @@ class KroneckerProjection:
         """The numbers this projection holds."""
         return self.R_out.numel() + self.R_in.numel()
 
-    def project(self, A: Tensor | None, D: Tensor) -> Tensor:
-        """``Σ_g Σ_t (D_t R_out)ᵀ (Ã_t R_in)`` per sample and row, unscaled.
+    def positions(self, D: Tensor) -> int:
+        """``G·T``: the terms ``(g, t)`` that a sample's features sum, for cotangents ``D [G, B, r, T, M]``."""
+        return D.shape[0] * D.shape[3]
+
+    def factors(self, A: Tensor | None, D: Tensor, U: Tensor, V: Tensor) -> None:
+        """Write the projected factors ``D_t R_out`` and ``Ã_t R_in`` of a chunk into ``U`` and ``V``.
 
         Args:
             A: the layer inputs ``[G, B, T, n]`` (token ids ``[1, B, T]`` for an embedding); unused without
                 ``weight``.
             D: the output cotangents ``[G, B, r, T, M]``.
+            U: ``[G·T, B, b, r, c_out]``, position-major, overwritten.
+            V: ``[G·T, B, b, c_in]``, overwritten.
 
-        Returns:
-            ``[B, r, k]``, feature ``β·c_out·c_in + i·c_in + j``.
-
-        Cost: ``B·T·(r·M·k/c_in + n·k/c_out + r·k)`` multiply-adds.
+        Cost: ``B·G·T·(r·M·b·c_out + n·b·c_in)`` multiply-adds, ``b·c_out·c_in = k``.
         """
         G, B, r, T, M = D.shape
-        b = self.blocks
-        c_out, c_in = self.R_out.shape[-1] // b, self.R_in.shape[-1] // b
-        U = torch.bmm(D.reshape(G, B * r * T, M), self.R_out).view(G, B, r, T, b, c_out)
-        V = self._project_inputs(A, G, B, T)  # [G, B, T, b·c_in]
-        V = V.view(G, B, T, b, c_in)
-        if G == 1 and T == 1:
-            return (U[0, :, :, 0, :, :, None] * V[0, :, None, 0, :, None, :]).reshape(B, r, -1)
-        # Σ_{g,t} U[g,s,r,t,β,i] V[g,s,t,β,j]: one batched matmul per (sample, block) over (g, t).
-        U = U.permute(1, 4, 2, 5, 0, 3).reshape(B * b, r * c_out, G * T)
-        V = V.permute(1, 3, 0, 2, 4).reshape(B * b, G * T, c_in)
-        return torch.bmm(U, V).view(B, b, r, c_out, c_in).transpose(1, 2).reshape(B, r, -1)
+        if G == 1 and T == 1 and r == 1:  # straight into place
+            torch.mm(D.reshape(B, M), self.R_out[0], out=U.view(B, -1))
+        else:
+            U.copy_(
+                torch.bmm(D.reshape(G, B * r * T, M), self.R_out)
+                .view(G, B, r, T, *U.shape[2:3], -1)
+                .permute(0, 3, 1, 4, 2, 5)
+                .reshape(U.shape)
+            )
+        V.copy_(self._project_inputs(A, G, B, T).view(G, B, T, -1).transpose(1, 2).reshape(V.shape))
 
     def _project_inputs(self, A: Tensor | None, G: int, B: int, T: int) -> Tensor:
         """``Ã_t R_in`` ``[G, B, T, b·c_in]``."""
         R = self.R_in
+        bias = (self.bs * R[:, -1:]) if self.bias else None  # [G, 1, b·c_in]
         if not self.weight:
-            return (self.bs * R[:, -1]).view(G, 1, 1, -1).expand(G, B, T, -1)
+            assert bias is not None
+            return bias.view(G, 1, 1, -1).expand(G, B, T, -1)
         if A is None:
             raise ValueError(f"layer {self.name!r} projects its weight, so its inputs A are needed")
         R_w = R[:, :-1] if self.bias else R
         if self.embedding:
             ids = A.reshape(B, T)
-            V = R_w[0][ids.clamp(min=0)] * (ids >= 0).unsqueeze(-1)
-            V = V.unsqueeze(0)
-        else:
-            V = torch.bmm(A.reshape(G, B * T, A.shape[-1]), R_w).view(G, B, T, -1)
-        if self.ws != 1:
-            V = V * self.ws
-        if self.bias:
-            V = V + (self.bs * R[:, -1]).view(G, 1, 1, -1)
-        return V
+            V = (R_w[0][ids.clamp(min=0)] * (ids >= 0).unsqueeze(-1)).unsqueeze(0)
+            return V if bias is None else V + bias.unsqueeze(1)
+        A = A.reshape(G, B * T, A.shape[-1])
+        if bias is None:
+            V = torch.bmm(A, R_w)
+            return (V.mul_(self.ws) if self.ws != 1 else V).view(G, B, T, -1)
+        return torch.baddbmm(bias, A, R_w, alpha=self.ws).view(G, B, T, -1)
+
+
+def contract(U: Tensor, V: Tensor, out: Tensor, alpha: float) -> None:
+    """``out = alpha · Σ_ℓ U_ℓ ⊗ V_ℓ`` over the positions ``ℓ`` of every layer: all layers' Kronecker features in one
+    batched matmul.
+
+    Args:
+        U: ``[L, B, b, r, c_out]``, the projected cotangents of all positions of all layers.
+        V: ``[L, B, b, c_in]``, the projected inputs.
+        out: ``[B, r, k]``, overwritten; feature ``β·c_out·c_in + i·c_in + j``.
+    """
+    L, B, b, r, c_out = U.shape
+    c_in = V.shape[-1]
+    # Batches (sample, block) of [r·c_out, L] @ [L, c_in]; both operands are strided views that BLAS reads as
+    # they are (a copy to contiguous batches costs as much as the product).
+    U_ = U.view(L, B * b, r * c_out).permute(1, 2, 0)
+    V_ = V.view(L, B * b, c_in).permute(1, 0, 2)
+    if r == 1:
+        target = out.view(B * b, c_out, c_in)
+        torch.baddbmm(target, U_, V_, beta=0, alpha=alpha, out=target)
+        return
+    W = torch.bmm(U_, V_).view(B, b, r, c_out, c_in)
+    out.copy_(W.transpose(1, 2).reshape(B, r, -1)).mul_(alpha)
 
 
 @dataclass(frozen=True)
@@ -276,16 +301,18 @@ class DenseProjection:
             shape = (rows.stop - rows.start, self.k)
             yield rows, random_matrix(self.seed, f"{name}/{c}", shape, self.distribution, self.dtype, self.device)
 
-    def project(self, name: str, J: Tensor) -> Tensor:
-        """``J R_name`` for per-sample gradients ``J`` ``[B, r, p]`` of parameter ``name``: ``[B, r, k]``, unscaled.
+    def project(self, name: str, J: Tensor, out: Tensor, alpha: float) -> None:
+        """``out += alpha · J R_name`` for per-sample gradients ``J`` ``[B, r, p]`` of parameter ``name``.
+
+        Args:
+            out: ``[B, r, k]``, accumulated into.
 
         Cost: ``B·r·p·k`` multiply-adds and ``p·k`` random numbers drawn.
         """
         B, r, p = J.shape
         if p != self.sizes[name]:
             raise RuntimeError(f"parameter {name!r} has {p} gradient entries per row, {self.sizes[name]} expected")
-        out = J.new_zeros(B * r, self.k)
+        flat = out.view(B * r, self.k)
         J = J.reshape(B * r, p)
         for rows, R in self._chunks(name):
-            out.addmm_(J[:, rows], R)
-        return out.view(B, r, self.k)
+            flat.addmm_(J[:, rows], R, alpha=alpha)

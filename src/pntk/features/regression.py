@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from ..analysis import IllConditionedKernelError, IllConditionedKernelWarning, OnSingular
@@ -25,12 +26,17 @@ def _numpy(a, name: str) -> np.ndarray:
     return a
 
 
-def _rows(Phi, name: str) -> tuple[np.ndarray, int]:
-    """Features as rows ``[N·O, k]`` (eNTK ``[N, O, k]`` sample-major) and ``O`` (1 for ``[N, k]``)."""
-    Phi = _numpy(Phi, name)
-    if Phi.ndim == 2:
+def _rows(Phi, name: str) -> tuple[Tensor, int]:
+    """Features as rows ``[N·O, k]`` (eNTK ``[N, O, k]`` sample-major) and ``O`` (1 for ``[N, k]``), as a tensor
+    of their own floating dtype."""
+    Phi = torch.as_tensor(Phi).detach()
+    if not Phi.is_floating_point():
+        Phi = Phi.double()
+    if not bool(torch.isfinite(Phi).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+    if Phi.dim() == 2:
         return Phi, 1
-    if Phi.ndim == 3:
+    if Phi.dim() == 3:
         return Phi.reshape(-1, Phi.shape[-1]), Phi.shape[1]
     raise ValueError(f"{name} must be [N, k] or [N, O, k] features; got shape {list(Phi.shape)}")
 
@@ -46,7 +52,8 @@ class FeatureRidge:
     singular Gram, the minimum-norm solution (after a warning, by default).
 
     Memory: one float64 ``k × k`` Gram and ``k × O`` right-hand side, whatever ``N``. Cost: ``N·k²`` to
-    accumulate, ``k³/3`` to solve.
+    accumulate, ``k³/3`` to solve. Each chunk's Gram is computed in the features' dtype (float32 features: at
+    the float32 matmul rate) and summed in float64, so rounding grows with the chunk's length, not with ``N``.
 
     Args:
         ridge: ``λ ≥ 0``.
@@ -119,8 +126,8 @@ class FeatureRidge:
             self.O, self.squeeze = O_phi, squeeze
         elif self.gram.shape[0] != P.shape[1] or self.O != O_phi or self.rhs.shape[1] != R.shape[1]:
             raise ValueError("this chunk's features or targets differ in shape from the earlier chunks")
-        self.gram += P.T @ P
-        self.rhs += P.T @ R
+        self.gram += (P.T @ P).double().cpu().numpy()
+        self.rhs += P.double().T.cpu().numpy() @ R
         self.N += N
         self._coef = None
         return self
@@ -176,7 +183,8 @@ class FeatureRidge:
             raise ValueError(
                 f"features of shape {list(np.shape(Phi))} do not come from the map the model was fitted on"
             )
-        F = (P @ W).reshape(-1, O_phi) if O_phi > 1 else P @ W
+        F = P.double().cpu().numpy() @ W
+        F = F.reshape(-1, O_phi) if O_phi > 1 else F
         if f0 is not None:
             F = F + _numpy(f0, "f0").reshape(F.shape)
         return F[:, 0] if self.squeeze else F

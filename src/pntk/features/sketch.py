@@ -34,7 +34,7 @@ from ..kernels.model import FunctionalModel, functional_model
 from ..kernels.structured.capture import Layer, capture, plan
 from ..kernels.structured.rules import ConvRule, EmbeddingRule, LinearRule, scales
 from ..tiling import parse_bytes
-from .projection import DenseProjection, Distribution, KroneckerProjection
+from .projection import DenseProjection, Distribution, KroneckerProjection, contract
 
 #: The block shape ``(c_out, c_in)`` of a Kronecker projection: see the note [Variance of a sketch].
 DEFAULT_BLOCK = (8, 8)
@@ -154,8 +154,7 @@ class FeatureMap:
             progress = len(starts) > 1 and sys.stderr.isatty()
         for s in tqdm(starts, desc=f"{kind.value} features", unit="chunk", disable=not progress):
             rows = slice(s, min(s + batch_size, N))
-            Phi[rows] = self._project(p, X[rows], kind)
-        Phi /= math.sqrt(self.k)
+            self._project(p, X[rows], kind, Phi[rows])
         return Phi if kind is Kind.ENTK else Phi[:, 0]
 
     def state_bytes(self, x: InputLike) -> int:
@@ -232,11 +231,11 @@ class FeatureMap:
         per_sample += 2 * R * self.k  # the chunk's features and one layer's contribution
         return _Plan(fm, layers, kronecker, dense, rest, per_sample * fm.dtype.itemsize)
 
-    def _project(self, p: _Plan, x: Inputs, kind: Kind) -> Tensor:
-        """``J(x) R`` for a chunk of samples, unscaled: ``[B, r, k]``."""
+    def _project(self, p: _Plan, x: Inputs, kind: Kind, out: Tensor) -> None:
+        """``out = J(x) R / √k`` for a chunk of samples, ``out`` ``[B, r, k]``."""
         fm, B, O = p.fm, len(x), p.fm.num_outputs
-        r = O if kind is Kind.ENTK else 1
-        out = torch.zeros(B, r, self.k, dtype=fm.dtype, device=fm.device)
+        alpha, r = 1 / math.sqrt(self.k), out.shape[1]
+        factored, dense = [], []
         for layer, (xs, dzs) in zip(p.layers, capture(fm, x, p.layers, kind) if p.layers else []):
             D = layer.rule.cotangents(layer.module, dzs)  # [G, B, R, T, m]
             projection = p.kronecker.get(layer.module)
@@ -245,18 +244,31 @@ class FeatureMap:
                     G, _, _, T, m = D.shape
                     D = D.transpose(2, 3).reshape(G, B, 1, T, O * m) / math.sqrt(O)
                 A = layer.rule.inputs(layer.module, xs) if layer.weight is not None else None
-                out += projection.project(A, D)
+                factored.append((projection, A, D))
                 continue
             if layer.weight is None:
                 parts = layer.rule.gradient(layer.module, None, D, weight=False, bias=True)
             else:
                 parts = layer.rule.materialise(layer.module, xs, D, bias=layer.bias is not None)
-            for name, J in zip(layer.names, parts):
-                out += p.dense.project(name, _rows(J, kind))
+            dense += zip(layer.names, parts)
+        if factored:
+            (c_out, c_in), b = self.block, self.k // (self.block[0] * self.block[1])
+            L = sum(projection.positions(D) for projection, _, D in factored)
+            U = out.new_empty(L, B, b, r, c_out)
+            V = out.new_empty(L, B, b, c_in)
+            start = 0
+            for projection, A, D in factored:
+                stop = start + projection.positions(D)
+                projection.factors(A, D, U[start:stop], V[start:stop])
+                start = stop
+            del factored  # the layers' inputs and cotangents, before the contraction's memory is needed
+            contract(U, V, out, alpha)
+        else:
+            out.zero_()
         if p.fallback is not None:
-            for name, J in zip(p.fallback.params, JacobianEngine().prepare(p.fallback, x, kind)):
-                out += p.dense.project(name, _rows(J, kind))
-        return out
+            dense += zip(p.fallback.params, JacobianEngine().prepare(p.fallback, x, kind))
+        for name, J in dense:
+            p.dense.project(name, _rows(J, kind), out, alpha)
 
 
 def _rows(J: Tensor, kind: Kind) -> Tensor:
