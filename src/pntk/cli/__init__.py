@@ -7,7 +7,7 @@ import importlib
 import sys
 
 #: Modules of ``pntk.cli`` that define subcommands, in the order ``pntk --help`` lists them.
-SUBCOMMANDS = ("compute", "info", "sweep", "reproduce")
+SUBCOMMANDS = ("compute", "info", "sweep", "reproduce", "features")
 
 
 def build_parser() -> argparse.ArgumentParser:
