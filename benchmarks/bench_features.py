@@ -50,13 +50,15 @@ def run(job: dict, timeout_s: float, memory_cap: float = 3 * GiB) -> dict:
     return result
 
 
-def throughput(args) -> list[dict]:
+def throughput(args, previous: list[dict]) -> list[dict]:
+    """Every tool's row, measured now if it is in ``--tools`` (default all), else kept from ``previous``."""
     rows = []
     for tool, n in (
         ("pntk", args.n_throughput),
         ("vmap-grad", args.n_peers * 4),
         ("trak", args.n_peers),
         ("dattri", args.n_peers),
+        ("trak-matrix", args.n_peers),
     ):
         job = {
             "task": "throughput",
@@ -67,6 +69,9 @@ def throughput(args) -> list[dict]:
             "dataset": 25000,
             "chunk": 512,
         }
+        if args.tools and tool not in args.tools:
+            rows += [r for r in previous if r.get("tool") == tool]
+            continue
         rows.append(run(job, timeout_s=1200))
     return rows
 
@@ -230,6 +235,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", nargs="+", default=["throughput", "accuracy", "million"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tools", nargs="+", help="throughput: measure only these tools, keep the others' rows")
     parser.add_argument("--k", type=int, default=4096)
     parser.add_argument("--n-throughput", type=int, default=10000)
     parser.add_argument("--n-peers", type=int, default=512)
@@ -245,7 +251,10 @@ def main() -> None:
         results["machine"] = {"load_average": harness.load_average(), "threads": args.threads}
         for part in args.parts:
             print(f"{part} …", flush=True)
-            results[part] = {"throughput": throughput, "accuracy": accuracy, "million": million}[part](args)
+            if part == "throughput":
+                results[part] = throughput(args, results.get(part, []))
+            else:
+                results[part] = {"accuracy": accuracy, "million": million}[part](args)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(results, indent=1))
     report(results)

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         x, classes = train.x, train.num_classes
     else:
         x, classes = load_inputs(args.dataset, split=args.split, n=args.n, fmt=args.dataset_format, seed=args.seed)
-    x = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+    x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x))  # a writable copy of a memory map
     model = load_model(
         args.model,
         in_shape=tuple(x.shape[1:]),

@@ -21,12 +21,13 @@ sample's features do not depend on the batch, the chunking or the process that c
 # less still), likewise ``V``, and ``Var(UV) = Var U·Var V + Var U·(a·a')² + Var V·(d·d')²``. ``k = b·c_out·c_in``
 # features average ``b`` independent blocks: the variance is that of one block over ``b``, so the error falls
 # as ``k^{-1/2}`` at a fixed block shape. On the diagonal (``x = x'``) a block's relative variance is
-# ``(1 + 2/c_out)(1 + 2/c_in) − 1``, about ``4/c`` for ``c_out = c_in = c``; per feature ``k`` that is
-# ``4c/k`` against ``2/k`` for a dense Gaussian ``R``: the 8 × 8 blocks of the default cost about 4× the
-# variance of a dense projection at equal ``k`` for ``1/c = 1/8`` of its arithmetic and ``k(n + m)/8``
-# numbers of state instead of ``k·n·m``. Layers project independently and their estimates add, so variances
-# add (plus cross-layer terms ``K_l(x,x') K_l'(x,x')/k``-sized with zero mean). A dense Gaussian block has
-# ``Var = (K(x,x) K(x',x') + K(x,x')²)/k``.
+# ``(1 + 2/c_out)(1 + 2/c_in) − 1``, about ``4/c`` for ``c_out = c_in = c``, so ``k`` features have a relative
+# variance of about ``4c/k``, against ``2/k`` for a dense Gaussian ``R`` (``Var = (K(x,x) K(x',x') + K(x,x')²)/k``):
+# the default 8 × 8 blocks have 16 times the variance (4 times the standard deviation) of a dense projection at
+# equal ``k``, for ``2k(n + m)/8`` multiply-adds per sample of a dense layer instead of ``2k·n·m``, and
+# ``k(n + m)/8`` numbers of state instead of ``k·n·m``. That is the worst case: a gradient of higher rank (a
+# sum over ``T > 1`` positions) has relatively less, and layers project independently, so their variances add
+# while their kernels add too (the cross-layer terms have zero mean).
 """
 
 from __future__ import annotations
