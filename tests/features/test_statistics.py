@@ -54,15 +54,22 @@ def sketches(model, x, kind, seeds, scale=1.0, **options) -> np.ndarray:
     return np.stack([scale * kernel_entries(pntk.features(model, x, kind=kind, seed=s, **options)) for s in seeds])
 
 
-@pytest.mark.parametrize("kind", ["pntk", "trace", "entk"])
+KRONECKER = {"k": 512, "block": (4, 4)}
+DENSE = {"k": 512, "method": "dense"}
+RADEMACHER = {"k": 512, "block": (2, 2), "distribution": "rademacher"}
+
+
 @pytest.mark.parametrize(
-    "options",
+    "kind, options",
     [
-        {"k": 512, "block": (4, 4)},
-        {"k": 512, "method": "dense"},
-        {"k": 512, "block": (2, 2), "distribution": "rademacher"},
+        ("pntk", KRONECKER),
+        ("trace", KRONECKER),
+        ("entk", KRONECKER),
+        ("pntk", DENSE),
+        ("pntk", RADEMACHER),
+        *(pytest.param(kind, o, marks=pytest.mark.slow) for o in (DENSE, RADEMACHER) for kind in ("trace", "entk")),
     ],
-    ids=["kronecker", "dense", "rademacher"],
+    ids=lambda v: v if isinstance(v, str) else v.get("method", v.get("distribution", "kronecker")),
 )
 def test_the_mean_of_many_sketches_is_the_kernel(kind, options):
     model, x, K = setup(kind)
@@ -87,7 +94,7 @@ def test_the_test_rejects_biased_sketches(biased):
     assert hotelling_p_value(samples, K) < 1e-6
 
 
-@pytest.mark.parametrize("distribution", ["gaussian", "rademacher"])
+@pytest.mark.parametrize("distribution", ["gaussian", pytest.param("rademacher", marks=pytest.mark.slow)])
 def test_a_kronecker_block_has_the_documented_variance(distribution):
     """One dense layer, so each sample's pNTK gradient is rank one, ``G = d ãᵀ`` with ``d = 1/√O`` and
     ``ã = [x, 1]``; the note [Variance of a sketch] gives the variance of every entry."""
@@ -139,7 +146,7 @@ def relative_error(model, x, K, k, seed, **options) -> float:
     return ((Phi @ Phi.T - K).norm() / K.norm()).item()
 
 
-@pytest.mark.parametrize("method", ["kronecker", "dense"])
+@pytest.mark.parametrize("method", ["kronecker", pytest.param("dense", marks=pytest.mark.slow)])
 def test_the_error_falls_as_one_over_root_k(method):
     model, make = make_case("mlp_O10")
     model = model.double()
