@@ -74,12 +74,15 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.out is None and args.ridge is None:
         raise ValueError("nothing to do: give --out phi.npy to write the features, or --ridge to fit a regression")
+    classes: int | None
+    loaded: torch.Tensor | np.ndarray
     if args.ridge is not None:
         train, test = train_test(DatasetName(args.dataset), n_train=args.n, seed=args.seed)
-        x, classes = train.x, train.num_classes
+        loaded, classes = train.x, train.num_classes
     else:
-        x, classes = load_inputs(args.dataset, split=args.split, n=args.n, fmt=args.dataset_format, seed=args.seed)
-    x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x))  # a writable copy of a memory map
+        loaded, classes = load_inputs(args.dataset, split=args.split, n=args.n, fmt=args.dataset_format, seed=args.seed)
+    # A writable copy of a memory-mapped file.
+    x = loaded if isinstance(loaded, torch.Tensor) else torch.from_numpy(np.array(loaded))
     model = load_model(
         args.model,
         in_shape=tuple(x.shape[1:]),
@@ -120,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.out}: {args.kind} features {list(Phi.shape)} {Phi.dtype}", file=sys.stderr)
     if args.ridge is not None:
         scale = float(Phi.double().square().reshape(-1, Phi.shape[-1]).sum(1).mean())  # mean diag of K̂
-        Y = torch.nn.functional.one_hot(torch.as_tensor(train.y), classes).double()
+        Y = torch.nn.functional.one_hot(torch.as_tensor(train.y), train.num_classes).double()
         ridge = FeatureRidge(args.ridge * scale).fit(Phi, Y)
         F = ridge.predict(sketch(torch.as_tensor(np.asarray(test.x))))
         accuracy = float((F.argmax(1) == np.asarray(test.y)).mean())

@@ -235,7 +235,8 @@ class FeatureMap:
         """``out = J(x) R / √k`` for a chunk of samples, ``out`` ``[B, r, k]``."""
         fm, B, O = p.fm, len(x), p.fm.num_outputs
         alpha, r = 1 / math.sqrt(self.k), out.shape[1]
-        factored, dense = [], []
+        factored: list[tuple[KroneckerProjection, Tensor | None, Tensor]] = []
+        dense: list[tuple[str, Tensor]] = []
         for layer, (xs, dzs) in zip(p.layers, capture(fm, x, p.layers, kind) if p.layers else []):
             D = layer.rule.cotangents(layer.module, dzs)  # [G, B, R, T, m]
             projection = p.kronecker.get(layer.module)
