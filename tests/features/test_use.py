@@ -107,11 +107,11 @@ def test_sketched_regression_approaches_exact_pntk_regression():
     ridge = 1e-2 * K.diagonal().mean().item()
     exact = kernel_regression(K, K_test, Y, ridge=ridge)
     errors = []
-    for k in (256, 4096):
+    for k in (256, 2048):
         fmap = FeatureMap(model, k=k, seed=0)
         F = feature_regression(fmap(x), fmap(x_test), Y, ridge=ridge)
         errors.append(np.linalg.norm(F - exact) / np.linalg.norm(exact))
-    assert errors[1] < 0.5 * errors[0] and errors[1] < 0.1
+    assert errors[1] < 0.5 * errors[0] and errors[1] < 0.15
 
 
 @pytest.mark.parametrize("kind", ["pntk", "trace", "entk"])

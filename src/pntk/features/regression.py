@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 import torch
-from scipy.linalg import blas
+from scipy.linalg import blas, cho_factor, cho_solve
 from torch import Tensor
 
 from ..analysis import IllConditionedKernelError, IllConditionedKernelWarning, OnSingular
@@ -163,11 +163,11 @@ class FeatureRidge:
         A = self.gram + self.ridge * np.eye(self.gram.shape[0])
         rhs: np.ndarray = self.rhs
         try:
-            L = np.linalg.cholesky(A)
+            L = cho_factor(A, lower=True)
             # A Cholesky factor exists for a numerically singular matrix too; pivots that small mean that
             # W would be dominated by rounding.
-            if np.diag(L).min() ** 2 > A.shape[0] * np.finfo(float).eps * np.abs(np.diag(A)).max():
-                return np.linalg.solve(L.T, np.linalg.solve(L, rhs))
+            if np.diag(L[0]).min() ** 2 > A.shape[0] * np.finfo(float).eps * np.abs(np.diag(A)).max():
+                return cho_solve(L, rhs)
         except np.linalg.LinAlgError:
             pass
         message = (
