@@ -80,7 +80,8 @@ class FeatureMap:
 
     Calling it on any inputs gives their features under the same ``R``: sketch training inputs, then test
     inputs, and ``Φ_test Φ_trainᵀ`` estimates ``K(x_test, X_train)`` without bias. See :func:`features`
-    for the arguments.
+    for the arguments. The map takes the model's parameters when it first sees inputs of a shape (a copy
+    when ``dtype`` casts them): make a new map after changing the model.
 
     Example:
         >>> import torch, pntk
@@ -136,7 +137,9 @@ class FeatureMap:
     ) -> Tensor:
         """``Φ(x)``: ``[N, k]`` for the pNTK and trace NTK, ``[N, O, k]`` for the eNTK.
 
-        Each sample's row depends on that sample and the map only, never on ``batch_size``.
+        Each sample's row depends on that sample and the map only, never on ``batch_size`` or the process
+        (up to the rounding of the network's own passes, which BLAS may sum in another order for another
+        batch size; the same chunks give the same bits).
         """
         kind = self.kind
         X = Inputs.from_user(x, "x")
