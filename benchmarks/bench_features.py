@@ -183,18 +183,21 @@ def figure(results: dict, path: Path) -> None:
         i += 1
         rows = [r for r in results["throughput"] if r.get("samples_per_s")]
         names = {
-            "pntk": "pntk.features\n(Kronecker)",
+            "pntk": "pntk\n(Kronecker)",
             "vmap-grad": "vmap(grad)\nalone",
-            "trak": "TRAK\nBasicProjector",
-            "dattri": "dattri\nprojector",
+            "trak": "TRAK\n(block 100)",
+            "dattri": "dattri",
+            "trak-matrix": "TRAK\n(P×k matrix)*",
         }
         ax.bar([names.get(r["tool"], r["tool"]) for r in rows], [r["samples_per_s"] for r in rows], color="C0")
         for j, r in enumerate(rows):
-            label = f"{r['samples_per_s']:.0f}/s\nstate {fmt_bytes(r.get('state_bytes'))}"
+            label = f"{r['samples_per_s']:.0f}/s\n{fmt_bytes(r.get('state_bytes')) if r.get('state_bytes') else ''}"
             ax.text(j, r["samples_per_s"], label, ha="center", va="bottom", fontsize=7)
         ax.set_yscale("log")
+        ax.set_ylim(top=5 * max(r["samples_per_s"] for r in rows))
         ax.set_ylabel("samples / s (k = 4096)")
-        ax.set_title("projection throughput", fontsize=9)
+        ax.set_title("projection throughput (* timed on P/8 rows)", fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
     if "accuracy" in results and results["accuracy"].get("sketches"):
         a = results["accuracy"]
         ax = axes[i]
@@ -202,8 +205,10 @@ def figure(results: dict, path: Path) -> None:
             s = [e for e in a["sketches"] if e["method"] == method]
             ax.loglog([e["k"] for e in s], [e["relative_error"] for e in s], marker=marker, label=method)
         ks = np.array([e["k"] for e in a["sketches"] if e["method"] == "kronecker"], float)
-        first = next(e["relative_error"] for e in a["sketches"] if e["method"] == "kronecker")
-        ax.loglog(ks, first * (ks / ks[0]) ** -0.5, "k:", label="k^-1/2")
+        last = [e["relative_error"] for e in a["sketches"] if e["method"] == "kronecker"][-1]
+        ax.loglog(ks, last * (ks / ks[-1]) ** -0.5, "k:", label="∝ k^-1/2")
+        ax.set_xticks(ks, [str(int(k)) for k in ks], minor=False)
+        ax.minorticks_off()
         ax.set_xlabel("k")
         ax.set_ylabel("‖ΦΦᵀ − K‖_F / ‖K‖_F")
         ax.set_title(f"error against k, N = {a['n']}", fontsize=9)
@@ -212,6 +217,8 @@ def figure(results: dict, path: Path) -> None:
         for method, marker in (("kronecker", "o"), ("nystrom", "s")):
             s = [e for e in a["sketches"] if e["method"] == method]
             ax.semilogx([e["k"] for e in s], [e["accuracy"] for e in s], marker=marker, label=f"{method} ridge")
+        ax.set_xticks(ks, [str(int(k)) for k in ks], minor=False)
+        ax.minorticks_off()
         ax.axhline(a["exact_accuracy"], color="k", ls="--", label="exact pNTK regression")
         ax.axhline(a["network_accuracy"], color="C3", ls=":", label="trained network")
         if "million" in results and results["million"].get("test_accuracy"):
