@@ -103,14 +103,15 @@ class KroneckerProjection:
     """The projection of one factored layer: ``b`` blocks ``R_out ⊗ R_in`` per group ``g``.
 
     The layer's per-sample gradient in group ``g`` and output row ``r`` is ``G = Σ_t D_tᵀ Ã_t ∈ R^{M×n'}``
-    with ``Ã_t = [ws·A_t, bs]`` (the bias as a last input column; ``n' = n`` without a bias, ``n' = 1`` when
-    only the bias is differentiated). Feature ``(β, i, j)`` is ``R_out[g, :, β, i]ᵀ G R_in[g, :, β, j]``,
-    summed over groups.
+    with ``Ã_t = [ws·A_t, bs]`` (the bias as a last input column: ``n' = n + 1``; ``n`` without a bias, ``1``
+    when only the bias is differentiated). Feature ``β·c_out·c_in + i·c_in + j`` is
+    ``R_out[g, :, β·c_out + i]ᵀ G R_in[g, :, β·c_in + j]``, summed over groups.
 
     Attributes:
         name: the layer's name (its module path); the key of its random matrices.
         R_out: ``[G, M, b·c_out]``, block ``β`` in columns ``β·c_out …``.
         R_in: ``[G, n', b·c_in]``.
+        blocks: ``b = k / (c_out·c_in)``.
         weight: whether the weight is differentiated (else only the bias: ``Ã_t = [bs]``).
         bias: whether the bias is differentiated.
         ws, bs: the layer's weight and bias scales.
