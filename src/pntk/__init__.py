@@ -9,9 +9,10 @@
 
 __version__ = "0.1.0"
 
-from . import analysis, data, errors, models, operators, probe, solvers
+from . import analysis, data, errors, features, models, operators, probe, solvers
 from .compute import compute
 from .errors import PntkError
+from .features import FeatureKernel, FeatureMap, FeatureRidge, Nystrom, feature_regression
 from .kernels import Engine, Kind
 from .kernels.api import entk, kernel, pntk, trace_ntk
 from .operators import KernelOperator, operator
@@ -21,6 +22,9 @@ from .training import TrainConfig, load_checkpoint, save_checkpoint, train
 
 __all__ = [
     "Engine",
+    "FeatureKernel",
+    "FeatureMap",
+    "FeatureRidge",
     "KernelOperator",
     "KernelStore",
     "Kind",
@@ -34,9 +38,12 @@ __all__ = [
     "compute",
     "data",
     "entk",
+    "feature_regression",
+    "features",
     "kernel",
     "load_checkpoint",
     "models",
+    "Nystrom",
     "open",
     "plan",
     "operator",

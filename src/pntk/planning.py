@@ -489,3 +489,26 @@ def plan_product(
     return ProductPlan(
         chunk=chunk, columns=columns, cache=cache, sample_bytes=sample_bytes, column_bytes=column_bytes, memory=budget
     )
+
+
+def pass_chunk(
+    fm: FunctionalModel,
+    n: int,
+    per_sample_bytes: int,
+    *,
+    memory: int | str | None = None,
+    batch_size: int | None = None,
+    options: Options = DEFAULT_OPTIONS,
+) -> int:
+    """Samples per chunk of a pass whose work holds ``per_sample_bytes`` per sample (a sketch's factors and
+    projections): ``batch_size`` when given, else as many as fit the budget with the safety factor.
+
+    Raises:
+        ValueError: ``batch_size`` is not a positive integer, or ``memory`` not a size.
+    """
+    if batch_size is not None:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        return batch_size
+    budget = memory_budget(fm.device, memory, options)
+    return max(1, min(n, int(budget // (options.safety * max(1, per_sample_bytes)))))

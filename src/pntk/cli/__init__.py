@@ -9,7 +9,7 @@ import sys
 from .runner import run_command
 
 #: Modules of ``pntk.cli`` that define subcommands, in the order ``pntk --help`` lists them.
-SUBCOMMANDS = ("compute", "info", "verify", "sweep", "reproduce", "eig", "regress")
+SUBCOMMANDS = ("compute", "info", "verify", "sweep", "reproduce", "eig", "regress", "features")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,137 @@
+"""``pntk features``: random features ``Φ`` of a network's NTK (``E[Φ Φᵀ] = K``), and regression on them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data import DatasetName, train_test
+from ..features import FeatureMap, FeatureRidge, Nystrom
+from ..kernels.inputs import Inputs
+from .flags import add_common_flags, torch_dtype
+from .resolve import load_inputs, load_model, load_weights
+
+_EPILOG = """\
+examples:
+  pntk features --model mlp --width 512 --dataset mnist1d --k 4096 --out phi.npy
+  pntk features --model mlp --width 512 --dataset mnist1d --k 4096 --ridge 1e-3   # ridge regression, test accuracy
+  pntk features --model net.py:make --weights net.safetensors --dataset x.npy --kind entk --k 1024 --out phi.npy
+
+The features of new inputs under the same --feature-seed (and model, kind, k, method) share the map: Φ_test Φᵀ
+estimates K(x_test, X) without bias.
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "features",
+        help="random features Φ with E[ΦΦᵀ] = K (a sketch of the NTK), and ridge regression on them",
+        description="Sketch the eNTK, trace NTK or pseudo-NTK of a network as random features Φ ([N, k], "
+        "[N, O, k] for the eNTK) from the structured engine's per-layer factors, and optionally fit kernel ridge "
+        "regression in k dimensions on a built-in dataset's training split and report its test accuracy.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_flags(p, flags=("num-samples", "batch-size", "dtype", "seed", "data-seed", "memory"))
+    m = p.add_argument_group("model")
+    m.add_argument("--model", required=True, help="a zoo name (mlp, convnet, resnet18, wrn) or path/to/file.py:factory")
+    m.add_argument("--width", type=int, help="zoo models: width")
+    m.add_argument("--depth", type=int, help="zoo models: depth")
+    m.add_argument("--num-classes", type=int, help="zoo models: outputs O (default: the dataset's, else 10)")
+    m.add_argument("--parametrization", default="standard", choices=("standard", "ntk"), help="zoo models")
+    m.add_argument("--weights", help="a .safetensors file or a torch checkpoint (read with weights_only=True)")
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", required=True, help="a built-in name, a dataset directory, or a .npy/.pt file")
+    d.add_argument("--dataset-format", help="what a dataset directory holds: cifar10, cifar100, mnist, fashion-mnist")
+    d.add_argument("--split", default="train", help="train, test or all (default: train)")
+    f = p.add_argument_group("features")
+    f.add_argument("--k", type=int, required=True, help="number of features (for nystrom: of landmarks)")
+    f.add_argument("--kind", default="pntk", choices=("entk", "trace", "pntk"))
+    f.add_argument("--method", default="kronecker", choices=("kronecker", "dense", "nystrom"))
+    f.add_argument("--distribution", default="gaussian", choices=("gaussian", "rademacher", "orthogonal"))
+    f.add_argument("--feature-seed", type=int, default=0, help="the seed of the projection (or the landmarks)")
+    f.add_argument("--out", help="write Φ of the chosen split to this .npy file")
+    f.add_argument(
+        "--ridge",
+        type=float,
+        help="fit ridge regression with λ = RIDGE · mean diag K̂ on the training "
+        "split of a built-in dataset and report test accuracy (JSON)",
+    )
+    f.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.out is None and args.ridge is None:
+        raise ValueError("nothing to do: give --out phi.npy to write the features, or --ridge to fit a regression")
+    classes: int | None
+    loaded: torch.Tensor | np.ndarray
+    if args.ridge is not None:
+        train, test = train_test(DatasetName(args.dataset), n_train=args.num_samples, seed=args.data_seed)
+        loaded, classes = train.x, train.num_classes
+    else:
+        inputs = load_inputs(
+            args.dataset, split=args.split, n=args.num_samples, fmt=args.dataset_format, seed=args.data_seed
+        )
+        loaded, classes = inputs.x, inputs.num_classes
+    # A writable copy of a memory-mapped file.
+    x = loaded if isinstance(loaded, torch.Tensor) else torch.from_numpy(np.array(loaded))
+    model, _ = load_model(
+        args.model,
+        in_shape=tuple(x.shape[1:]),
+        num_classes=args.num_classes or classes or 10,
+        width=args.width,
+        depth=args.depth,
+        parametrization=args.parametrization,
+        seed=args.seed,
+    )
+    if args.weights:
+        load_weights(model, args.weights)
+    model.eval()
+    dtype = torch_dtype(args.dtype)
+    if args.method == "nystrom":
+        L = Nystrom.choose_landmarks(_inputs(x), args.k, args.feature_seed)
+        nys = Nystrom(model, L.tensors[0], kind=args.kind, dtype=dtype, batch_size=args.batch_size)
+
+        def sketch(inputs):
+            return nys(inputs, progress=args.progress)
+
+    else:
+        fmap = FeatureMap(
+            model,
+            k=args.k,
+            kind=args.kind,
+            method=args.method,
+            seed=args.feature_seed,
+            distribution=args.distribution,
+            dtype=dtype,
+        )
+
+        def sketch(inputs):
+            return fmap(inputs, batch_size=args.batch_size, memory=args.memory, progress=args.progress)
+
+    Phi = sketch(x)
+    if args.out:
+        np.save(Path(args.out), Phi.detach().cpu().numpy(), allow_pickle=False)
+        print(f"{args.out}: {args.kind} features {list(Phi.shape)} {Phi.dtype}", file=sys.stderr)
+    if args.ridge is not None:
+        scale = float(Phi.double().square().reshape(-1, Phi.shape[-1]).sum(1).mean())  # mean diag of K̂
+        Y = torch.nn.functional.one_hot(torch.as_tensor(train.y), train.num_classes).double()
+        ridge = FeatureRidge(args.ridge * scale).fit(Phi, Y)
+        F = ridge.predict(sketch(torch.as_tensor(np.asarray(test.x))))
+        accuracy = float((F.argmax(1) == np.asarray(test.y)).mean())
+        print(
+            json.dumps(
+                {"n_train": len(x), "n_test": len(test.y), "k": args.k, "ridge": ridge.ridge, "test_accuracy": accuracy}
+            )
+        )
+    return 0
+
+
+def _inputs(x):
+    return Inputs.from_user(x, "x")

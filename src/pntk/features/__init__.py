@@ -1,0 +1,41 @@
+"""Random-feature sketches of a network's NTK: ``Φ`` with ``E[Φ Φᵀ] = K``, and what to do with them.
+
+- :func:`features` / :class:`FeatureMap`: ``Φ = J R / √k`` from the structured engine's per-layer factors with
+  Kronecker projections (dense projections for parameters without a rule), for every kind;
+- :class:`Nystrom`: features from landmark samples and exact kernel columns;
+- :class:`FeatureKernel`: ``Φ Φᵀ`` as a linear operator, with its spectrum from the ``k × k`` Gram;
+- :class:`FeatureRidge` and :func:`feature_regression`: kernel ridge regression solved in ``k`` dimensions.
+
+The package itself is callable: ``pntk.features(model, x, k=...)`` is :func:`features`, so that the function
+the design names and the namespace of its classes (``pntk.features.FeatureKernel``) are one object.
+"""
+
+import sys
+import types
+
+from .kernel import FeatureKernel
+from .nystrom import Nystrom
+from .projection import Distribution
+from .regression import FeatureRidge, feature_regression
+from .sketch import FeatureMap, Method, features
+
+__all__ = [
+    "Distribution",
+    "FeatureKernel",
+    "FeatureMap",
+    "FeatureRidge",
+    "Method",
+    "Nystrom",
+    "feature_regression",
+    "features",
+]
+
+
+class _Callable(types.ModuleType):
+    """This package, callable as :func:`features`."""
+
+    def __call__(self, *args, **kwargs):
+        return features(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _Callable

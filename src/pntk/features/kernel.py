@@ -1,0 +1,142 @@
+"""``FeatureKernel``: the kernel ``Φ1 Φ2ᵀ`` of features, as a linear operator that is never formed."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import LinearOperator
+from torch import Tensor
+
+
+class FeatureKernel:
+    """The linear operator ``K̂ = Φ1 Φ2ᵀ`` of features ``Φ1`` ``[N1, k]`` and ``Φ2`` ``[N2, k]``.
+
+    eNTK features ``[N, O, k]`` give the ``(N1·O) × (N2·O)`` matrix with row ``n·O + a`` (the eNTK's sample-major
+    layout). A product costs ``(N1 + N2)·k`` multiply-adds per column instead of ``N1·N2``, and every analysis
+    that takes an operator (``to_scipy()``) accepts it: :func:`pntk.analysis.extreme_eigenvalues`,
+    :func:`pntk.analysis.kernel_regression_cg`, … The whole spectrum comes from the ``k × k`` Gram
+    (:meth:`eigenvalues`), ridge regression from a ``k × k`` solve (:class:`pntk.features.FeatureRidge`).
+
+    Args:
+        Phi1: ``[N1, k]`` or ``[N1, O, k]`` features (torch tensor or NumPy array).
+        Phi2: ``[N2, k]`` or ``[N2, O, k]`` features of the same map; ``None`` for ``Phi1`` (symmetric).
+
+    Raises:
+        ValueError: features of different widths, output counts or ranks.
+
+    Example:
+        >>> import torch
+        >>> Phi = torch.randn(5, 3, dtype=torch.float64)
+        >>> K = FeatureKernel(Phi)
+        >>> v = torch.ones(5, dtype=torch.float64)
+        >>> K.shape, torch.allclose(K @ v, Phi @ (Phi.T @ v))
+        ((5, 5), True)
+        >>> torch.allclose(K.diagonal(), (Phi**2).sum(1))
+        True
+    """
+
+    def __init__(self, Phi1: Tensor | np.ndarray, Phi2: Tensor | np.ndarray | None = None) -> None:
+        Phi1 = torch.as_tensor(Phi1)
+        Phi2 = Phi1 if Phi2 is None else torch.as_tensor(Phi2)
+        if Phi1.dim() not in (2, 3) or Phi1.dim() != Phi2.dim():
+            raise ValueError(
+                f"features must both be [N, k] or both [N, O, k]; got shapes {list(Phi1.shape)} and {list(Phi2.shape)}"
+            )
+        if Phi1.shape[1:] != Phi2.shape[1:]:
+            raise ValueError(
+                f"features of shapes {list(Phi1.shape)} and {list(Phi2.shape)} come from different maps; sketch both "
+                "inputs with the same k, kind and seed"
+            )
+        self.Phi1, self.Phi2 = Phi1, Phi2
+
+    @property
+    def outputs(self) -> int:
+        """Rows per sample: ``O`` for eNTK features, else 1."""
+        return self.Phi1.shape[1] if self.Phi1.dim() == 3 else 1
+
+    @property
+    def k(self) -> int:
+        """The number of features."""
+        return self.Phi1.shape[-1]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(N1, N2)``, or ``(N1·O, N2·O)`` for the eNTK."""
+        return (self.Phi1.shape[0] * self.outputs, self.Phi2.shape[0] * self.outputs)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.Phi1.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.Phi1.device
+
+    @property
+    def T(self) -> FeatureKernel:
+        """``Φ2 Φ1ᵀ``."""
+        return FeatureKernel(self.Phi2, self.Phi1)
+
+    def _flat(self, Phi: Tensor) -> Tensor:
+        return Phi.reshape(-1, self.k)
+
+    def __matmul__(self, V: Tensor | np.ndarray) -> Tensor | np.ndarray:
+        """``K̂ V`` for ``V`` ``[N2]`` or ``[N2, c]`` (eNTK: ``[N2, O]``, ``[N2, O, c]`` or flat ``[N2·O]``,
+        ``[N2·O, c]``); the result has ``V``'s layout with ``N1`` rows, and its type (tensor or NumPy)."""
+        numpy = isinstance(V, np.ndarray)
+        W = torch.as_tensor(V, device=self.device)
+        W = W.to(torch.promote_types(W.dtype, self.dtype)) if W.is_floating_point() else W.to(self.dtype)
+        N2, O = self.shape[1], self.outputs
+        structured = O > 1 and W.dim() >= 2 and tuple(W.shape[:2]) == (self.Phi2.shape[0], O)
+        if W.dim() == 0 or W.shape[0] * (O if structured else 1) != N2:
+            raise ValueError(f"cannot multiply the {self.shape} feature kernel with an array of shape {list(W.shape)}")
+        trailing = tuple(W.shape[2 if structured else 1 :])
+        P1, P2 = self._flat(self.Phi1).to(W.dtype), self._flat(self.Phi2).to(W.dtype)
+        out = P1 @ (P2.T @ W.reshape(N2, -1))
+        out = out.reshape(((self.Phi1.shape[0], O) if structured else (self.shape[0],)) + trailing)
+        return out.cpu().numpy() if numpy else out
+
+    def diagonal(self) -> Tensor:
+        """``diag(Φ1 Φ2ᵀ)`` ``[N1]`` (``[N1·O]``) for a square operator.
+
+        Raises:
+            ValueError: for a rectangular one.
+        """
+        if self.shape[0] != self.shape[1]:
+            raise ValueError(f"a {self.shape} feature kernel has no diagonal; it is not square")
+        return (self._flat(self.Phi1) * self._flat(self.Phi2)).sum(-1)
+
+    def gram(self) -> Tensor:
+        """``Φ1ᵀ Φ1`` ``[k, k]``, whose nonzero eigenvalues are those of ``Φ1 Φ1ᵀ``."""
+        P = self._flat(self.Phi1)
+        return P.T @ P
+
+    def eigenvalues(self) -> Tensor:
+        """The eigenvalues of ``Φ Φᵀ`` (symmetric operators), descending: its ``min(N·O, k)`` possibly nonzero
+        ones, from the ``k × k`` Gram in float64 (``O(N k²)``; the rest are zero).
+
+        Raises:
+            ValueError: for an operator built from two different feature sets.
+        """
+        if self.Phi2 is not self.Phi1:
+            raise ValueError("eigenvalues() needs a symmetric feature kernel FeatureKernel(Phi)")
+        P = self._flat(self.Phi1).double()
+        lam = torch.linalg.eigvalsh(P.T @ P) if P.shape[0] >= P.shape[1] else torch.linalg.eigvalsh(P @ P.T)
+        return lam.flip(0).clamp(min=0)
+
+    def to_dense(self) -> Tensor:
+        """``Φ1 Φ2ᵀ`` as a matrix ``[N1, N2]`` (``[N1·O, N2·O]``): ``N1·N2`` numbers."""
+        return self._flat(self.Phi1) @ self._flat(self.Phi2).T
+
+    def to_scipy(self) -> LinearOperator:
+        """A float64 SciPy ``LinearOperator`` view (products stay ``O((N1 + N2) k)``)."""
+        P1 = self._flat(self.Phi1).detach().cpu().double().numpy()
+        P2 = self._flat(self.Phi2).detach().cpu().double().numpy()
+        return LinearOperator(
+            self.shape,
+            matvec=lambda v: P1 @ (P2.T @ np.asarray(v).reshape(-1)),
+            matmat=lambda V: P1 @ (P2.T @ V),
+            rmatvec=lambda v: P2 @ (P1.T @ np.asarray(v).reshape(-1)),
+            rmatmat=lambda V: P2 @ (P1.T @ V),
+            dtype=np.float64,
+        )

@@ -1,0 +1,236 @@
+"""Kernel ridge regression with a feature kernel, solved in ``k`` dimensions.
+
+With ``K̂ = Φ Φᵀ``, the predictions of kernel ridge regression ``K̂(x, X)(K̂(X, X) + λI)^{-1} r`` equal
+``Φ(x) w`` with ``(ΦᵀΦ + λI) w = Φᵀ r`` (push-through identity): a ``k × k`` system, whose Gram ``ΦᵀΦ`` and
+right-hand side ``Φᵀ r`` accumulate over chunks of rows, so ``Φ`` is never held whole.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from scipy.linalg import blas, cho_factor, cho_solve
+from torch import Tensor
+
+from ..analysis import IllConditionedKernelError, IllConditionedKernelWarning, OnSingular
+from ..choices import parse_enum
+
+
+def _numpy(a, name: str) -> np.ndarray:
+    if isinstance(a, Tensor):
+        a = a.detach().cpu().double().numpy()
+    a = np.asarray(a, dtype=np.float64)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+    return a
+
+
+def _rows(Phi, name: str) -> tuple[Tensor, int]:
+    """Features as rows ``[N·O, k]`` (eNTK ``[N, O, k]`` sample-major) and ``O`` (1 for ``[N, k]``), as a tensor
+    of their own floating dtype."""
+    Phi = torch.as_tensor(Phi).detach()
+    if not Phi.is_floating_point():
+        Phi = Phi.double()
+    if not bool(torch.isfinite(Phi).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+    if Phi.dim() == 2:
+        return Phi, 1
+    if Phi.dim() == 3:
+        return Phi.reshape(-1, Phi.shape[-1]), Phi.shape[1]
+    raise ValueError(f"{name} must be [N, k] or [N, O, k] features; got shape {list(Phi.shape)}")
+
+
+def _gram(P: Tensor) -> np.ndarray:
+    """``PᵀP`` in float64, multiplied in ``P``'s dtype: on the CPU by BLAS ``syrk`` (one triangle, half the
+    multiply-adds of a matmul)."""
+    if P.device.type == "cpu" and P.dtype in (torch.float32, torch.float64):
+        syrk = blas.ssyrk if P.dtype == torch.float32 else blas.dsyrk
+        # Pᵀ of a C-ordered P is Fortran-ordered, which BLAS reads without a copy.
+        upper = syrk(1.0, P.numpy().T, trans=0, lower=0).astype(np.float64)
+        return np.triu(upper) + np.triu(upper, 1).T
+    return (P.T @ P).double().cpu().numpy()
+
+
+class FeatureRidge:
+    r"""Ridge regression on features: :math:`(Φ^⊤Φ + λI)\,W = Φ^⊤ (Y − f_0(X))`, predictions
+    :math:`f_0(x) + Φ(x) W`.
+
+    With ``[N, k]`` features of a scalar kernel (pNTK, trace NTK) ``W`` is ``[k, O]``: the same kernel for
+    each of ``Y``'s ``O`` columns, as :func:`pntk.analysis.kernel_regression` does with a scalar kernel. With
+    eNTK features ``[N, O, k]`` the targets are flattened (row ``n·O + a``) and ``W`` is ``[k, 1]``, as the
+    eNTK solve does. The result equals kernel ridge regression with ``K̂ = Φ Φᵀ``; with ``ridge = 0`` and a
+    singular Gram, the minimum-norm solution (after a warning, by default).
+
+    Memory: one float64 ``k × k`` Gram and ``k × O`` right-hand side, whatever ``N``. Cost: ``N·k²`` to
+    accumulate, ``k³/3`` to solve. Each chunk's Gram is computed in the features' dtype (float32 features: at
+    the float32 matmul rate) and summed in float64, so rounding grows with the chunk's length, not with ``N``.
+
+    Args:
+        ridge: ``λ ≥ 0``.
+        on_singular: ``"warn"``, ``"raise"`` or ``"ignore"`` when ``ΦᵀΦ + λI`` is not positive definite.
+
+    Example:
+        >>> import numpy as np
+        >>> Phi, Y = np.eye(3)[:, :2], np.array([[1.0], [2.0], [3.0]])
+        >>> FeatureRidge(ridge=0.0).fit(Phi, Y).predict(Phi)  # least squares on two features
+        array([[1.],
+               [2.],
+               [0.]])
+        >>> r = FeatureRidge(ridge=1.0)
+        >>> for rows in (slice(0, 2), slice(2, 3)):  # rows stream in chunks
+        ...     _ = r.partial_fit(Phi[rows], Y[rows])
+        >>> r.predict(Phi).round(3)
+        array([[0.5],
+               [1. ],
+               [0. ]])
+    """
+
+    def __init__(self, ridge: float = 0.0, *, on_singular: OnSingular | str = "warn") -> None:
+        if not ridge >= 0:
+            raise ValueError(f"ridge must be non-negative; got {ridge}")
+        self.ridge = float(ridge)
+        self.on_singular = parse_enum(OnSingular, on_singular, "on_singular value")
+        self.gram: np.ndarray | None = None
+        self.rhs: np.ndarray | None = None
+        self.O = 0
+        self.N = 0
+        self.squeeze = False
+        self._coef: np.ndarray | None = None
+
+    def fit(self, Phi, Y, f0=None) -> FeatureRidge:
+        """Fit on all rows at once (forgetting earlier ones).
+
+        Args:
+            Phi: ``[N, k]`` or ``[N, O, k]`` features.
+            Y: ``[N, O]`` targets (``[N]`` for one output).
+            f0: ``[N, O]`` outputs at initialisation, subtracted from ``Y``; ``None`` for 0.
+
+        Returns:
+            ``self``, fitted.
+        """
+        self.gram = self.rhs = self._coef = None
+        self.N = 0
+        return self.partial_fit(Phi, Y, f0)
+
+    def partial_fit(self, Phi, Y, f0=None) -> FeatureRidge:
+        """Add a chunk of rows to the Gram ``ΦᵀΦ`` and ``Φᵀ(Y − f0)``; the solve happens on first use.
+
+        Raises:
+            ValueError: shapes that disagree with each other or with earlier chunks.
+        """
+        P, O_phi = _rows(Phi, "Phi")
+        Y = _numpy(Y, "Y")
+        squeeze = Y.ndim == 1
+        Y = Y[:, None] if squeeze else Y
+        if f0 is not None:
+            Y = Y - _numpy(f0, "f0").reshape(Y.shape)
+        N = Y.shape[0]
+        if P.shape[0] != N * O_phi or (O_phi > 1 and Y.shape[1] != O_phi):
+            raise ValueError(
+                f"features of {P.shape[0] // O_phi} samples (O = {O_phi}) and targets of shape {list(Y.shape)} "
+                "do not match"
+            )
+        R = Y.reshape(-1, 1) if O_phi > 1 else Y
+        if self.gram is None or self.rhs is None:
+            self.gram, self.rhs = np.zeros((P.shape[1], P.shape[1])), np.zeros((P.shape[1], R.shape[1]))
+            self.O, self.squeeze = O_phi, squeeze
+        elif self.gram.shape[0] != P.shape[1] or self.O != O_phi or self.rhs.shape[1] != R.shape[1]:
+            raise ValueError("this chunk's features or targets differ in shape from the earlier chunks")
+        self.gram += _gram(P.contiguous())
+        self.rhs += P.double().T.cpu().numpy() @ R
+        self.N += N
+        self._coef = None
+        return self
+
+    @property
+    def coef(self) -> np.ndarray:
+        """``W``, ``[k, O]`` (``[k, 1]`` for eNTK features).
+
+        Raises:
+            ValueError: before any fit.
+            IllConditionedKernelError: a singular system with ``on_singular="raise"``.
+        """
+        if self.gram is None:
+            raise ValueError("FeatureRidge has seen no data; call fit() or partial_fit() first")
+        if self._coef is None:
+            self._coef = self._solve()
+        return self._coef
+
+    def _solve(self) -> np.ndarray:
+        assert self.gram is not None and self.rhs is not None
+        A = self.gram + self.ridge * np.eye(self.gram.shape[0])
+        rhs: np.ndarray = self.rhs
+        try:
+            L = cho_factor(A, lower=True)
+            # A Cholesky factor exists for a numerically singular matrix too; pivots that small mean that
+            # W would be dominated by rounding.
+            if np.diag(L[0]).min() ** 2 > A.shape[0] * np.finfo(float).eps * np.abs(np.diag(A)).max():
+                return cho_solve(L, rhs)
+        except np.linalg.LinAlgError:
+            pass
+        message = (
+            f"ΦᵀΦ + λI (k = {A.shape[0]}, λ = {self.ridge:g}) is singular or ill-conditioned; using the "
+            "minimum-norm solution. Add ridge > 0 for a well-posed problem"
+        )
+        if self.on_singular is OnSingular.RAISE:
+            raise IllConditionedKernelError(message)
+        if self.on_singular is OnSingular.WARN:
+            warnings.warn(message, IllConditionedKernelWarning, stacklevel=3)
+        lam, U = np.linalg.eigh(A)
+        keep = lam > A.shape[0] * np.finfo(float).eps * max(lam.max(), 0.0)
+        return U[:, keep] @ ((U[:, keep].T @ rhs) / lam[keep, None])
+
+    def predict(self, Phi, f0=None) -> np.ndarray:
+        """``f0(x) + Φ(x) W``: ``[M, O]`` float64 (``[M]`` if ``Y`` was ``[N]``).
+
+        Args:
+            Phi: ``[M, k]`` or ``[M, O, k]`` features of new inputs from the same map.
+            f0: ``[M, O]`` outputs at initialisation; ``None`` for 0.
+        """
+        P, O_phi = _rows(Phi, "Phi")
+        W = self.coef
+        if P.shape[1] != W.shape[0] or O_phi != self.O:
+            raise ValueError(
+                f"features of shape {list(np.shape(Phi))} do not come from the map the model was fitted on"
+            )
+        F = P.double().cpu().numpy() @ W
+        F = F.reshape(-1, O_phi) if O_phi > 1 else F
+        if f0 is not None:
+            F = F + _numpy(f0, "f0").reshape(F.shape)
+        return F[:, 0] if self.squeeze else F
+
+
+def feature_regression(
+    Phi_train,
+    Phi_test,
+    Y_train,
+    *,
+    f0_train=None,
+    f0_test=None,
+    ridge: float = 0.0,
+    on_singular: OnSingular | str = "warn",
+) -> np.ndarray:
+    """Predictions of kernel ridge regression with ``K̂ = Φ Φᵀ``, solved in ``k`` dimensions
+    (:class:`FeatureRidge`); the same conventions as :func:`pntk.analysis.kernel_regression`.
+
+    Args:
+        Phi_train: ``[N, k]`` or ``[N, O, k]`` features of the training inputs.
+        Phi_test: ``[M, k]`` or ``[M, O, k]`` features of the test inputs, from the same map (same seed).
+        Y_train: ``[N, O]`` targets, or ``[N]``.
+        f0_train, f0_test: network outputs at initialisation; ``None`` for 0.
+        ridge: ``λ ≥ 0``.
+        on_singular: as for :class:`FeatureRidge`.
+
+    Returns:
+        ``[M, O]`` float64 predictions (``[M]`` for ``[N]`` targets).
+
+    Example:
+        >>> import torch
+        >>> Phi = torch.eye(4, dtype=torch.float64)
+        >>> feature_regression(Phi, Phi[:2], torch.tensor([1.0, 2.0, 3.0, 4.0]), ridge=1.0)
+        array([0.5, 1. ])
+    """
+    model = FeatureRidge(ridge, on_singular=on_singular).fit(Phi_train, Y_train, f0_train)
+    return model.predict(Phi_test, f0_test)
