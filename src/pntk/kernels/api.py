@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +21,8 @@ from .inputs import InputLike, Inputs
 from .jacobian import JacobianEngine
 from .kinds import Engine, Kind
 from .model import FunctionalModel, functional_model
+from .outputs import OutputLike
+from .selection import ParamsLike
 from .structured import StructuredEngine
 from .vp import VPEngine
 
@@ -87,8 +89,9 @@ def kernel(
     engine: Engine | str = Engine.AUTO,
     batch_size: int | None = None,
     dtype: torch.dtype | None = None,
-    params: Mapping[str, Tensor] | None = None,
+    params: ParamsLike = None,
     progress: bool | None = None,
+    output: OutputLike = None,
 ) -> Tensor:
     """A neural tangent kernel of ``model`` between ``x1`` and ``x2``.
 
@@ -109,9 +112,13 @@ def kernel(
         batch_size: the tile edge ``B``, which bounds memory; default: the largest whose two prepared
             blocks and output tile fit in :func:`block_memory` (:func:`default_batch_size`).
         dtype: compute in this dtype, e.g. ``torch.float64``; default: the model's.
-        params: parameters to differentiate, by name (``torch.func`` style); default: all trainable ones.
+        params: parameters to differentiate: a dict by name (``torch.func`` style), name patterns
+            (``"classifier.*"``, ``"*.lora_*"``) or a predicate ``(name, parameter) -> bool``; default: all
+            trainable ones.
         progress: show a progress bar over tiles; default: when there are several tiles and stderr is a
             terminal.
+        output: what of the model's output is ``f(x) ∈ R^O``: a callable, a field such as ``"logits"`` of a
+            ``ModelOutput``/dict, or ``pntk.LabelWords(ids, position)`` for a language model's ``[B, L, V]``.
 
     Returns:
         The kernel on the model's device, in ``dtype``: ``[N1, N2, O, O]`` or ``[N1, N2]``.
@@ -136,7 +143,7 @@ def kernel(
     X1 = Inputs.from_user(x1, "x1")
     X2 = X1 if x2 is None else Inputs.from_user(x2, "x2")
     X1.check_compatible(X2)
-    fm = functional_model(model, X1[:2] if len(X1) else X1, params=params, dtype=dtype)
+    fm = functional_model(model, X1[:2] if len(X1) else X1, params=params, dtype=dtype, output=output)
     X1 = fm.prepare_inputs(X1, "x1")
     X2 = X1 if x2 is None else fm.prepare_inputs(X2, "x2")
     if batch_size is None:

@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.func import grad, jacrev, vmap
 
 from .engine import outputs_per_sample
+from .fallback import attempt, per_sample_jacobians
 from .inputs import Inputs
 from .kinds import Kind
 from .model import FunctionalModel
@@ -28,7 +29,19 @@ class JacobianEngine:
         Returns:
             one tensor per parameter, ``[B, O, numel]`` (``[B, 1, numel]`` for the pNTK, the gradient of
             ``g = O^{-1/2} Σ_a f_a``).
+
+        Where ``vmap`` cannot trace the model (``.item()``, data-dependent control flow, recurrent layers'
+        hidden states), the same Jacobians come from one autograd pass per sample, with a warning.
         """
+        return attempt(
+            self.name,
+            fm,
+            lambda: self._vectorised(fm, x, kind),
+            lambda: per_sample_jacobians(fm, x, kind),
+            "computing per-sample gradients with one autograd pass per sample instead",
+        )
+
+    def _vectorised(self, fm: FunctionalModel, x: Inputs, kind: Kind) -> list[Tensor]:
         scale = 1.0 / math.sqrt(fm.num_outputs)
 
         def f_one(params, *sample):

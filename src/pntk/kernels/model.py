@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from .inputs import Inputs
+from .outputs import OutputLike, describe, output_hint, output_selector
+from .selection import ParamsLike, select_params
 
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
@@ -28,6 +31,7 @@ class FunctionalModel:
         device: where ``params`` live; inputs must be there too.
         dtype: the floating dtype of the computation.
         casts_inputs: whether floating inputs of another dtype are cast (``dtype`` was asked for) or refused.
+        output: turns the module's output into ``[B, O]`` (``output=``); ``None`` keeps it.
     """
 
     module: nn.Module
@@ -37,6 +41,7 @@ class FunctionalModel:
     device: torch.device
     dtype: torch.dtype
     casts_inputs: bool = False
+    output: Callable[[Any], Tensor] | None = None
 
     @property
     def num_params(self) -> int:
@@ -47,8 +52,10 @@ class FunctionalModel:
         """``f(θ, x)``: the network's output ``[B, O]`` for a batch ``x`` with parameters ``params``."""
         tensors = {**self.constants, **params}
         if x.keys is None:
-            return functional_call(self.module, tensors, x.tensors)
-        return functional_call(self.module, tensors, (), dict(zip(x.keys, x.tensors)))
+            out = functional_call(self.module, tensors, x.tensors)
+        else:
+            out = functional_call(self.module, tensors, (), dict(zip(x.keys, x.tensors)))
+        return out if self.output is None else self.output(out)
 
     def prepare_inputs(self, x: Inputs, name: str) -> Inputs:
         """Check that ``x`` is finite and on this model's device, and cast floating tensors to ``dtype``.
@@ -80,18 +87,24 @@ def functional_model(
     module: nn.Module,
     sample: Inputs,
     *,
-    params: Mapping[str, Tensor] | None = None,
+    params: ParamsLike = None,
     dtype: torch.dtype | None = None,
+    output: OutputLike = None,
 ) -> FunctionalModel:
     """Check ``module`` and split its tensors into differentiated parameters and constants.
 
     Args:
         module: any ``nn.Module`` whose output for a batch of ``B`` samples is ``[B, O]``.
         sample: a few inputs used to check the output shape (one forward pass, no gradient).
-        params: parameters to differentiate, by the module's parameter names (``torch.func`` style);
-            default: every parameter with ``requires_grad``. Parameters not named here are held fixed.
+        params: parameters to differentiate: a dict by the module's parameter names (``torch.func`` style,
+            the values replace the module's), name patterns (``"classifier.*"``, ``"*.lora_*"``) or a
+            predicate ``(name, parameter) -> bool`` (:func:`~pntk.kernels.selection.select_params`); default:
+            every parameter with ``requires_grad``. Parameters not selected are held fixed.
         dtype: compute in this floating dtype (tensors are cast, the module is untouched); default: the
             dtype of the module's parameters.
+        output: what of the module's output is ``f(x) ∈ R^O``: a callable, a field name such as
+            ``"logits"`` of a ``ModelOutput``/dict, or :class:`~pntk.kernels.outputs.LabelWords`; default: the
+            output itself.
 
     Raises:
         TypeError: ``module`` is not an ``nn.Module``.
@@ -104,15 +117,7 @@ def functional_model(
     _check_samples_independent(module)
 
     named = dict(module.named_parameters())
-    if params is None:
-        chosen = {n: p for n, p in named.items() if p.requires_grad}
-    else:
-        unknown = sorted(set(params) - set(named))
-        if unknown:
-            raise ValueError(
-                f"params names {unknown} are not parameters of the model; valid names include {sorted(named)[:8]}"
-            )
-        chosen = dict(params)
+    chosen = select_params(module, params)
     if not chosen:
         raise ValueError(
             "the model has no trainable parameters (none with requires_grad=True and no params= given); "
@@ -155,20 +160,21 @@ def functional_model(
         device=device,
         dtype=dtype,
         casts_inputs=casts_inputs,
+        output=output_selector(output),
     )
     x = fm.prepare_inputs(sample, "x1")
     with torch.no_grad():
         out = fm(fm.params, x)
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != len(x):
-        shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
         hint = (
             " (for one output use out.unsqueeze(-1) or a final nn.Linear(..., 1))"
             if (isinstance(out, Tensor) and out.dim() == 1)
             else ""
         )
         raise ValueError(
-            f"the model's output for {len(x)} samples has shape {shape}; it must be [B, O] with one row "
+            f"the model's output for {len(x)} samples is {describe(out)}; it must be [B, O] with one row "
             f"per sample{hint}; wrap the model so that it returns a 2-D tensor, e.g. flatten extra axes"
+            f"{output_hint(out)}"
         )
     return dataclasses.replace(fm, num_outputs=out.shape[1])
 
