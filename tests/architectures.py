@@ -250,3 +250,5 @@ CASES: list[Case] = [
     Case("lstm", _seeded(lambda: Recurrent(nn.LSTM)), sequence_inputs, None, ("recurrent",)),
     Case("gru", _seeded(lambda: Recurrent(nn.GRU)), sequence_inputs, None, ("recurrent",)),
 ]
+
+BY_NAME = {case.name: case for case in CASES}

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import pntk
-from architectures import CASES, Case
+from architectures import BY_NAME, CASES, Case
 from pntk.kernels.fallback import FallbackWarning
 from pntk.kernels.outputs import output_selector
 from reference import reference_kernel
@@ -24,7 +24,7 @@ pytest.importorskip("transformers")
 
 KINDS = ["entk", "trace", "pntk"]
 ENGINES = ["auto", "jacobian", "vp", "structured"]
-BY_NAME = {case.name: case for case in CASES}
+
 
 #: T5's RMSNorm computes its variance in float32 whatever the model's dtype (on purpose, for half-precision
 #: training), so even in float64 two exact computations of its kernel agree only to float32 rounding of that

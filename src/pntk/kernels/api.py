@@ -92,7 +92,8 @@ def kernel(
     params: ParamsLike = None,
     progress: bool | None = None,
     output: OutputLike = None,
-) -> Tensor:
+    by_layer: bool = False,
+) -> Tensor | dict[str, Tensor]:
     """A neural tangent kernel of ``model`` between ``x1`` and ``x2``.
 
     With ``J(x) = ∂f(x)/∂θ ∈ R^{O×P}``:
@@ -119,9 +120,12 @@ def kernel(
             terminal.
         output: what of the model's output is ``f(x) ∈ R^O``: a callable, a field such as ``"logits"`` of a
             ``ModelOutput``/dict, or ``pntk.LabelWords(ids, position)`` for a language model's ``[B, L, V]``.
+        by_layer: return the kernel's part from each parameter group (the module that owns the parameters)
+            instead, ``{module path: kernel}``; the parts sum to the kernel.
 
     Returns:
-        The kernel on the model's device, in ``dtype``: ``[N1, N2, O, O]`` or ``[N1, N2]``.
+        The kernel on the model's device, in ``dtype``: ``[N1, N2, O, O]`` or ``[N1, N2]``; with
+        ``by_layer``, a dict of such kernels by module path.
 
     Raises:
         ValueError: unknown ``kind``/``engine``; a model whose samples interact or are random
@@ -151,6 +155,10 @@ def kernel(
     elif not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     eng = get_engine(engine, fm, kind, batch_size)
+    if by_layer:
+        from .by_layer import tiled_parts
+
+        return tiled_parts(eng, fm, X1, X2, kind, batch_size, symmetric=x2 is None, progress=progress)
     return _tiled(eng, fm, X1, X2, kind, batch_size, symmetric=x2 is None, progress=progress)
 
 
