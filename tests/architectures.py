@@ -2,9 +2,9 @@
 weights, nothing downloaded), timm-style image blocks, PyTorch's attention and recurrent layers.
 
 Each case is ``Case(name, build, inputs, output)``: ``build()`` returns the model in eval mode,
-``inputs(n, seed)`` a tuple of ``[n, ...]`` tensors passed positionally (a dict: by keyword), and ``output`` what the kernel
-functions take as ``output=`` (``None`` when the model returns ``[B, O]`` itself). Sizes are tiny so that a
-float64 brute force over every kind stays fast; :func:`scaled` gives the benchmark's sizes.
+``inputs(n, seed)`` a tuple of ``[n, ...]`` tensors passed positionally (a dict: by keyword), and ``output``
+what the kernel functions take as ``output=`` (``None`` when the model returns ``[B, O]`` itself). Sizes are
+tiny so that a float64 brute force over every kind stays fast; the builders take larger sizes for benchmarks.
 """
 
 from __future__ import annotations
