@@ -32,6 +32,7 @@ class FunctionalModel:
         dtype: the floating dtype of the computation.
         casts_inputs: whether floating inputs of another dtype are cast (``dtype`` was asked for) or refused.
         output: turns the module's output into ``[B, O]`` (``output=``); ``None`` keeps it.
+        sample: the few inputs the model was checked on, ready for it (what engines probe the model with).
     """
 
     module: nn.Module
@@ -42,6 +43,7 @@ class FunctionalModel:
     dtype: torch.dtype
     casts_inputs: bool = False
     output: Callable[[Any], Tensor] | None = None
+    sample: Inputs | None = None
 
     @property
     def num_params(self) -> int:
@@ -176,7 +178,7 @@ def functional_model(
             f"per sample{hint}; wrap the model so that it returns a 2-D tensor, e.g. flatten extra axes"
             f"{output_hint(out)}"
         )
-    return dataclasses.replace(fm, num_outputs=out.shape[1])
+    return dataclasses.replace(fm, num_outputs=out.shape[1], sample=x)
 
 
 def _all_finite(t: Tensor) -> bool:

@@ -268,8 +268,13 @@ class StructuredEngine:
         return n * numbers * fm.dtype.itemsize
 
     def ruled_fraction(self, fm: FunctionalModel) -> float:
-        """The fraction of ``P`` in layers that have a rule (by type; :func:`plan` checks their use)."""
-        ruled = {p for _, _, weight, bias in ruled_modules(fm) for p in (weight, bias) if p is not None}
+        """The fraction of ``P`` under rules: as :func:`plan` finds it on the inputs the model was checked on
+        (layers and operations), or by module type when there are none."""
+        if fm.sample is not None:
+            layers, _ = plan(fm, fm.sample, Kind.PNTK)
+            ruled = {n for layer in layers for n in layer.names}
+        else:
+            ruled = {p for _, _, weight, bias in ruled_modules(fm) for p in (weight, bias) if p is not None}
         return sum(fm.params[p].numel() for p in ruled) / max(1, fm.num_params)
 
 
