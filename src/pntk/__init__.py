@@ -11,13 +11,15 @@ __version__ = "0.1.0"
 
 from . import analysis, data, models
 from .compute import compute
-from .kernels import Engine, Kind, entk, kernel, pntk, trace_ntk
+from .kernels import Engine, Explanation, Kind, LabelWords, entk, explain, kernel, pntk, trace_ntk
 from .store import KernelStore, StoreLockedError, StoreMismatchError, open
 from .training import TrainConfig, load_checkpoint, save_checkpoint, train
 
 __all__ = [
     "Engine",
+    "Explanation",
     "KernelStore",
+    "LabelWords",
     "Kind",
     "StoreLockedError",
     "StoreMismatchError",
@@ -27,6 +29,7 @@ __all__ = [
     "compute",
     "data",
     "entk",
+    "explain",
     "kernel",
     "load_checkpoint",
     "models",

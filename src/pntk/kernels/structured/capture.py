@@ -199,7 +199,8 @@ def _operation_sites(
         ):
             continue
         T = sum(c.input.numel() // n for c in calls1)
-        yield OpSite(weight, bias, n, m, layouts), calls1, LayerShape(T=T, G=1, n=n, m=m)
+        site = OpSite(weight, bias, n, m, tuple(layouts), calls1[0].operation)  # type: ignore[arg-type]
+        yield site, calls1, LayerShape(T=T, G=1, n=n, m=m)
 
 
 @dataclass

@@ -23,7 +23,7 @@ of the model (not those inside another torch function implemented in Python, suc
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -48,7 +48,7 @@ _OPERATIONS = {
 _TRANSPOSES = {"T", "mT", "t"}
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True)
 class OpSite:
     """A parameter used as the weight of linear operations, ruled like a dense layer.
 
@@ -56,16 +56,20 @@ class OpSite:
         weight: the parameter's name; ``bias``: that of the bias added by the same operations, if any.
         in_features, out_features: ``n`` and ``m``.
         layouts: per call, where the samples are in its input and in its output.
+        operation: the name of the (first call's) operation.
+
+    Equal sites (the same weight used the same way) are one layer: the plans of two blocks agree.
     """
 
     weight: str
     bias: str | None
     in_features: int
     out_features: int
-    layouts: list[tuple[Layout, Layout]] = field(default_factory=list)
+    layouts: tuple[tuple[Layout, Layout], ...] = ()
+    operation: str = "linear"
 
     def __repr__(self) -> str:
-        return f"operation on {self.weight}"
+        return f"{self.operation} on {self.weight}"
 
 
 @dataclass
@@ -76,6 +80,7 @@ class OpCall:
     bias: str | None
     input: Tensor
     output: Tensor
+    operation: str = "linear"
     input_version: int = 0
     output_version: int = 0
 
@@ -118,7 +123,7 @@ class OperationCalls(TorchFunctionMode):
                     if len(bias.shape) != 1:
                         return result  # not a per-feature bias that the rule knows: not recorded, so not ruled
                     bias_name = self.names[id(bias)]
-                call = OpCall(self.names[id(weight)], bias_name, args[i], result)
+                call = OpCall(self.names[id(weight)], bias_name, args[i], result, name.strip("_"))
                 self.calls.append(call)
                 if self.on_call is not None:
                     replaced = self.on_call(call)
