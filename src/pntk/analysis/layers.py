@@ -13,6 +13,7 @@ linear in it, ``K_l = (1/O) 1ᵀ Θ_l 1``, so the error splits too: ``E = Θ −
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,7 @@ def layer_breakdown(Theta_parts: Mapping[str, ArrayLike]) -> LayerBreakdown:
     def error(T: np.ndarray) -> np.ndarray:
         return T - (T.sum((2, 3)) / O)[:, :, None, None] * eye
 
-    Theta = sum(parts.values())
+    Theta = functools.reduce(np.add, parts.values())
     E = error(Theta)
     square = Theta.shape[0] == Theta.shape[1]  # a trace needs Θ(x, x); a cross kernel has no trace shares
     trace = np.einsum("nnaa->", Theta) if square else 0.0

@@ -260,15 +260,15 @@ def transpose_tile(tile: Tensor) -> Tensor:
 
 
 def entk(model: nn.Module, x1: InputLike, x2: InputLike | None = None, **options) -> Tensor:
-    """The empirical NTK ``Θ``, ``[N1, N2, O, O]``: :func:`kernel` with ``kind="entk"``."""
-    return kernel(model, x1, x2, kind=Kind.ENTK, **options)
+    """The empirical NTK ``Θ``, ``[N1, N2, O, O]``: :func:`kernel` with ``kind="entk"``; by module with ``by_layer``."""
+    return kernel(model, x1, x2, kind=Kind.ENTK, **options)  # type: ignore[return-value]  # dict with by_layer
 
 
 def pntk(model: nn.Module, x1: InputLike, x2: InputLike | None = None, **options) -> Tensor:
     """The pseudo-NTK ``K``, ``[N1, N2]``: :func:`kernel` with ``kind="pntk"``."""
-    return kernel(model, x1, x2, kind=Kind.PNTK, **options)
+    return kernel(model, x1, x2, kind=Kind.PNTK, **options)  # type: ignore[return-value]  # dict with by_layer
 
 
 def trace_ntk(model: nn.Module, x1: InputLike, x2: InputLike | None = None, **options) -> Tensor:
     """The trace NTK ``(1/O) tr Θ``, ``[N1, N2]``: :func:`kernel` with ``kind="trace"``."""
-    return kernel(model, x1, x2, kind=Kind.TRACE, **options)
+    return kernel(model, x1, x2, kind=Kind.TRACE, **options)  # type: ignore[return-value]  # dict with by_layer

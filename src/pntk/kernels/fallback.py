@@ -107,7 +107,8 @@ def attempt(
 
 def fallback_reason(engine: str, module: nn.Module) -> str | None:
     """Why ``engine`` fell back on ``module`` in this process, or ``None`` if it has not."""
-    return _FAILED.get(engine, {}).get(module)
+    failed = _FAILED.get(engine)
+    return None if failed is None else failed.get(module)
 
 
 def leaves(params: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -59,7 +59,7 @@ class VPEngine:
 
     def _forward_over_reverse(self, fm: FunctionalModel, a: Inputs, b: Inputs, cotangents: Tensor) -> Tensor:
         """``J(a) J(b)ᵀ c`` for each cotangent ``c`` by a ``vjp`` then a ``jvp``, vectorised over ``c``."""
-        _, pullback = vjp(lambda p: fm(p, b), fm.params)
+        pullback = vjp(lambda p: fm(p, b), fm.params)[1]
 
         def column(cotangent: Tensor) -> Tensor:
             (tangent,) = pullback(cotangent)
@@ -131,6 +131,9 @@ def _batched_grad(outputs, inputs: list[Tensor], cotangents) -> list[Tensor]:
             torch.autograd.grad(outputs, inputs, [c[i] for c in cotangents], retain_graph=True, allow_unused=True)
             for i in range(len(cotangents[0]))
         ]
-        grads = tuple(None if rows[0][k] is None else torch.stack([r[k] for r in rows]) for k in range(len(inputs)))
+        grads = tuple(
+            None if rows[0][k] is None else torch.stack([r[k] for r in rows])  # type: ignore[misc]
+            for k in range(len(inputs))
+        )
     n = len(cotangents[0])
     return [x.new_zeros(n, *x.shape) if g is None else g for g, x in zip(grads, inputs)]

@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -50,7 +51,7 @@ class Layer:
         clone_input, clone_output: keep copies, because the model modifies these tensors in place later.
     """
 
-    module: nn.Module
+    module: Any  # an nn.Module, or an OpSite for a rule by operation
     rule: Rule
     weight: str | None
     bias: str | None
@@ -153,7 +154,7 @@ def plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list[
                 clone_output=any(c.output_modified for c in calls1),
             )
         )
-    for site, calls1, shape in _operation_sites(ops1.calls, ops2.calls, uses):
+    for site, op_calls, shape in _operation_sites(ops1.calls, ops2.calls, uses):
         ruled.update(n for n in (site.weight, site.bias) if n is not None)
         layers.append(
             Layer(
@@ -163,8 +164,8 @@ def plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list[
                 site.bias,
                 shape,
                 factored_cost(OPERATION_RULE, shape, Q) < materialised_cost(OPERATION_RULE, shape, Q),
-                clone_input=any(c.input._version != c.input_version for c in calls1),
-                clone_output=any(c.output._version != c.output_version for c in calls1),
+                clone_input=any(c.input._version != c.input_version for c in op_calls),
+                clone_output=any(c.output._version != c.output_version for c in op_calls),
             )
         )
     return layers, [n for n in fm.params if n not in ruled]
@@ -359,7 +360,7 @@ def capture(fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kind) -> 
     """
     B, O = len(x), fm.num_outputs
     params = _differentiable(fm, [n for layer in layers for n in layer.names])
-    calls: dict[nn.Module, list[_Call]] = {layer.module: [] for layer in layers}
+    calls: dict[Any, list[_Call]] = {layer.module: [] for layer in layers}  # modules and OpSites
     by_module = {layer.module: layer for layer in layers}
 
     def record(module, args, kwargs, output):
@@ -372,11 +373,11 @@ def capture(fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kind) -> 
         # Downstream in-place operations then modify the copy, not the captured output.
         return output.clone() if layer.clone_output else None
 
-    sites = {layer.module.weight: layer for layer in layers if isinstance(layer.module, OpSite)}
+    sites = {layer.module.weight: (layer, layer.module) for layer in layers if isinstance(layer.module, OpSite)}
 
     def record_operation(call: OpCall) -> Tensor | None:
-        layer = sites[call.weight]
-        site, k = layer.module, len(calls[layer.module])
+        layer, site = sites[call.weight]
+        k = len(calls[site])
         if k >= len(site.layouts) or call.bias != site.bias:
             raise RuntimeError(
                 f"the {site} was called differently on a block of {B} samples than on the probe of one and two "
@@ -394,7 +395,7 @@ def capture(fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kind) -> 
             if not isinstance(m, OpSite):
                 stack.callback(m.register_forward_hook(record, with_kwargs=True).remove)
         if sites:
-            names = [n for layer in sites.values() for n in layer.names]
+            names = [n for layer, _ in sites.values() for n in layer.names]
             stack.enter_context(OperationCalls({id(params[n]): n for n in names}, record_operation))
         out = fm(params, x)
         for module, module_calls in calls.items():
@@ -441,7 +442,10 @@ def capture(fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kind) -> 
         n = len(calls[layer.module])
         layer_dzs = dzs[k : k + n]
         if isinstance(layer.module, OpSite):  # cotangents [R, B, T, m], as the rule reads a dense layer's
-            layer_dzs = [samples_first(d, out, B, lead=1) for d, (_, out) in zip(layer_dzs, layer.module.layouts)]
+            layer_dzs = [
+                samples_first(d, out, B, lead=1)  # type: ignore[arg-type]  # filled with zeros above
+                for d, (_, out) in zip(layer_dzs, layer.module.layouts)
+            ]
         result.append(([c.input for c in calls[layer.module]], layer_dzs))
         k += n
     return result
