@@ -12,22 +12,26 @@ import torch
 from torch import Tensor, nn
 
 
-def jacobian(model: nn.Module, x, names: list[str] | None = None) -> Tensor:
+def jacobian(model: nn.Module, x, names: list[str] | None = None, output=None) -> Tensor:
     """``J``, ``[N, O, P]`` in float64: row ``(n, a)`` is ``∂f_a(x_n)/∂θ`` for the chosen parameters.
 
     Args:
         model: the network (copied and cast to float64; the original is untouched).
-        x: a tensor ``[N, ...]`` or a tuple of them.
+        x: a tensor ``[N, ...]``, a tuple of them (positional) or a dict of them (by keyword).
         names: the parameters ``θ`` (default: all with ``requires_grad``).
+        output: a callable that turns the model's output into ``[1, O]`` (default: the output itself).
     """
     model = copy.deepcopy(model).double()
-    xs = x if isinstance(x, tuple) else (x,)
+    keys = list(x) if isinstance(x, dict) else None
+    xs = tuple(x.values()) if keys else x if isinstance(x, tuple) else (x,)
     xs = tuple(t.double() if t.is_floating_point() else t for t in xs)
     named = dict(model.named_parameters())
     params = [named[n] for n in (names or [n for n, p in named.items() if p.requires_grad])]
     rows = []
     for n in range(xs[0].shape[0]):
-        out = model(*(t[n : n + 1] for t in xs))[0]
+        sample = [t[n : n + 1] for t in xs]
+        out = model(**dict(zip(keys, sample))) if keys else model(*sample)
+        out = (out if output is None else output(out))[0]
         for a in range(out.shape[0]):
             grads = torch.autograd.grad(out[a], params, retain_graph=True, allow_unused=True)
             rows.append(
@@ -37,10 +41,12 @@ def jacobian(model: nn.Module, x, names: list[str] | None = None) -> Tensor:
     return torch.stack(rows).reshape(xs[0].shape[0], O, -1)
 
 
-def reference_kernel(model: nn.Module, x1, x2=None, kind: str = "entk", names: list[str] | None = None) -> Tensor:
+def reference_kernel(
+    model: nn.Module, x1, x2=None, kind: str = "entk", names: list[str] | None = None, output=None
+) -> Tensor:
     """The kernel of ``kind`` from explicit Jacobians, float64: ``[N1, N2, O, O]`` or ``[N1, N2]``."""
-    J1 = jacobian(model, x1, names)
-    J2 = J1 if x2 is None else jacobian(model, x2, names)
+    J1 = jacobian(model, x1, names, output)
+    J2 = J1 if x2 is None else jacobian(model, x2, names, output)
     theta = torch.einsum("iap,jbp->ijab", J1, J2)
     O = theta.shape[-1]
     if kind == "entk":

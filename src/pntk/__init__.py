@@ -13,8 +13,9 @@ from . import analysis, data, errors, features, models, operators, probe, solver
 from .compute import compute
 from .errors import PntkError
 from .features import FeatureKernel, FeatureMap, FeatureRidge, Nystrom, feature_regression
-from .kernels import Engine, Kind
+from .kernels import Engine, Kind, LabelWords
 from .kernels.api import entk, kernel, pntk, trace_ntk
+from .kernels.explain import Explanation, explain
 from .operators import KernelOperator, operator
 from .planning import Options, Plan, plan
 from .store import KernelStore, StoreLockedError, StoreMismatchError, open
@@ -22,11 +23,14 @@ from .training import TrainConfig, load_checkpoint, save_checkpoint, train
 
 __all__ = [
     "Engine",
+    "Explanation",
     "FeatureKernel",
     "FeatureMap",
     "FeatureRidge",
     "KernelOperator",
+    "LabelWords",
     "KernelStore",
+    "LabelWords",
     "Kind",
     "Options",
     "Plan",
@@ -38,6 +42,7 @@ __all__ = [
     "compute",
     "data",
     "entk",
+    "explain",
     "feature_regression",
     "features",
     "kernel",

@@ -32,18 +32,19 @@ import enum
 import math
 import os
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from .choices import parse_enum
 from .kernels.engine import KernelEngine
 from .kernels.inputs import InputLike, Inputs
 from .kernels.kinds import Engine, Kind
 from .kernels.model import FunctionalModel
+from .kernels.outputs import OutputLike
 from .kernels.registry import ENGINES
+from .kernels.selection import ParamsLike
 from .tiling import Tile, format_bytes, largest_tile, parse_bytes, tile_plan
 
 
@@ -378,8 +379,9 @@ def plan(
     batch_size: int | None = None,
     memory: int | str | None = None,
     dtype: torch.dtype | str | None = None,
-    params: Mapping[str, Tensor] | None = None,
+    params: ParamsLike = None,
     device: torch.device | str | None = None,
+    output: OutputLike = None,
     executor: Executor | str = Executor.KERNEL,
     options: Options = DEFAULT_OPTIONS,
     measure_time: bool = False,
@@ -402,7 +404,9 @@ def plan(
     """
     from .kernels.api import model_and_inputs  # the kernels package imports this module
 
-    fm, source1, source2 = model_and_inputs(model, x1, x2, params=params, dtype=dtype, device=device)
+    fm, source1, source2 = model_and_inputs(
+        model, x1, x2, params=params, dtype=dtype, device=device, output=output, check_samples=False
+    )
     result = make_plan(
         fm,
         kind,

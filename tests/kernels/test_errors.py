@@ -95,7 +95,7 @@ def test_output_not_a_tensor():
         def forward(self, x):
             return self.lin(x), x
 
-    with pytest.raises(ValueError, match=r"shape tuple.*must be \[B, O\]"):
+    with pytest.raises(ValueError, match=r"tuple of 2 items.*must be \[B, O\].*output=lambda out: out\[0\]"):
         pntk.pntk(TupleOut(), x())
 
 

@@ -9,6 +9,7 @@ returns NumPy float64. Kernel names and shapes follow the design: the eNTK ``The
 from pntk.analysis._linalg import IllConditionedKernelError, IllConditionedKernelWarning, OnSingular
 from pntk.analysis.comparison import Comparison, compare
 from pntk.analysis.dynamics import GradientFlowPredictions, gradient_flow
+from pntk.analysis.layers import LayerBreakdown, LayerShare, layer_breakdown
 from pntk.analysis.regression import kernel_regression, kernel_regression_cg
 from pntk.analysis.spectrum import Which, eigenvalues, extreme_eigenvalues
 
@@ -17,6 +18,8 @@ __all__ = [
     "GradientFlowPredictions",
     "IllConditionedKernelError",
     "IllConditionedKernelWarning",
+    "LayerBreakdown",
+    "LayerShare",
     "OnSingular",
     "Which",
     "compare",
@@ -25,4 +28,5 @@ __all__ = [
     "gradient_flow",
     "kernel_regression",
     "kernel_regression_cg",
+    "layer_breakdown",
 ]

@@ -98,7 +98,7 @@ class Nystrom:
 
     def _columns(self, x1: InputLike | Inputs, x2: InputLike | Inputs | None, *, progress: bool | None) -> Tensor:
         """:func:`pntk.kernel` between ``x1`` and ``x2`` with this map's options."""
-        return kernel(
+        return kernel(  # type: ignore[return-value]  # not by_layer: one tensor
             self.model,
             _user(x1),
             None if x2 is None else _user(x2),

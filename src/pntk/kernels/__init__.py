@@ -7,9 +7,11 @@ rest of this package; they are imported on first use so that either module may b
 from typing import Any
 
 from .engine import KernelEngine
+from .explain import Explanation, explain
 from .inputs import Inputs
 from .kinds import Engine, Kind
 from .model import FunctionalModel, functional_model
+from .outputs import LabelWords
 from .registry import ENGINES
 
 _API = ("entk", "kernel", "pntk", "trace_ntk", "transpose_tile")
@@ -26,11 +28,14 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ENGINES",
     "Engine",
+    "Explanation",
     "FunctionalModel",
     "Inputs",
     "KernelEngine",
     "Kind",
+    "LabelWords",
     "entk",
+    "explain",
     "functional_model",
     "kernel",
     "pntk",

@@ -7,7 +7,7 @@ lives in the engines.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -21,6 +21,8 @@ from .engine import KernelEngine
 from .inputs import Inputs
 from .kinds import Engine, Kind
 from .model import FunctionalModel, functional_model
+from .outputs import OutputLike
+from .selection import ParamsLike
 
 #: What the kernel functions take as inputs (see :func:`pntk.sources.row_source`): a tensor or NumPy array
 #: ``[N, *input]``, a tuple/dict of them, a Dataset, or a non-shuffling DataLoader.
@@ -38,11 +40,13 @@ def kernel(
     memory: int | str | None = None,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
-    params: Mapping[str, Tensor] | None = None,
+    params: ParamsLike = None,
     progress: bool | None = None,
     options: Options = DEFAULT_OPTIONS,
     check_samples: bool = True,
-) -> Tensor:
+    output: OutputLike = None,
+    by_layer: bool = False,
+) -> Tensor | dict[str, Tensor]:
     """A neural tangent kernel of ``model`` between ``x1`` and ``x2``.
 
     With ``J(x) = ∂f(x)/∂θ ∈ R^{O×P}``:
@@ -69,16 +73,23 @@ def kernel(
         dtype: compute in this dtype, e.g. ``torch.float64``; default: the model's.
         device: compute on this device (the model's tensors are copied there, the model is untouched);
             default: the model's.
-        params: parameters to differentiate, by name (``torch.func`` style); default: all trainable ones.
+        params: parameters to differentiate: a dict by name (``torch.func`` style), name patterns
+            (``"classifier.*"``, ``"*.lora_*"``) or a predicate ``(name, parameter) -> bool``; default: all
+            trainable ones.
         progress: show a progress bar over tiles; default: when there are several tiles and stderr is a
             terminal.
         options: the knobs of planning (:class:`pntk.planning.Options`).
         check_samples: first check, with a few forward passes on two inputs, that each sample's output depends
             on that sample only and is deterministic (:func:`pntk.probe.check_samples`). ``False`` skips it
             and risks a silently wrong kernel: random, or dependent on ``batch_size`` and the engine.
+        output: what of the model's output is ``f(x) ∈ R^O``: a callable, a field such as ``"logits"`` of a
+            ``ModelOutput``/dict, or ``pntk.LabelWords(ids, position)`` for a language model's ``[B, L, V]``.
+        by_layer: return the kernel's part from each parameter group (the module that owns the parameters)
+            instead, ``{module path: kernel}``; the parts sum to the kernel.
 
     Returns:
-        The kernel on the model's device, in ``dtype``: ``[N1, N2, O, O]`` or ``[N1, N2]``.
+        The kernel on the model's device, in ``dtype``: ``[N1, N2, O, O]`` or ``[N1, N2]``; with
+        ``by_layer``, a dict of such kernels by module path.
 
     Raises:
         ValueError: unknown ``kind``/``engine``; a model whose samples interact or are random
@@ -96,7 +107,7 @@ def kernel(
         torch.Size([5, 3])
     """
     fm, source1, source2 = model_and_inputs(
-        model, x1, x2, params=params, dtype=dtype, device=device, check_samples=check_samples
+        model, x1, x2, params=params, dtype=dtype, device=device, check_samples=check_samples, output=output
     )
     X1 = _all_rows(fm, source1, "x1")
     X2 = X1 if x2 is None else _all_rows(fm, source2, "x2")
@@ -112,6 +123,10 @@ def kernel(
         executor=Executor.KERNEL,
         options=options,
     )
+    if by_layer:
+        from .by_layer import tiled_parts
+
+        return tiled_parts(plan, fm, X1, X2, progress=progress)
     return _tiled(plan, fm, X1, X2, progress=progress)
 
 
@@ -120,11 +135,12 @@ def model_and_inputs(
     x1: Any,
     x2: Any = None,
     *,
-    params: Mapping[str, Tensor] | None = None,
+    params: ParamsLike = None,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
     names: tuple[str, str] = ("x1", "x2"),
     check_samples: bool = True,
+    output: OutputLike = None,
 ) -> tuple[FunctionalModel, RowSource, RowSource]:
     """The checked model and the two sources of inputs that every kernel path starts from.
 
@@ -138,7 +154,9 @@ def model_and_inputs(
     source2 = source1 if x2 is None else row_source(x2, names[1])
     where = torch.device(device) if device is not None else device_of(model)
     sample = _on(source1.fetch(slice(0, 2)), where, names[0])
-    fm = functional_model(model, sample, params=params, dtype=dtype, device=device, check_samples=check_samples)
+    fm = functional_model(
+        model, sample, params=params, dtype=dtype, device=device, check_samples=check_samples, output=output
+    )
     sample.check_compatible(source2.fetch(slice(0, 1)))
     return fm, source1, source2
 
@@ -245,15 +263,18 @@ def entk(
     memory: int | str | None = None,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
-    params: Mapping[str, Tensor] | None = None,
+    params: ParamsLike = None,
     progress: bool | None = None,
     options: Options = DEFAULT_OPTIONS,
     check_samples: bool = True,
+    output: OutputLike = None,
+    by_layer: bool = False,
 ) -> Tensor:
     """The empirical NTK ``Θ(x, x') = J(x) J(x')ᵀ``, ``[N1, N2, O, O]``: :func:`kernel` with ``kind="entk"``."""
-    return kernel(
+    return kernel(  # type: ignore[return-value]  # a dict {module path: kernel} with by_layer
         model, x1, x2, kind=Kind.ENTK, engine=engine, batch_size=batch_size, memory=memory, dtype=dtype,
         device=device, params=params, progress=progress, options=options, check_samples=check_samples,
+        output=output, by_layer=by_layer,
     )  # fmt: skip
 
 
@@ -267,15 +288,18 @@ def pntk(
     memory: int | str | None = None,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
-    params: Mapping[str, Tensor] | None = None,
+    params: ParamsLike = None,
     progress: bool | None = None,
     options: Options = DEFAULT_OPTIONS,
     check_samples: bool = True,
+    output: OutputLike = None,
+    by_layer: bool = False,
 ) -> Tensor:
     """The pseudo-NTK ``K(x, x') = (1/O) 1ᵀ Θ(x, x') 1``, ``[N1, N2]``: :func:`kernel` with ``kind="pntk"``."""
-    return kernel(
+    return kernel(  # type: ignore[return-value]  # a dict {module path: kernel} with by_layer
         model, x1, x2, kind=Kind.PNTK, engine=engine, batch_size=batch_size, memory=memory, dtype=dtype,
         device=device, params=params, progress=progress, options=options, check_samples=check_samples,
+        output=output, by_layer=by_layer,
     )  # fmt: skip
 
 
@@ -289,13 +313,16 @@ def trace_ntk(
     memory: int | str | None = None,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
-    params: Mapping[str, Tensor] | None = None,
+    params: ParamsLike = None,
     progress: bool | None = None,
     options: Options = DEFAULT_OPTIONS,
     check_samples: bool = True,
+    output: OutputLike = None,
+    by_layer: bool = False,
 ) -> Tensor:
     """The trace NTK ``(1/O) tr Θ(x, x')``, ``[N1, N2]``: :func:`kernel` with ``kind="trace"``."""
-    return kernel(
+    return kernel(  # type: ignore[return-value]  # a dict {module path: kernel} with by_layer
         model, x1, x2, kind=Kind.TRACE, engine=engine, batch_size=batch_size, memory=memory, dtype=dtype,
         device=device, params=params, progress=progress, options=options, check_samples=check_samples,
+        output=output, by_layer=by_layer,
     )  # fmt: skip

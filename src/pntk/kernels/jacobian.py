@@ -13,9 +13,11 @@ from torch import Tensor
 from torch.func import grad, jacrev, vmap
 
 from .engine import outputs_per_sample
+from .fallback import attempt, per_sample_jacobians
 from .inputs import Inputs
 from .kinds import Kind
 from .model import FunctionalModel
+from .selection import group_of
 
 
 class JacobianEngine:
@@ -29,7 +31,19 @@ class JacobianEngine:
         Returns:
             one tensor per parameter, ``[B, O, numel]`` (``[B, 1, numel]`` for the pNTK, the gradient of
             ``g = O^{-1/2} Σ_a f_a``).
+
+        Where ``vmap`` cannot trace the model (``.item()``, data-dependent control flow, recurrent layers'
+        hidden states), the same Jacobians come from one autograd pass per sample, with a warning.
         """
+        return attempt(
+            self.name,
+            fm,
+            lambda: self._vectorised(fm, x, kind),
+            lambda: per_sample_jacobians(fm, x, kind),
+            "computing per-sample gradients with one autograd pass per sample instead",
+        )
+
+    def _vectorised(self, fm: FunctionalModel, x: Inputs, kind: Kind) -> list[Tensor]:
         scale = 1.0 / math.sqrt(fm.num_outputs)
 
         def f_one(params, *sample):
@@ -43,13 +57,27 @@ class JacobianEngine:
         return [j.reshape(len(x), rows, -1) for j in jac.values()]
 
     def contract(self, fm: FunctionalModel, a: list[Tensor], b: list[Tensor], kind: Kind, *, same: bool) -> Tensor:
-        B1, B2, O = a[0].shape[0], b[0].shape[0], fm.num_outputs
-        if kind is Kind.ENTK:
-            out = cast(Tensor, sum(ja.reshape(B1 * O, -1) @ jb.reshape(B2 * O, -1).T for ja, jb in zip(a, b)))
-            return out.reshape(B1, O, B2, O).permute(0, 2, 1, 3)
-        # The trace contracts the output axis along with the parameters; the pNTK has one output row.
-        out = cast(Tensor, sum(ja.reshape(B1, -1) @ jb.reshape(B2, -1).T for ja, jb in zip(a, b)))
-        return out / O if kind is Kind.TRACE else out
+        return _contract(fm, a, b, kind)
+
+    def contract_parts(
+        self, fm: FunctionalModel, a: list[Tensor], b: list[Tensor], kind: Kind, *, same: bool
+    ) -> dict[str, Tensor]:
+        """The tile's part from each parameter group (module path), which sum to :meth:`contract`'s tile."""
+        groups: dict[str, list[int]] = {}
+        for k, name in enumerate(fm.params):
+            groups.setdefault(group_of(name), []).append(k)
+        return {g: _contract(fm, [a[k] for k in ks], [b[k] for k in ks], kind) for g, ks in groups.items()}
 
     def block_bytes(self, fm: FunctionalModel, n: int, kind: Kind) -> int:
         return n * outputs_per_sample(fm, kind) * fm.num_params * fm.dtype.itemsize
+
+
+def _contract(fm: FunctionalModel, a: list[Tensor], b: list[Tensor], kind: Kind) -> Tensor:
+    """The tile between per-sample Jacobians ``[B, R, numel]`` of the same parameters."""
+    B1, B2, O = a[0].shape[0], b[0].shape[0], fm.num_outputs
+    if kind is Kind.ENTK:
+        out = cast(Tensor, sum(ja.reshape(B1 * O, -1) @ jb.reshape(B2 * O, -1).T for ja, jb in zip(a, b)))
+        return out.reshape(B1, O, B2, O).permute(0, 2, 1, 3)
+    # The trace contracts the output axis along with the parameters; the pNTK has one output row.
+    out = cast(Tensor, sum(ja.reshape(B1, -1) @ jb.reshape(B2, -1).T for ja, jb in zip(a, b)))
+    return out / O if kind is Kind.TRACE else out

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +14,8 @@ from torch.func import functional_call
 from ..choices import parse_dtype
 from ..errors import InputError, ModelError
 from .inputs import Inputs
+from .outputs import OutputLike, describe, output_hint, output_selector
+from .selection import ParamsLike, select_params
 
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
@@ -30,6 +33,8 @@ class FunctionalModel:
         device: where ``params`` live; inputs must be there too.
         dtype: the floating dtype of the computation.
         casts_inputs: whether floating inputs of another dtype are cast (``dtype`` was asked for) or refused.
+        output: turns the module's output into ``[B, O]`` (``output=``); ``None`` keeps it.
+        sample: the few inputs the model was checked on, ready for it (what engines probe the model with).
     """
 
     module: nn.Module
@@ -39,6 +44,8 @@ class FunctionalModel:
     device: torch.device
     dtype: torch.dtype
     casts_inputs: bool = False
+    output: Callable[[Any], Tensor] | None = None
+    sample: Inputs | None = None
 
     @property
     def num_params(self) -> int:
@@ -49,8 +56,10 @@ class FunctionalModel:
         """``f(θ, x)``: the network's output ``[B, O]`` for a batch ``x`` with parameters ``params``."""
         tensors = {**self.constants, **params}
         if x.keys is None:
-            return functional_call(self.module, tensors, x.tensors)
-        return functional_call(self.module, tensors, (), dict(zip(x.keys, x.tensors)))
+            out = functional_call(self.module, tensors, x.tensors)
+        else:
+            out = functional_call(self.module, tensors, (), dict(zip(x.keys, x.tensors)))
+        return out if self.output is None else self.output(out)
 
     def prepare_inputs(self, x: Inputs, name: str) -> Inputs:
         """Check that ``x`` is finite and on this model's device, and cast floating tensors to ``dtype``.
@@ -82,18 +91,21 @@ def functional_model(
     module: nn.Module,
     sample: Inputs,
     *,
-    params: Mapping[str, Tensor] | None = None,
+    params: ParamsLike = None,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
     check_samples: bool = True,
+    output: OutputLike = None,
 ) -> FunctionalModel:
     """Check ``module`` and split its tensors into differentiated parameters and constants.
 
     Args:
         module: any ``nn.Module`` whose output for a batch of ``B`` samples is ``[B, O]``.
         sample: a few inputs used to check the output shape (one forward pass, no gradient).
-        params: parameters to differentiate, by the module's parameter names (``torch.func`` style);
-            default: every parameter with ``requires_grad``. Parameters not named here are held fixed.
+        params: parameters to differentiate: a dict by the module's parameter names (``torch.func`` style,
+            the values replace the module's), name patterns (``"classifier.*"``, ``"*.lora_*"``) or a
+            predicate ``(name, parameter) -> bool`` (:func:`~pntk.kernels.selection.select_params`); default:
+            every parameter with ``requires_grad``. Parameters not selected are held fixed.
         dtype: compute in this floating dtype (tensors are cast, the module is untouched), e.g.
             ``torch.float64`` or ``"float64"``; default: the dtype of the module's parameters.
         device: compute on this device (tensors are copied there, the module is untouched); default: the
@@ -101,6 +113,9 @@ def functional_model(
         check_samples: check on ``sample`` that each sample's output depends on that sample only and is
             deterministic (:func:`pntk.probe.check_samples`, a few forward passes). Turning it off risks a
             kernel that is silently wrong: random, or dependent on the batch size and the engine.
+        output: what of the module's output is ``f(x) ∈ R^O``: a callable, a field name such as
+            ``"logits"`` of a ``ModelOutput``/dict, or :class:`~pntk.kernels.outputs.LabelWords`; default: the
+            output itself.
 
     Raises:
         TypeError: ``module`` is not an ``nn.Module``.
@@ -116,10 +131,7 @@ def functional_model(
     _check_samples_independent(module)
 
     named: dict[str, Tensor] = dict(module.named_parameters())
-    if params is None:
-        chosen = {n: p for n, p in named.items() if p.requires_grad}
-    else:
-        chosen = _checked_params(params, named)
+    chosen = select_params(module, params)
     if not chosen:
         raise ModelError(
             "the model has no trainable parameters (none with requires_grad=True and no params= given); "
@@ -169,11 +181,11 @@ def functional_model(
         device=model_device,
         dtype=dtype,
         casts_inputs=casts_inputs,
+        output=output_selector(output),
     )
     x = fm.prepare_inputs(sample, "x1")
     out = _first_forward(fm, x)
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != len(x):
-        shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
         hint = (
             " (for one output use out.unsqueeze(-1) or a final nn.Linear(..., 1))"
             if (isinstance(out, Tensor) and out.dim() == 1)
@@ -182,10 +194,11 @@ def functional_model(
             else ""
         )
         raise ModelError(
-            f"the model's output for {len(x)} samples has shape {shape}; it must be [B, O] with one row "
+            f"the model's output for {len(x)} samples is {describe(out)}; it must be [B, O] with one row "
             f"per sample{hint}; wrap the model so that it returns a 2-D tensor, e.g. flatten extra axes"
+            f"{output_hint(out)}"
         )
-    fm = dataclasses.replace(fm, num_outputs=out.shape[1])
+    fm = dataclasses.replace(fm, num_outputs=out.shape[1], sample=x)
     if check_samples:
         from ..probe import check_samples as check  # the probe module builds on this one
 
@@ -225,33 +238,6 @@ def _check_samples_independent(module: nn.Module) -> None:
                 f"model is in training mode and has Dropout layers{where}, which make the kernel "
                 "random; call model.eval() first"
             )
-
-
-def _checked_params(params: Mapping[str, Tensor], named: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """``params`` after checking that they name parameters of the model and are tensors of their shapes."""
-    if not isinstance(params, Mapping):
-        raise InputError(
-            f"params must be a dict from parameter names to tensors (torch.func style), got {type(params).__name__}"
-        )
-    unknown = sorted(set(params) - set(named))
-    if unknown:
-        raise InputError(
-            f"params names {unknown} are not parameters of the model; valid names include {sorted(named)[:8]}"
-        )
-    for name, value in params.items():
-        if not isinstance(value, Tensor):
-            raise InputError(
-                f"params[{name!r}] is a {type(value).__name__}, not a tensor; pass torch.as_tensor(...) of shape "
-                f"{list(named[name].shape)}"
-            )
-        if value.shape != named[name].shape:
-            raise InputError(
-                f"params[{name!r}] has shape {list(value.shape)} but the model's parameter {name!r} has shape "
-                f"{list(named[name].shape)}; pass a tensor of the parameter's shape"
-            )
-        if not value.is_floating_point():
-            raise InputError(f"params[{name!r}] has dtype {value.dtype}; parameters must be floating tensors")
-    return dict(params)
 
 
 def _check_not_meta(device: torch.device) -> None:

@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +34,7 @@ from ..engine import outputs_per_sample
 from ..inputs import Inputs
 from ..kinds import Kind
 from ..model import FunctionalModel
+from .operations import OPERATION_RULE, OpCall, OperationCalls, OpSite, layout, samples_first
 from .rules import LayerShape, Rule, rule_for
 
 
@@ -49,7 +51,7 @@ class Layer:
         clone_input, clone_output: keep copies, because the model modifies these tensors in place later.
     """
 
-    module: nn.Module
+    module: Any  # an nn.Module, or an OpSite for a rule by operation
     rule: Rule
     weight: str | None
     bias: str | None
@@ -112,11 +114,16 @@ def plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list[
     """
     candidates = list(ruled_modules(fm))
     modules = [c[0] for c in candidates]
-    params = _differentiable(fm, [n for *_, weight, bias in candidates for n in (weight, bias) if n is not None])
+    claimed = [n for *_, weight, bias in candidates for n in (weight, bias) if n is not None]
+    # Every other weight (2-d) or bias (1-d) may enter through a linear operation (rules by operation).
+    operands = [n for n, p in fm.params.items() if n not in set(claimed) and p.dim() in (1, 2)]
+    params = _differentiable(fm, claimed + operands)
     uses = _ParameterUses({id(params[n]): n for n in params if params[n] is not fm.params[n]})
     first = torch.zeros(1, dtype=torch.long, device=fm.device)
-    one = _probe(fm, params, x[first], modules, uses)
-    two = _probe(fm, fm.params, x[first.repeat(2)], modules)
+    ops1 = OperationCalls({id(params[n]): n for n in operands})
+    ops2 = OperationCalls({id(fm.params[n]): n for n in operands})
+    one = _probe(fm, params, x[first], modules, uses, ops1)
+    two = _probe(fm, fm.params, x[first.repeat(2)], modules, None, ops2)
     Q = pairs_per_sample(fm, kind)
     layers, ruled = [], set()
     for module, rule, weight, bias in candidates:
@@ -148,7 +155,54 @@ def plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list[
                 clone_output=any(c.output_modified for c in calls1),
             )
         )
+    for site, op_calls, shape in _operation_sites(ops1.calls, ops2.calls, uses):
+        ruled.update(n for n in (site.weight, site.bias) if n is not None)
+        layers.append(
+            Layer(
+                site,
+                OPERATION_RULE,
+                site.weight,
+                site.bias,
+                shape,
+                factored_cost(OPERATION_RULE, shape, Q) < materialised_cost(OPERATION_RULE, shape, Q),
+                clone_input=any(c.input._version != c.input_version for c in op_calls),
+                clone_output=any(c.output._version != c.output_version for c in op_calls),
+            )
+        )
     return layers, [n for n in fm.params if n not in ruled]
+
+
+def _operation_sites(
+    one: list[OpCall], two: list[OpCall], uses: _ParameterUses
+) -> Iterator[tuple[OpSite, list[OpCall], LayerShape]]:
+    """The weights used only as the weight of linear operations, once per call, with their samples found in
+    every call's input and output (see the note [Where the samples are in an operation's operand])."""
+    by_weight: dict[str, tuple[list[OpCall], list[OpCall]]] = {}
+    for k, calls in enumerate((one, two)):
+        for c in calls:
+            by_weight.setdefault(c.weight, ([], []))[k].append(c)
+    for weight, (calls1, calls2) in by_weight.items():
+        biases = {c.bias for c in calls1 + calls2}
+        if len(calls1) != len(calls2) or len(biases) != 1:
+            continue
+        bias = biases.pop()
+        if any(n is not None and uses.counts[n] != len(calls1) for n in (weight, bias)):
+            continue
+        n, m = calls1[0].input.shape[-1], calls1[0].output.shape[-1]
+        layouts = [(layout(c1.input, c2.input), layout(c1.output, c2.output)) for c1, c2 in zip(calls1, calls2)]
+        if any(
+            a is None
+            or b is None
+            or not c.output.requires_grad
+            or c.input.shape[-1] != n
+            or c.output.shape[-1] != m
+            or c.input.numel() // n != c.output.numel() // m
+            for (a, b), c in zip(layouts, calls1)
+        ):
+            continue
+        T = sum(c.input.numel() // n for c in calls1)
+        site = OpSite(weight, bias, n, m, tuple(layouts), calls1[0].operation)  # type: ignore[arg-type]
+        yield site, calls1, LayerShape(T=T, G=1, n=n, m=m)
 
 
 @dataclass
@@ -184,10 +238,12 @@ def _probe(
     x: Inputs,
     modules: list[nn.Module],
     uses: _ParameterUses | None = None,
+    operations: OperationCalls | None = None,
 ) -> dict[nn.Module, list[_Call] | None]:
     """Every call of ``modules`` in one forward pass on ``x``; ``None`` for a module called on non-tensors.
 
-    With ``uses``, the pass records autograd's graph (on parameters that require grad) and counts uses.
+    With ``uses``, the pass records autograd's graph (on parameters that require grad) and counts uses;
+    ``operations`` records the linear operations on candidate weights.
     """
     calls: dict[nn.Module, list[_Call] | None] = {m: [] for m in modules}
 
@@ -206,6 +262,8 @@ def _probe(
         else:
             stack.enter_context(torch.enable_grad())
             stack.enter_context(uses)
+        if operations is not None:
+            stack.enter_context(operations)
         fm(params, x)
     return calls
 
@@ -303,7 +361,7 @@ def capture(fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kind) -> 
     """
     B, O = len(x), fm.num_outputs
     params = _differentiable(fm, [n for layer in layers for n in layer.names])
-    calls: dict[nn.Module, list[_Call]] = {layer.module: [] for layer in layers}
+    calls: dict[Any, list[_Call]] = {layer.module: [] for layer in layers}  # modules and OpSites
     by_module = {layer.module: layer for layer in layers}
 
     def record(module, args, kwargs, output):
@@ -316,13 +374,45 @@ def capture(fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kind) -> 
         # Downstream in-place operations then modify the copy, not the captured output.
         return output.clone() if layer.clone_output else None
 
+    sites = {layer.module.weight: (layer, layer.module) for layer in layers if isinstance(layer.module, OpSite)}
+
+    def record_operation(call: OpCall) -> Tensor | None:
+        layer, site = sites[call.weight]
+        k = len(calls[site])
+        if k >= len(site.layouts) or call.bias != site.bias:
+            raise RuntimeError(
+                f"the {site} was called differently on a block of {B} samples than on the probe of one and two "
+                "samples; use engine='jacobian'"
+            )
+        with torch.no_grad():
+            kept = samples_first(call.input.detach(), site.layouts[k][0], B)
+        if layer.clone_input:
+            kept = kept.clone()
+        calls[site].append(_Call(kept, call.output, kept._version, call.output._version))
+        return call.output.clone() if layer.clone_output else None
+
     with ExitStack() as stack, torch.enable_grad():
         for m in calls:
-            stack.callback(m.register_forward_hook(record, with_kwargs=True).remove)
+            if not isinstance(m, OpSite):
+                stack.callback(m.register_forward_hook(record, with_kwargs=True).remove)
+        if sites:
+            names = [n for layer, _ in sites.values() for n in layer.names]
+            stack.enter_context(OperationCalls({id(params[n]): n for n in names}, record_operation))
         out = fm(params, x)
         for module, module_calls in calls.items():
+            operation = isinstance(module, OpSite)
+            if operation and len(module_calls) != len(module.layouts):
+                raise RuntimeError(
+                    f"the {module} was called {len(module_calls)} times on a block of {B} samples but "
+                    f"{len(module.layouts)} times on the probe; use engine='jacobian'"
+                )
             for c in module_calls:
-                if c.input.shape[0] != B or c.output.shape[0] != B or c.input_modified or c.output_modified:
+                if (
+                    c.input.shape[0] != B
+                    or (c.output.shape[0] != B and not operation)
+                    or c.input_modified
+                    or c.output_modified
+                ):
                     raise RuntimeError(
                         f"{type(module).__name__} behaved differently on a block of {B} samples than on the "
                         "probe of one and two samples (layout or in-place modification); use engine='jacobian'"
@@ -351,6 +441,12 @@ def capture(fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kind) -> 
     result, k = [], 0
     for layer in layers:
         n = len(calls[layer.module])
-        result.append(([c.input for c in calls[layer.module]], cotangents[k : k + n]))
+        layer_dzs = cotangents[k : k + n]
+        if isinstance(layer.module, OpSite):  # cotangents [R, B, T, m], as the rule reads a dense layer's
+            layer_dzs = [
+                samples_first(d, out, B, lead=1)  # type: ignore[arg-type]  # filled with zeros above
+                for d, (_, out) in zip(layer_dzs, layer.module.layouts)
+            ]
+        result.append(([c.input for c in calls[layer.module]], layer_dzs))
         k += n
     return result

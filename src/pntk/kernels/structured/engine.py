@@ -37,6 +37,7 @@ from ..inputs import Inputs
 from ..jacobian import JacobianEngine
 from ..kinds import Kind
 from ..model import FunctionalModel
+from ..selection import group_of
 from .capture import (
     Layer,
     capture,
@@ -98,11 +99,14 @@ class Block:
         factors: the factored layers.
         J: the materialised per-sample gradients of all other differentiated parameters, in parts
             ``[B, r, P_part]`` (for the trace ``P_part`` holds the ``O`` gradients of each parameter).
+        columns: for each part of ``J``, its parameters as ``(name, start, stop)`` columns of the part's
+            ``[B, R, P_part]`` layout (``R = O`` for the trace, whose part is that layout flattened).
     """
 
     B: int
     factors: list[Factors]
     J: list[Tensor]
+    columns: list[list[tuple[str, int, int]]] = dataclasses.field(default_factory=list)
 
 
 class StructuredEngine:
@@ -127,11 +131,18 @@ class StructuredEngine:
         factored = [layer for layer in layers if layer.factored]
         factors = [Factors(layer, full[2 * i], full[2 * i + 1]) for i, layer in enumerate(factored)]
         grads = full[2 * len(factored) :]
-        narrow = [g for g in grads if g.shape[-1] < NARROW]
-        J = [g for g in grads if g.shape[-1] >= NARROW] + ([torch.cat(narrow, -1)] if narrow else [])
+        # One part per materialised parameter, in the order _prepare_rows computes them.
+        names = [n for layer in layers if not layer.factored for n in layer.names] + list(fallback)
+        narrow = [(g, n) for g, n in zip(grads, names) if g.shape[-1] < NARROW]
+        wide = [(g, n) for g, n in zip(grads, names) if g.shape[-1] >= NARROW]
+        J = [g for g, _ in wide] + ([torch.cat([g for g, _ in narrow], -1)] if narrow else [])
+        columns = [[(n, 0, g.shape[-1])] for g, n in wide]
+        if narrow:
+            stops = torch.tensor([g.shape[-1] for g, _ in narrow]).cumsum(0).tolist()
+            columns.append([(n, stop - g.shape[-1], stop) for (g, n), stop in zip(narrow, stops)])
         if kind is Kind.TRACE:
             J = [g.reshape(B, 1, -1) for g in J]
-        return Block(B, factors, J)
+        return Block(B, factors, J, columns)
 
     def _prepare_rows(
         self,
@@ -174,6 +185,16 @@ class StructuredEngine:
         return parts
 
     def contract(self, fm: FunctionalModel, a: Block, b: Block, kind: Kind, *, same: bool) -> Tensor:
+        return self._contract(fm, a, b, kind, same=same, by_layer=False)[""]
+
+    def contract_parts(self, fm: FunctionalModel, a: Block, b: Block, kind: Kind, *, same: bool) -> dict[str, Tensor]:
+        """The tile's part from each parameter group (module path), which sum to :meth:`contract`'s tile: the
+        same Grams and products as the whole tile, accumulated per group."""
+        return self._contract(fm, a, b, kind, same=same, by_layer=True)
+
+    def _contract(
+        self, fm: FunctionalModel, a: Block, b: Block, kind: Kind, *, same: bool, by_layer: bool
+    ) -> dict[str, Tensor]:
         if [f.layer for f in a.factors] != [f.layer for f in b.factors] or [g.shape[-1] for g in a.J] != [
             g.shape[-1] for g in b.J
         ]:
@@ -183,23 +204,41 @@ class StructuredEngine:
             )
         B1, B2, O = a.B, b.B, fm.num_outputs
         r = O if kind is Kind.ENTK else 1
-        M = torch.zeros(B1 * r, B2 * r, dtype=fm.dtype, device=fm.device)  # row n·r + a, column m·r + b
+        R = O if kind is Kind.TRACE else r
+        flat = O if kind is Kind.TRACE else 1  # a trace part is [B, 1, O·P_part], the others [B, r, P_part]
+
+        def gram(Ja: Tensor, Jb: Tensor, start: int, stop: int) -> tuple[Tensor, Tensor]:
+            """Rows ``[c, r·w]`` of one parameter's columns (all of a part when it is one parameter)."""
+            if start == 0 and stop * flat == Ja.shape[-1]:
+                return Ja.reshape(Ja.shape[0] * r, -1), Jb.reshape(Jb.shape[0] * r, -1)
+            cut = [J.reshape(J.shape[0], R, -1)[:, :, start:stop].reshape(J.shape[0] * r, -1) for J in (Ja, Jb)]
+            return cut[0], cut[1]
+
+        # Each term adds one layer or parameter part to the matrix of its group.
+        factor_groups = [group_of(f.layer.weight or f.layer.bias or "") if by_layer else "" for f in a.factors]
+        part_columns = [cols if by_layer else [("", 0, Ja.shape[-1] // flat)] for cols, Ja in zip(a.columns, a.J)]
+        groups = dict.fromkeys(
+            factor_groups + [group_of(n) if by_layer else n for cols in part_columns for n, *_ in cols]
+        )
+        Ms = {g: torch.zeros(B1 * r, B2 * r, dtype=fm.dtype, device=fm.device) for g in groups}
         c = _chunk(a, r, fm.dtype, same)
         for i0 in range(0, B1, c):
             rows = slice(i0, min(i0 + c, B1))
             for j0 in range(i0 if same else 0, B2, c):
                 cols = slice(j0, min(j0 + c, B2))
-                tile = M[rows.start * r : rows.stop * r, cols.start * r : cols.stop * r]
-                for fa, fb in zip(a.factors, b.factors):
-                    _accumulate(tile, fa, fb, rows, cols)
-                for Ja, Jb in zip(a.J, b.J):
-                    P = Ja.shape[-1]
-                    tile.addmm_(Ja[rows].reshape(-1, P), Jb[cols].reshape(-1, P).T)
+                tiles = {g: M[rows.start * r : rows.stop * r, cols.start * r : cols.stop * r] for g, M in Ms.items()}
+                for g, fa, fb in zip(factor_groups, a.factors, b.factors):
+                    _accumulate(tiles[g], fa, fb, rows, cols)
+                for columns, Ja, Jb in zip(part_columns, a.J, b.J):
+                    for name, start, stop in columns:
+                        Ga, Gb = gram(Ja[rows], Jb[cols], start, stop)
+                        tiles[group_of(name) if by_layer else name].addmm_(Ga, Gb.T)
                 if same and j0 > i0:
-                    M[cols.start * r : cols.stop * r, rows.start * r : rows.stop * r] = tile.T
+                    for g, M in Ms.items():
+                        M[cols.start * r : cols.stop * r, rows.start * r : rows.stop * r] = tiles[g].T
         if kind is Kind.ENTK:
-            return M.view(B1, O, B2, O).permute(0, 2, 1, 3)
-        return M / O if kind is Kind.TRACE else M
+            return {g: M.view(B1, O, B2, O).permute(0, 2, 1, 3) for g, M in Ms.items()}
+        return {g: M / O if kind is Kind.TRACE else M for g, M in Ms.items()}
 
     def block_bytes(self, fm: FunctionalModel, n: int, kind: Kind) -> int:
         """Factors of ``n`` samples, from the model alone: the sample shape is not known here.
@@ -229,8 +268,13 @@ class StructuredEngine:
         return n * numbers * fm.dtype.itemsize
 
     def ruled_fraction(self, fm: FunctionalModel) -> float:
-        """The fraction of ``P`` in layers that have a rule (by type; :func:`plan` checks their use)."""
-        ruled = {p for _, _, weight, bias in ruled_modules(fm) for p in (weight, bias) if p is not None}
+        """The fraction of ``P`` under rules: as :func:`plan` finds it on the inputs the model was checked on
+        (layers and operations), or by module type when there are none."""
+        if fm.sample is not None:
+            layers, _ = plan(fm, fm.sample, Kind.PNTK)
+            ruled = {n for layer in layers for n in layer.names}
+        else:
+            ruled = {p for _, _, weight, bias in ruled_modules(fm) for p in (weight, bias) if p is not None}
         return sum(fm.params[p].numel() for p in ruled) / max(1, fm.num_params)
 
 

@@ -1,0 +1,198 @@
+"""Kernel timings on architectures written elsewhere: ``auto`` against each engine and the torch.func
+Jacobian contraction, in one run.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/bench_architectures.py [--workloads bert,gpt2,t5,mha,encoder,encoder-mask,
+        rnn,lstm,gru] [--N 256] [--kind pntk] [--repeats 2] [--max-seconds 90]
+        [--out benchmarks/out/architectures.json]
+
+The models are those of the tests (``tests/architectures.py``: Hugging Face BERT-, GPT-2- and T5-style
+classifiers built from configs, ``nn.MultiheadAttention``, ``nn.TransformerEncoder`` with and without a
+padding mask, ``nn.RNN``/``LSTM``/``GRU`` heads) at benchmark sizes (hidden 64, two layers, 16 tokens).
+``bert-6x256`` is the 6-layer BERT-style encoder with hidden size 256 on 64 tokens (``--N 1024`` in the
+issue; hours of CPU time, meant for a larger machine).
+
+Every method first runs at ``N/4``; a method whose time there, scaled by 16, exceeds ``--max-seconds`` is
+skipped at ``N`` (shown as ``>`` that prediction). The torch.func snippet (``vmap(jacrev)`` then ``einsum``,
+as the tutorial writes it) fails where ``vmap`` cannot trace the model; that is reported, not hidden. Times
+are medians after a warm-up, in float32, on whatever machine runs this; the ratios within one run are what
+to read. Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import json
+import math
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT.parent / "tests"))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.func import jacrev, vmap  # noqa: E402
+
+import architectures as arch  # noqa: E402
+import harness  # noqa: E402
+import pntk  # noqa: E402
+from harness import fmt_ratio, fmt_seconds  # noqa: E402
+from pntk.kernels import Inputs, functional_model  # noqa: E402
+
+METHODS = ("auto", "structured", "jacobian", "vp", "torch.func")
+SEQ = 16
+
+
+def workloads() -> dict[str, tuple[Any, Any, Any]]:
+    """``name -> (build, inputs(n), output)`` at benchmark sizes."""
+
+    def tokens(n, seq=SEQ):
+        return arch.token_inputs(n, 0, seq=seq)
+
+    def t5_tokens(n):
+        x = tokens(n)
+        ids, mask = x["input_ids"].clamp(min=2) * x["attention_mask"], x["attention_mask"]
+        ids[torch.arange(n), mask.sum(1) - 1] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def seq(n):
+        return arch.sequence_inputs(n, 0, seq=SEQ, d=64)
+
+    def masked(n):
+        return seq(n)[0], tokens(n)["attention_mask"]
+
+    def seeded(factory):
+        def build():
+            torch.manual_seed(0)
+            return factory().eval()
+
+        return build
+
+    return {
+        "bert": (lambda: arch.bert("eager", hidden=64, layers=2, seq=SEQ), tokens, "logits"),
+        "gpt2": (lambda: arch.gpt2("eager", hidden=64, layers=2), tokens, "logits"),
+        "t5": (lambda: arch.t5("eager", hidden=64), t5_tokens, "logits"),
+        "mha": (seeded(lambda: arch.Attention(d=64)), seq, None),
+        "encoder": (seeded(lambda: arch.Encoder(d=64)), seq, None),
+        "encoder-mask": (seeded(lambda: arch.Encoder(d=64)), masked, None),
+        "rnn": (seeded(lambda: arch.Recurrent(nn.RNN, d=64, hidden=64)), seq, None),
+        "lstm": (seeded(lambda: arch.Recurrent(nn.LSTM, d=64, hidden=64)), seq, None),
+        "gru": (seeded(lambda: arch.Recurrent(nn.GRU, d=64, hidden=64)), seq, None),
+        "bert-6x256": (lambda: arch.bert("eager", hidden=256, layers=6, seq=64), lambda n: tokens(n, 64), "logits"),
+    }
+
+
+def torch_func_pntk(model: nn.Module, x, output) -> torch.Tensor:
+    """The pNTK by the torch.func tutorial's Jacobian contraction: ``vmap(jacrev(f_single))`` per sample,
+    ``einsum`` per parameter."""
+    X = Inputs.from_user(x)
+    fm = functional_model(model, X[:2], output=output)
+    O = fm.num_outputs
+
+    def g_single(params, *sample):
+        out = fm(params, Inputs(tuple(t.unsqueeze(0) for t in sample), X.keys))[0]
+        return out.sum() / math.sqrt(O)
+
+    jac = vmap(jacrev(g_single), in_dims=(None,) + (0,) * len(X.tensors))(fm.params, *X.tensors)
+    return sum(torch.einsum("nf,mf->nm", j.flatten(1), j.flatten(1)) for j in jac.values())
+
+
+def run(method: str, model: nn.Module, x, kind: str, output) -> torch.Tensor:
+    if method == "torch.func":
+        return torch_func_pntk(model, x, output)
+    return pntk.kernel(model, x, kind=kind, engine=method, output=output)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workloads", default="bert,gpt2,t5,mha,encoder,encoder-mask,rnn,lstm,gru")
+    parser.add_argument("--N", type=int, default=256)
+    parser.add_argument("--kind", default="pntk", choices=["pntk"])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--max-seconds", type=float, default=90.0)
+    parser.add_argument("--out", default=str(ROOT / "out" / "architectures.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    warnings.simplefilter("ignore")
+    table = workloads()
+    results: list[dict[str, Any]] = []
+    rows = []
+    for name in args.workloads.split(","):
+        build, inputs, output = table[name]
+        model = build()
+        P = sum(p.numel() for p in model.parameters())
+        explained = pntk.explain(model, inputs(8), kind=args.kind, output=output)
+        times: dict[str, float | None] = {}
+        notes: dict[str, str] = {}
+        for method in METHODS:
+            small = max(2, args.N // 4)
+            try:
+                x_small = inputs(small)
+                t0 = time.perf_counter()
+                run(method, model, x_small, args.kind, output)
+                predicted = (time.perf_counter() - t0) * (args.N / small) ** 2
+            except Exception as error:  # a method that fails is reported as failing, with its error
+                times[method], notes[method] = None, f"fails: {type(error).__name__}: {str(error)[:80]}"
+                continue
+            if predicted > args.max_seconds:
+                times[method], notes[method] = None, f"> {fmt_seconds(predicted)} (predicted, skipped)"
+                continue
+            timing = harness.time_calls(
+                functools.partial(run, method, model, inputs(args.N), args.kind, output),
+                repeats=args.repeats,
+                max_seconds=args.max_seconds,
+                first_compiles=False,
+            )
+            times[method] = timing.median_s
+        working = {m: t for m, t in times.items() if t is not None and m not in ("auto", "torch.func")}
+        fastest = min(working, key=working.get) if working else None
+        auto, tf = times.get("auto"), times.get("torch.func")
+        result = {
+            "workload": name,
+            "N": args.N,
+            "kind": args.kind,
+            "P": P,
+            "auto_engine": explained.engine.value,
+            "ruled_fraction": explained.ruled_fraction,
+            "seconds": times,
+            "notes": notes,
+            "auto_over_fastest": auto / working[fastest] if auto and fastest else None,
+            "torch_func_over_auto": tf / auto if auto and tf else None,
+        }
+        results.append(result)
+        rows.append(
+            [
+                name,
+                f"{P:,}",
+                f"{explained.engine.value} ({explained.ruled_fraction:.0%})",
+                *(fmt_seconds(times[m]) if times[m] is not None else notes[m][:28] for m in METHODS),
+                fmt_ratio(result["auto_over_fastest"]),
+                fmt_ratio(result["torch_func_over_auto"]) if tf else "fails" if "torch.func" in notes else "—",
+            ]
+        )
+        print(f"{name}: {result}", file=sys.stderr, flush=True)
+    headers = ["model", "P", "auto → (ruled)", *METHODS, "auto / fastest", "torch.func / auto"]
+    print(f"\n{args.kind} at N = {args.N}, float32; load {harness.load_average()}\n")
+    print(harness.table(headers, rows))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "machine": platform.platform(),
+        "torch": torch.__version__,
+    }
+    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

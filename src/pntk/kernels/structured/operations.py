@@ -1,0 +1,182 @@
+"""Rules by operation: a parameter that enters the network as the weight of a linear operation, whatever
+module owns it.
+
+``F.linear(x, W, b)``, ``torch.addmm(b, x, W)`` and ``x @ W`` (``torch.matmul``, ``mm``; ``W`` a 2-d parameter
+or its ``.T``/``.mT``/``.t()``) compute ``z_t = W a_t + b`` at every row ``t`` of ``x``, exactly what the
+dense rule factors: GPT-2's ``Conv1D`` (``addmm`` on ``x.view(-1, n)``), hand-written LoRA adapters
+(``x @ A.T``), custom layers of model zoos. A ``TorchFunctionMode`` sees every such call made by Python code
+of the model (not those inside another torch function implemented in Python, such as
+``F.multi_head_attention_forward``, whose parameters then fall back).
+
+# NOTE: [Where the samples are in an operation's operand]
+# A module's input has its samples on the leading axis; an operation's need not: ``Conv1D`` merges them with
+# the positions (``[B·T, n]``), ``nn.MultiheadAttention`` works sequence-first (``[T, B, n]``, then
+# ``[T·B, n]``). The plan runs the model on one sample and on the same sample twice. An axis whose size goes
+# from 1 to 2 (every other axis unchanged) is the sample axis. A leading axis that doubles from ``L`` to
+# ``2L`` merges samples with positions, sample-major if the rows of the pair are the single sample's rows
+# twice over (``[x; x]``), sample-minor if they are interleaved (``x_0, x_0, x_1, x_1, ...``); when the rows
+# cannot tell the two apart (all equal), the operation is not ruled. Anything else is not ruled either. The
+# check is the same for the operation's output, and the rows of every block are put samples-first the same
+# way before the dense rule reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+from .rules import LinearRule
+
+#: A sample axis: ``("axis", k)``, or the leading axis merging samples and positions, ``("major",)`` or
+#: ``("minor",)``.
+Layout = tuple
+
+#: The operations with a weight operand, by name: (index of the input, index of the weight, index of the bias).
+_OPERATIONS = {
+    "linear": (0, 1, 2),
+    "addmm": (1, 2, 0),
+    "matmul": (0, 1, None),
+    "__matmul__": (0, 1, None),
+    "mm": (0, 1, None),
+}
+
+#: Views that keep every number of a 2-d weight (a transpose): an operation on them uses the weight.
+_TRANSPOSES = {"T", "mT", "t"}
+
+
+@dataclass(frozen=True)
+class OpSite:
+    """A parameter used as the weight of linear operations, ruled like a dense layer.
+
+    Attributes:
+        weight: the parameter's name; ``bias``: that of the bias added by the same operations, if any.
+        in_features, out_features: ``n`` and ``m``.
+        layouts: per call, where the samples are in its input and in its output.
+        operation: the name of the (first call's) operation.
+
+    Equal sites (the same weight used the same way) are one layer: the plans of two blocks agree.
+    """
+
+    weight: str
+    bias: str | None
+    in_features: int
+    out_features: int
+    layouts: tuple[tuple[Layout, Layout], ...] = ()
+    operation: str = "linear"
+
+    def __repr__(self) -> str:
+        return f"{self.operation} on {self.weight}"
+
+
+@dataclass
+class OpCall:
+    """One call of a linear operation on a weight parameter: its input and output, and the bias used."""
+
+    weight: str
+    bias: str | None
+    input: Tensor
+    output: Tensor
+    operation: str = "linear"
+    input_version: int = 0
+    output_version: int = 0
+
+    def __post_init__(self) -> None:
+        self.input_version, self.output_version = self.input._version, self.output._version
+
+
+class OperationCalls(TorchFunctionMode):
+    """Records the linear operations whose weight is one of ``names`` (by ``id`` of the tensor).
+
+    Args:
+        names: ``{id(tensor): name}`` of the candidate weights and biases.
+        on_call: called with each recorded call; what it returns (if not ``None``) replaces the output.
+    """
+
+    def __init__(self, names: dict[int, str], on_call: Callable[[OpCall], Tensor | None] | None = None) -> None:
+        super().__init__()
+        self.names = dict(names)
+        self.calls: list[OpCall] = []
+        self.on_call = on_call
+        self._views: list[Tensor] = []  # kept alive, so that their ids stay theirs during the pass
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        name = getattr(func, "__name__", "")
+        if name == "__get__":
+            name = getattr(getattr(func, "__self__", None), "__name__", "")
+        if name in _TRANSPOSES and args and id(args[0]) in self.names and isinstance(result, Tensor):
+            self.names[id(result)] = self.names[id(args[0])]
+            self._views.append(result)
+        elif name in _OPERATIONS and not kwargs and isinstance(result, Tensor):
+            i, w, b = _OPERATIONS[name]
+            weight = args[w] if len(args) > w else None
+            # Sizes are read from .shape, never by calling torch functions (which a mode below would see).
+            if isinstance(weight, Tensor) and len(weight.shape) == 2 and id(weight) in self.names:
+                bias = args[b] if b is not None and len(args) > b else None
+                bias_name = None
+                if isinstance(bias, Tensor) and id(bias) in self.names:  # a constant bias does not matter
+                    if len(bias.shape) != 1:
+                        return result  # not a per-feature bias that the rule knows: not recorded, so not ruled
+                    bias_name = self.names[id(bias)]
+                call = OpCall(self.names[id(weight)], bias_name, args[i], result, name.strip("_"))
+                self.calls.append(call)
+                if self.on_call is not None:
+                    replaced = self.on_call(call)
+                    result = result if replaced is None else replaced
+        return result
+
+
+def _close(a: Tensor, b: Tensor) -> bool:
+    scale = a.abs().max().clamp(min=torch.finfo(a.dtype).tiny) if a.numel() else 1.0
+    return a.shape == b.shape and bool(((a - b).abs() <= 1e-4 * scale).all())
+
+
+def layout(one: Tensor, two: Tensor) -> Layout | None:
+    """Where the samples are in an operand, from its values on one sample and on that sample twice (see the
+    note [Where the samples are in an operation's operand]); ``None`` if that cannot be told."""
+    if one.dim() < 2 or one.dim() != two.dim() or one.shape[-1] != two.shape[-1]:
+        return None
+    differ = [k for k in range(one.dim() - 1) if one.shape[k] != two.shape[k]]
+    if len(differ) != 1:
+        return None
+    k = differ[0]
+    if one.shape[k] == 1 and two.shape[k] == 2:
+        return ("axis", k)
+    if one.dim() == 2 and two.shape[0] == 2 * one.shape[0]:
+        L = one.shape[0]
+        major = _close(two[:L], one) and _close(two[L:], one)
+        minor = _close(two[0::2], one) and _close(two[1::2], one)
+        if major != minor:
+            return ("major",) if major else ("minor",)
+    return None
+
+
+def samples_first(t: Tensor, where: Layout, B: int, lead: int = 0) -> Tensor:
+    """``t`` with its ``B`` samples on axis ``lead`` and its positions flattened after them:
+    ``[*lead, B, T, features]``."""
+    head = t.shape[:lead]
+    if where[0] == "axis":
+        t = t.movedim(lead + where[1], lead)
+        return t.reshape(*head, B, -1, t.shape[-1])
+    if where[0] == "major":
+        return t.reshape(*head, B, -1, t.shape[-1])
+    return t.reshape(*head, -1, B, t.shape[-1]).transpose(lead, lead + 1)
+
+
+class OperationRule(LinearRule):
+    """The dense rule for an :class:`OpSite`, whose calls' inputs and output cotangents are put samples-first
+    (:func:`samples_first`) when they are captured."""
+
+    def applies(self, module):
+        return False  # never by type: sites come from the plan
+
+    def nominal_shape(self, module):
+        return None
+
+
+OPERATION_RULE = OperationRule()
