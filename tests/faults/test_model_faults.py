@@ -196,7 +196,7 @@ def test_a_model_on_the_meta_device():
         ({"a.weight": [[0.0] * 3] * 8}, r"params\['a.weight'\] is a list, not a tensor"),
         ({"a.weight": torch.zeros(8, 3, dtype=torch.int64)}, "floating"),
         ({"nope": torch.zeros(1)}, r"\['nope'\] are not parameters"),
-        ([torch.zeros(8, 3)], "must be a dict"),
+        ([torch.zeros(8, 3)], "must be a dict of tensors by name, a name pattern"),
     ],
 )
 def test_bad_params(params, message):

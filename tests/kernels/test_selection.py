@@ -117,7 +117,7 @@ def test_param_selection_errors():
         select_params(net, "classifier.*")
     with pytest.raises(ValueError, match="not parameters"):
         select_params(net, {"head.weight": torch.zeros(1)})
-    with pytest.raises(TypeError, match="params= must be"):
+    with pytest.raises(ValueError, match="params= must be"):
         select_params(net, 3)
     assert list(select_params(net, ["1.*", "0.bias"])) == ["0.bias", "1.weight", "1.bias"]
 

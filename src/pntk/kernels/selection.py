@@ -34,7 +34,7 @@ def select_params(module: nn.Module, params: ParamsLike) -> dict[str, Tensor]:
     Raises:
         InputError: a name of a dict is not a parameter, or its value not a floating tensor of that parameter's
             shape; a pattern matches no parameter (an ``InputError`` is a ``ValueError``).
-        TypeError: ``params`` is none of the above.
+        InputError: ``params`` is none of the above.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
@@ -59,7 +59,7 @@ def select_params(module: nn.Module, params: ParamsLike) -> dict[str, Tensor]:
         return {n: p for n, p in named.items() if any(fnmatch.fnmatchcase(n, pat) for pat in patterns)}
     if callable(params):
         return {n: p for n, p in named.items() if params(n, p)}
-    raise TypeError(
+    raise InputError(
         "params= must be a dict of tensors by name, a name pattern such as 'classifier.*', a list of patterns, "
         f"or a predicate (name, parameter) -> bool; got {type(params).__name__}"
     )
