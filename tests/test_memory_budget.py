@@ -19,18 +19,6 @@ pytestmark = pytest.mark.skipif(
     not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc to reset and read the peak"
 )
 
-OVER = "measured {} over its budget on a 2-core machine under load (structured engine, 8x8 inputs); {}"
-CONV = "the tile estimate undercounts this ConvNet's blocks; it did so before tiles had checksums too"
-# Known overshoots, kept visible: they fail if the estimate is fixed (strict=False: measured under load).
-KNOWN = {
-    ("mlp", "compute pntk"): OVER.format(
-        "1.3x", "the tile's chunk is copied once more to append its CRC32C, which TILE_BUFFERS does not count"
-    ),
-    ("convnet", "compute pntk"): OVER.format("2.4x", CONV),
-    ("convnet", "compute entk"): OVER.format("2.6x", CONV),
-    ("convnet", "kernel entk"): OVER.format("1.5x", CONV),
-}
-
 
 @cache
 def measurements(model: str, workdir: str) -> dict[str, dict]:
@@ -42,9 +30,7 @@ def measurements(model: str, workdir: str) -> dict[str, dict]:
 
 
 CASES = [
-    pytest.param(model, case, marks=pytest.mark.xfail(reason=KNOWN[(model, case)], strict=False))
-    if (model, case) in KNOWN
-    else (model, case)
+    (model, case)
     for model in ("mlp", "convnet")
     for case in ("compute pntk", "compute entk", "kernel pntk", "kernel entk")
 ]

@@ -113,7 +113,8 @@ def test_kernel_and_compute_run_one_plan_to_the_same_bits(tmp_path, kind):
     stored = pntk.compute(model, x, kind=kind, out=tmp_path / "k.zarr", memory=memory)
     assert (stored.spec.engine, stored.spec.tile) == (in_memory.engine, in_memory.tile)
     assert len(in_memory.tiles) > 1
-    direct = pntk.kernel(model, x, kind=kind, batch_size=in_memory.tile, engine=in_memory.engine)
+    # The same plan: the same engine, tile edge and budget (which bounds the engine's working memory too).
+    direct = pntk.kernel(model, x, kind=kind, memory=memory, batch_size=in_memory.tile, engine=in_memory.engine)
     np.testing.assert_array_equal(stored.numpy(), direct.numpy())
 
 

@@ -184,7 +184,7 @@ def compute(
             if missing:
                 store = KernelStore(out, writable=True)
                 assert spec.engine is not None  # a store's spec names its engine, planned or resumed
-                eng = engine_of(spec.engine)
+                eng = engine_of(new_plan(spec.engine, spec.tile))
                 with _tile_log(log_json) as log:
                     done = len(spec.plan()) - len(missing)
                     _fill(store, eng, fm, source1, source2, share(missing, group), group, progress, log, done=done)

@@ -45,6 +45,7 @@ from .kernels.model import FunctionalModel
 from .kernels.outputs import OutputLike
 from .kernels.registry import ENGINES
 from .kernels.selection import ParamsLike
+from .kernels.structured import StructuredEngine, WorkingMemory
 from .tiling import Tile, format_bytes, largest_tile, parse_bytes, tile_plan
 
 
@@ -68,6 +69,10 @@ class Options:
             hold a Jacobian) are chosen.
         product_columns: the most columns of ``V`` that share one pass over the samples in a kernel
             operator's product (more are split into groups of this many; :func:`plan_product`).
+        working: the most working memory the structured engine uses beyond its blocks and tiles
+            (:class:`~pntk.kernels.structured.WorkingMemory`); a plan lowers each part to a share of its
+            budget (an eighth for a pass's activations and a contraction's Grams, a sixteenth for unfolded
+            inputs) and counts what it keeps in the tile's memory.
     """
 
     default_memory_cap: int = 12 << 30
@@ -78,6 +83,7 @@ class Options:
     store_buffers: int = 7
     auto_jacobian_edge: int = 64
     product_columns: int = 32
+    working: WorkingMemory = field(default_factory=WorkingMemory)
 
 
 DEFAULT_OPTIONS = Options()
@@ -191,6 +197,7 @@ class Plan:
         kernel_bytes: the bytes of the whole kernel (what :func:`pntk.kernel` returns).
         executor: the loop that runs the plan.
         dtype: the dtype of the computation.
+        working: the structured engine's working memory under this plan's budget (part of ``tile_bytes``).
         seconds: the predicted time, when measured (:func:`plan` with ``measure=True``): a probe tile's
             preparation per sample and contraction per pair of samples, scaled to the plan's counts.
     """
@@ -209,6 +216,7 @@ class Plan:
     executor: Executor
     dtype: torch.dtype
     tiles: list[Tile] = field(repr=False, compare=False)
+    working: WorkingMemory = field(default_factory=WorkingMemory)
     seconds: float | None = None
 
     @property
@@ -322,9 +330,11 @@ def make_plan(
     budget = memory_budget(fm.device, memory, options)
     eng = resolve_engine(engine, fm, kind, budget, buffers=buffers, options=options)
     n = max(N1, N2)
+    working = working_memory(budget, options)
+    extra = working.total if eng.name == Engine.STRUCTURED.value else 0
 
     def need(t: int, blocks: int = 2) -> int:
-        return tile_memory(fm, eng, kind, t, buffers=buffers, blocks=blocks, options=options)
+        return tile_memory(fm, eng, kind, t, buffers=buffers, blocks=blocks, options=options) + extra
 
     if batch_size is not None:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -361,12 +371,29 @@ def make_plan(
         executor=executor,
         dtype=fm.dtype,
         tiles=tile_plan(N1, N2, tile, symmetric=symmetric),
+        working=working,
+    )
+
+
+def working_memory(budget: int, options: Options = DEFAULT_OPTIONS) -> WorkingMemory:
+    """The structured engine's working memory under a budget: ``Options.working``, each part at most its share
+    of the budget (see :class:`Options`)."""
+    w = options.working
+    return dataclasses.replace(
+        w,
+        unfold_bytes=max(1, min(w.unfold_bytes, budget // 16)),
+        capture_bytes=max(1, min(w.capture_bytes, budget // 8)),
+        contract_bytes=max(1, min(w.contract_bytes, budget // 8)),
     )
 
 
 def engine_of(plan: Plan | str) -> KernelEngine:
-    """The engine object that runs ``plan`` (or that has this name)."""
-    return ENGINES[Engine(plan.engine if isinstance(plan, Plan) else plan)]
+    """The engine object that runs ``plan`` (with its working memory), or the default one of this name."""
+    if isinstance(plan, Plan):
+        if plan.engine == Engine.STRUCTURED.value:
+            return StructuredEngine(plan.working)
+        return ENGINES[Engine(plan.engine)]
+    return ENGINES[Engine(plan)]
 
 
 def plan(

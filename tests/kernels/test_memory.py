@@ -11,15 +11,15 @@ from pntk.kernels import ENGINES
 @pytest.mark.parametrize("engine", [e.value for e in ENGINES])
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_blocks_never_exceed_batch_size(monkeypatch, engine, symmetric):
-    eng = ENGINES[pntk.Engine(engine)]
+    cls = type(ENGINES[pntk.Engine(engine)])  # a plan may configure its own instance of the engine
     seen = []
-    prepare = eng.prepare
+    prepare = cls.prepare
 
-    def recording(fm, x, kind):
+    def recording(self, fm, x, kind):
         seen.append(len(x))
-        return prepare(fm, x, kind)
+        return prepare(self, fm, x, kind)
 
-    monkeypatch.setattr(eng, "prepare", recording)
+    monkeypatch.setattr(cls, "prepare", recording)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
     x1 = torch.randn(11, 3)
     pntk.pntk(model, x1, None if symmetric else torch.randn(7, 3), engine=engine, batch_size=4)

@@ -15,7 +15,7 @@ from torch import nn
 
 import pntk
 from pntk.kernels import Inputs, Kind, functional_model
-from pntk.kernels.structured import StructuredEngine, capture, engine, rules
+from pntk.kernels.structured import StructuredEngine, WorkingMemory, capture, rules
 from pntk.planning import resolve_engine
 from reference import reference_kernel
 
@@ -46,14 +46,15 @@ def planned(model: nn.Module, x, names: list[str] | None = None, kind: Kind = Ki
     return {n for layer in layers for n in layer.names}, set(fallback), layers
 
 
-def check(model, x1, x2, *, names=None, kinds=KINDS, batch_size=2, dtype=torch.float64, tol=1e-10):
+def check(model, x1, x2, *, names=None, kinds=KINDS, batch_size=2, dtype=torch.float64, tol=1e-10, options=None):
     """Structured kernels (symmetric and cross, tiled) equal the reference for every kind."""
     params = None if names is None else {n: p for n, p in model.named_parameters() if n in names}
     for kind in kinds:
         for a, b in ((x1, None), (x1, x2)):
             got = pntk.kernel(
-                model, a, b, kind=kind, engine="structured", batch_size=batch_size, dtype=dtype, params=params
-            )
+                model, a, b, kind=kind, engine="structured", batch_size=batch_size, dtype=dtype, params=params,
+                options=options or pntk.Options(),
+            )  # fmt: skip
             ref = reference_kernel(model, a, b, kind, names=names)
             assert got.dtype == dtype and got.shape == ref.shape
             assert rel_err(got, ref) <= tol, (kind, b is None)
@@ -369,10 +370,10 @@ class Mixed(nn.Module):
         return self.head(s) + (s @ self.emb.weight.T)[:, :3]  # tied: emb.weight is read here too
 
 
-@pytest.mark.parametrize("capture_bytes", [engine.CAPTURE_BYTES, 1])
-def test_unsupported_uses_fall_back_exactly(monkeypatch, capture_bytes):
+@pytest.mark.parametrize("capture_bytes", [WorkingMemory().capture_bytes, 1])
+def test_unsupported_uses_fall_back_exactly(capture_bytes):
     """Also with one pass per sample, the factors, gradients and fallback gradients put together."""
-    monkeypatch.setattr(engine, "CAPTURE_BYTES", capture_bytes)
+    options = pntk.Options(working=WorkingMemory(capture_bytes=capture_bytes))
     torch.manual_seed(0)
     model = Mixed().eval()
     g = torch.Generator().manual_seed(1)
@@ -390,7 +391,7 @@ def test_unsupported_uses_fall_back_exactly(monkeypatch, capture_bytes):
         "batch_second.bias",
     }
     assert [layer.clone_output for layer in layers] == [True, False, False]
-    check(model, x1, x2)
+    check(model, x1, x2, options=options)
 
 
 class Checkpointed(nn.Module):
@@ -509,16 +510,14 @@ def test_float32(form, out):
     check(model, randn(6, 2, 4, 4, seed=1), randn(4, 2, 4, 4, seed=2), batch_size=4, dtype=torch.float32, tol=1e-4)
 
 
-def test_chunked_contraction_and_unfolding(monkeypatch, form):
+def test_chunked_contraction_and_unfolding(form):
     """Chunks of a tile (and of a diagonal tile's upper half), of the passes that prepare a block, and of the
     unfolded inputs change nothing."""
-    monkeypatch.setattr(engine, "SYMMETRIC_CHUNK", 2)
-    monkeypatch.setattr(engine, "CAPTURE_BYTES", 1100)  # 2 samples per pass for the pNTK, 1 for the others
-    monkeypatch.setattr(engine, "CONTRACT_BYTES", 1)
-    monkeypatch.setattr(engine, "UNFOLD_BYTES", 1)
+    # 2 samples per pass for the pNTK, 1 for the others; Grams and unfolded inputs of one sample at a time.
+    working = WorkingMemory(unfold_bytes=1, capture_bytes=1100, contract_bytes=1, symmetric_chunk=2)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv1d(2, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(12, 4)).eval()
-    check(model, randn(7, 2, 6, seed=1), randn(5, 2, 6, seed=2), batch_size=5)
+    check(model, randn(7, 2, 6, seed=1), randn(5, 2, 6, seed=2), batch_size=5, options=pntk.Options(working=working))
 
 
 # --- memory estimate and the "auto" choice ------------------------------------------------------------------

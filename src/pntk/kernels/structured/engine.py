@@ -49,30 +49,42 @@ from .capture import (
     ruled_modules,
 )
 
-#: Memory for the unfolded inputs of a convolution while its per-sample gradients are formed: little enough
-#: to stay in cache between the copy that unfolds them and the matmul that reads them (a quarter faster than
-#: 256 MiB on the reference CPU).
-UNFOLD_BYTES = 16 * 2**20
-
-#: Memory for the activations and cotangents of one forward and backward pass while a block is prepared: the
-#: block's factors and gradients are bounded by its tile edge, but the activations of a deep network on
-#: thousands of images would not be (WRN-16-2: about 4 MB a CIFAR image).
-CAPTURE_BYTES = 512 * 2**20
-
 #: Tensors the size of a ruled layer's output that a pass holds per layer (its output, the activation after
 #: it, and what autograd saves), besides the ``R`` cotangents.
 ACTIVATIONS_PER_OUTPUT = 3
-
-#: Memory for the Grams of one layer and one pair of row and column chunks during a contraction.
-CONTRACT_BYTES = 256 * 2**20
 
 #: Materialised gradients narrower than this are contracted together, as one matrix (wider ones are not
 #: copied into it: each is contracted as it is).
 NARROW = 4096
 
-#: Samples per chunk of a diagonal tile, which computes only the chunks on and above its diagonal (and is cut
-#: in two at least): smaller chunks skip more of the lower half, larger ones multiply faster.
-SYMMETRIC_CHUNK = 512
+
+@dataclass(frozen=True)
+class WorkingMemory:
+    """The structured engine's working memory beyond its blocks and tiles; a plan bounds each by its budget
+    (:func:`pntk.planning.make_plan`).
+
+    Attributes:
+        unfold_bytes: the unfolded inputs of a convolution while its per-sample gradients are formed: little
+            enough to stay in cache between the copy that unfolds them and the matmul that reads them (a
+            quarter faster at 16 MiB than at 256 MiB on a 2-core CPU).
+        capture_bytes: the activations and cotangents of one forward and backward pass while a block is
+            prepared: the block's factors and gradients are bounded by its tile edge, but the activations of a
+            deep network on thousands of images would not be (WRN-16-2: about 4 MB a CIFAR image).
+        contract_bytes: the Grams of one layer and one pair of row and column chunks during a contraction.
+        symmetric_chunk: samples per chunk of a diagonal tile, which computes only the chunks on and above its
+            diagonal (and is cut in two at least): smaller chunks skip more of the lower half, larger ones
+            multiply faster.
+    """
+
+    unfold_bytes: int = 16 * 2**20
+    capture_bytes: int = 512 * 2**20
+    contract_bytes: int = 256 * 2**20
+    symmetric_chunk: int = 512
+
+    @property
+    def total(self) -> int:
+        """The most of it held at once: a pass's activations, unfolded inputs and a contraction's Grams."""
+        return self.unfold_bytes + self.capture_bytes + self.contract_bytes
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,9 @@ class StructuredEngine:
 
     name = "structured"
 
+    def __init__(self, memory: WorkingMemory | None = None) -> None:
+        self.memory = memory or WorkingMemory()
+
     def prepare(self, fm: FunctionalModel, x: Inputs, kind: Kind) -> Block:
         B = len(x)
         layers, fallback = plan(fm, x, kind)
@@ -125,8 +140,8 @@ class StructuredEngine:
                 params={n: fm.params[n] for n in fallback},
                 constants={**fm.constants, **{n: p for n, p in fm.params.items() if n not in fallback}},
             )
-        # The passes run over chunks of the block, so that their activations stay within CAPTURE_BYTES.
-        step = _capture_samples(layers, outputs_per_sample(fm, kind), fm.dtype.itemsize)
+        # The passes run over chunks of the block, so that their activations stay within capture_bytes.
+        step = _capture_samples(layers, outputs_per_sample(fm, kind), fm.dtype.itemsize, self.memory.capture_bytes)
         full = _fill_rows(B, step, lambda rows, into: self._prepare_rows(fm, x[rows], kind, layers, rest, into, rows))
         factored = [layer for layer in layers if layer.factored]
         factors = [Factors(layer, full[2 * i], full[2 * i + 1]) for i, layer in enumerate(factored)]
@@ -174,7 +189,7 @@ class StructuredEngine:
         for layer, xs, D in materialised:
             k = len(parts)
             out = None if into is None else [g[rows] for g in into[k : k + len(layer.names)]]
-            parts += [(g, 0) for g in _materialise(layer, xs, D, out)]
+            parts += [(g, 0) for g in _materialise(layer, xs, D, self.memory.unfold_bytes, out)]
         in_place = range(first, len(parts))
         if rest is not None:
             parts += [(g, 0) for g in JacobianEngine().prepare(rest, x, kind)]
@@ -221,7 +236,7 @@ class StructuredEngine:
             factor_groups + [group_of(n) if by_layer else n for cols in part_columns for n, *_ in cols]
         )
         Ms = {g: torch.zeros(B1 * r, B2 * r, dtype=fm.dtype, device=fm.device) for g in groups}
-        c = _chunk(a, r, fm.dtype, same)
+        c = _chunk(a, r, fm.dtype, same, self.memory)
         for i0 in range(0, B1, c):
             rows = slice(i0, min(i0 + c, B1))
             for j0 in range(i0 if same else 0, B2, c):
@@ -278,15 +293,17 @@ class StructuredEngine:
         return sum(fm.params[p].numel() for p in ruled) / max(1, fm.num_params)
 
 
-def _materialise(layer: Layer, xs: list[Tensor], D: Tensor, out: list[Tensor] | None = None) -> list[Tensor]:
+def _materialise(
+    layer: Layer, xs: list[Tensor], D: Tensor, unfold_bytes: int, out: list[Tensor] | None = None
+) -> list[Tensor]:
     """The per-sample gradient of a layer in parts ``[B, R, P_part]`` (written into ``out`` if given), over
-    chunks of samples whose ``A`` fits :data:`UNFOLD_BYTES`, each chunk written into its rows of the parts."""
+    chunks of samples whose ``A`` fits ``unfold_bytes``, each chunk written into its rows of the parts."""
     rule, module = layer.rule, layer.module
     if layer.weight is None:
         return rule.gradient(module, None, D, weight=False, bias=True, out=out)
     B = D.shape[1]
     per_sample = layer.shape.G * layer.shape.T * layer.shape.n * D.element_size()
-    step = max(1, UNFOLD_BYTES // max(1, per_sample))
+    step = max(1, unfold_bytes // max(1, per_sample))
 
     def chunk(rows: slice, into: list[Tensor] | None) -> list[tuple[Tensor, int]]:
         parts = rule.materialise(
@@ -327,22 +344,22 @@ def _fill_rows(
     return full
 
 
-def _capture_samples(layers: list[Layer], R: int, itemsize: int) -> int:
+def _capture_samples(layers: list[Layer], R: int, itemsize: int, capture_bytes: int) -> int:
     """Samples per forward and backward pass of :meth:`StructuredEngine.prepare`: their activations fit
-    :data:`CAPTURE_BYTES`, estimated as :data:`ACTIVATIONS_PER_OUTPUT` tensors and ``R`` cotangents the size of
+    ``capture_bytes``, estimated as :data:`ACTIVATIONS_PER_OUTPUT` tensors and ``R`` cotangents the size of
     each ruled layer's output (the only sizes known before the pass)."""
     outputs = sum(layer.shape.G * layer.shape.T * layer.shape.m for layer in layers)
-    return max(1, CAPTURE_BYTES // max(1, outputs * (ACTIVATIONS_PER_OUTPUT + R) * itemsize))
+    return max(1, capture_bytes // max(1, outputs * (ACTIVATIONS_PER_OUTPUT + R) * itemsize))
 
 
-def _chunk(a: Block, r: int, dtype: torch.dtype, same: bool) -> int:
-    """Samples per row/column chunk: the Grams of the largest layer fit :data:`CONTRACT_BYTES`; a diagonal
+def _chunk(a: Block, r: int, dtype: torch.dtype, same: bool, memory: WorkingMemory) -> int:
+    """Samples per row/column chunk: the Grams of the largest layer fit ``memory.contract_bytes``; a diagonal
     tile is cut further so that only its upper chunks are computed."""
     itemsize = dtype.itemsize
     # Per pair of samples: the Grams of A and D and their product.
     per_pair = max((f.D.shape[0] * f.D.shape[3] ** 2 * (1 + 2 * r * r) for f in a.factors), default=1)
-    c = max(1, math.isqrt(CONTRACT_BYTES // (itemsize * per_pair)))
-    return min(c, SYMMETRIC_CHUNK, -(-a.B // 2)) if same else c
+    c = max(1, math.isqrt(memory.contract_bytes // (itemsize * per_pair)))
+    return min(c, memory.symmetric_chunk, -(-a.B // 2)) if same else c
 
 
 def _accumulate(tile: Tensor, fa: Factors, fb: Factors, rows: slice, cols: slice) -> None:
