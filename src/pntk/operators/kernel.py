@@ -29,7 +29,7 @@ from ..kernels.kinds import Engine, Kind
 from ..kernels.model import FunctionalModel, functional_model
 from ..kernels.structured import StructuredEngine
 from ..kernels.structured.engine import Block
-from ..planning import ProductPlan, plan_product
+from ..planning import ProductPlan, plan_product, working_memory
 from . import factors
 from .base import LinearOperator
 
@@ -185,8 +185,12 @@ class KernelOperator(LinearOperator):
         rank, world = _rank()
         return self._loop(side.chunks[rank::world], f"{what} chunks")
 
+    def _engine(self) -> StructuredEngine:
+        """The structured engine with its working memory bounded by this operator's budget."""
+        return StructuredEngine(working_memory(self.plan.memory))
+
     def _prepare(self, x: Inputs) -> Block:
-        return StructuredEngine().prepare(self.fm, x, Kind.PNTK if self.kind is Kind.PNTK else Kind.ENTK)
+        return self._engine().prepare(self.fm, x, Kind.PNTK if self.kind is Kind.PNTK else Kind.ENTK)
 
     def _block(self, side: _Side, rows: slice) -> Block:
         """The prepared factors of a chunk: from the cache, or computed (and cached when the plan says so)."""
@@ -216,7 +220,7 @@ class KernelOperator(LinearOperator):
         S = self._prepare(self.cols.x[samples])
         r = O if self.kind is Kind.ENTK else 1
         out = torch.zeros(len(self.rows.x), r, len(samples) * r, dtype=self.dtype, device=self.device)
-        engine = StructuredEngine()
+        engine = self._engine()
         for rows in self._chunks_of(self.rows, "column chunks"):
             tile = engine.contract(self.fm, self._block(self.rows, rows), S, prepared, same=False).detach()
             if self.kind is Kind.TRACE:
