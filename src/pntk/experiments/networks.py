@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -21,6 +22,32 @@ def load_split(
     """
     data = load_dataset(dataset, data_root, split=split, n=N, seed=seed)
     return Dataset(data.name, data.split, data.x.to(device), data.y.to(device), data.num_classes)
+
+
+class ModelSpec(Protocol):
+    """What an experiment's spec says of its networks."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def depth(self) -> int | None: ...
+
+    @property
+    def parametrization(self) -> str: ...
+
+
+def spec_model(spec: ModelSpec, *, width: int, seed: int, data: Dataset, device: str) -> nn.Module:
+    """The zoo model ``spec`` names (its model, depth and parametrization) at one width and seed."""
+    return make_model(
+        spec.model,
+        width=width,
+        depth=spec.depth,
+        data=data,
+        parametrization=spec.parametrization,
+        seed=seed,
+        device=device,
+    )
 
 
 def make_model(

@@ -19,7 +19,7 @@ from ..analysis import IllConditionedKernelWarning, kernel_regression
 from ..analysis._linalg import entk_as_matrix
 from ..training import Loss, TrainConfig, train
 from .kernel_pair import as_float64, kernel_pair
-from .networks import accuracy, load_split, make_model, training_targets
+from .networks import accuracy, load_split, spec_model, training_targets
 from .progress import Log, log_line
 from .results import file_stem, result_type
 from .stats import McNemar, mcnemar
@@ -185,15 +185,7 @@ def regression(
     for width in spec.widths:
         for seed in spec.seeds:
             t0 = time.perf_counter()
-            model = make_model(
-                spec.model,
-                width=width,
-                depth=spec.depth,
-                data=data,
-                parametrization=spec.parametrization,
-                seed=seed,
-                device=device,
-            )
+            model = spec_model(spec, width=width, seed=seed, data=data, device=device)
             train(model, data.x, training_targets(data, Loss(spec.train.loss)), spec.train)
             model.eval()
             train_pair = kernel_pair(model, data.x, dtype=spec.dtype)

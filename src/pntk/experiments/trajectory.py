@@ -11,7 +11,7 @@ from torch import nn
 from ..analysis import Comparison, compare
 from ..training import Checkpoint, Loss, TrainConfig, train
 from .kernel_pair import kernel_pair
-from .networks import accuracy, load_split, make_model, training_targets
+from .networks import accuracy, load_split, spec_model, training_targets
 from .progress import Log, log_line
 from .results import file_stem, result_type
 
@@ -143,15 +143,7 @@ def trajectory(
     runs = []
     for width in spec.widths:
         for seed in spec.seeds:
-            model = make_model(
-                spec.model,
-                width=width,
-                depth=spec.depth,
-                data=data,
-                parametrization=spec.parametrization,
-                seed=seed,
-                device=device,
-            )
+            model = spec_model(spec, width=width, seed=seed, data=data, device=device)
             rows: list[TrajectoryCheckpoint] = []
 
             def at_checkpoint(

@@ -12,7 +12,7 @@ import numpy as np
 from ..analysis import Comparison, compare
 from ..analysis._linalg import default_rtol
 from .kernel_pair import KernelPair, kernel_pair
-from .networks import load_split, make_model, num_parameters
+from .networks import load_split, num_parameters, spec_model
 from .progress import Log, log_line
 from .results import file_stem, result_type
 from .stats import Rate, Spread, bootstrap_rate, spread
@@ -175,15 +175,7 @@ def width_sweep(
         O = data.num_classes
         for width in spec.widths:
             for seed in spec.seeds:
-                model = make_model(
-                    spec.model,
-                    width=width,
-                    depth=spec.depth,
-                    data=data,
-                    parametrization=spec.parametrization,
-                    seed=seed,
-                    device=device,
-                )
+                model = spec_model(spec, width=width, seed=seed, data=data, device=device)
                 pair = kernel_pair(model, data.x, dtype=spec.dtype)
                 runs.append(sweep_run(width, seed, data_seed, num_parameters(model), pair))
                 c = runs[-1].comparison
