@@ -138,7 +138,7 @@ def test_memory_budget_plans_the_tile(tmp_path):
     def need(t: int) -> int:
         working = plan.working.total if plan.engine == "structured" else 0
         buffers = DEFAULT_OPTIONS.store_buffers
-        return tile_memory(fm, eng, Kind.ENTK, t, buffers=buffers, options=DEFAULT_OPTIONS) + working
+        return tile_memory(fm, eng, Kind.ENTK, t, buffers=buffers, working=working, options=DEFAULT_OPTIONS)
 
     largest = largest_tile(40, need, 60_000)
     assert 1 <= largest < 40 and need(largest + 1) > 60_000
