@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import torch
+
 
 def is_matrix_free(*kernels: Any) -> bool:
     """Whether any of ``kernels`` is a pntk operator or a :class:`pntk.KernelStore`."""
@@ -98,3 +101,61 @@ def gradient_flow(
     )
     test = None if result.test is None else result.test.cpu().numpy()
     return GradientFlowPredictions(result.train.cpu().numpy(), test)
+
+
+def matrix_shape(kernel: Any) -> tuple[int, int]:
+    """The shape of a kernel as a matrix: ``(N1, N2)``, or ``(N1·O, N2·O)`` for an eNTK (store, operator or
+    array ``[N1, N2, O, O]``)."""
+    from ..store import KernelStore
+
+    shape = tuple(kernel.shape) if isinstance(kernel, KernelStore) or hasattr(kernel, "shape") else np.shape(kernel)
+    if len(shape) == 4:
+        return shape[0] * shape[2], shape[1] * shape[3]
+    return shape[0], shape[1]
+
+
+def row_block(kernel: Any, rows: slice, O: int) -> np.ndarray:
+    """Rows ``rows`` (samples) of a kernel in float64: ``[c, N2]``, or ``[c, N2, O, O]`` for an eNTK.
+
+    A store reads its row chunks (a symmetric store holds both triangles); an operator gives the columns of its
+    transpose, which for a symmetric one is itself; an array is sliced.
+    """
+    from ..operators.base import LinearOperator
+    from ..store import KernelStore
+    from ._linalg import as_float64, entk_as_blocks
+
+    if isinstance(kernel, KernelStore):
+        return np.asarray(kernel[rows], dtype=np.float64)
+    if isinstance(kernel, LinearOperator):
+        index = torch.arange(rows.start * O, rows.stop * O)
+        block = kernel.T.columns(index).T.to("cpu", torch.float64).numpy()  # [c·O, N2·O]
+        return block if O == 1 else entk_as_blocks(block, rows.stop - rows.start, kernel.shape[1] // O, O)
+    block = as_float64(kernel)
+    if block.ndim == 2 and O > 1:
+        return entk_as_blocks(block[rows.start * O : rows.stop * O], rows.stop - rows.start, block.shape[1] // O, O)
+    return block[rows]
+
+
+def max_diagonal(kernel: Any) -> float:
+    """The largest diagonal entry of a square kernel (store, operator or array) without reading it whole."""
+    from ..operators.base import LinearOperator
+    from ..store import KernelStore
+
+    if isinstance(kernel, KernelStore):
+        kernel = kernel.operator()
+    if isinstance(kernel, LinearOperator):
+        return float(kernel.diagonal().max())
+    A = np.asarray(kernel)
+    return float(np.einsum("nnaa->na", A).max() if A.ndim == 4 else np.diagonal(A).max())
+
+
+def kernel_dtype_of(kernel: Any) -> torch.dtype:
+    """The dtype a store, an operator or an array holds its kernel in."""
+    from ..store import KernelStore
+    from ._linalg import kernel_precision
+
+    if isinstance(kernel, KernelStore):
+        return kernel_precision(np.zeros(0, dtype=kernel.dtype))
+    if isinstance(kernel.dtype, torch.dtype):
+        return kernel.dtype
+    return kernel_precision(kernel)

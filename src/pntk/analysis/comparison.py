@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pntk.analysis import _operators
 from pntk.analysis._linalg import (
     ArrayLike,
     as_float64,
@@ -16,7 +17,8 @@ from pntk.analysis._linalg import (
     kernel_precision,
     noise_floor,
 )
-from pntk.analysis.spectrum import eigenvalues
+from pntk.analysis._operators import is_matrix_free
+from pntk.analysis.spectrum import eigenvalues, extreme_eigenvalues
 
 __all__ = ["Comparison", "compare"]
 
@@ -140,12 +142,19 @@ def compare(
     Cost: ``O(N1·N2·O²)`` for the norms, in chunks of at most 64 MiB of temporaries; the spectrum is a dense
     ``eigvalsh`` of ``Θ`` as an ``[N·O, N·O]`` matrix, ``O((N·O)³)`` time and one copy of ``Θ``.
 
+    Either kernel may be a :class:`pntk.KernelStore` or a pntk operator (:func:`pntk.operator`), which is
+    never read whole: the norms stream its rows in blocks of 64 MiB (an operator's rows are products with unit
+    vectors, ``N1·O / c`` passes for blocks of ``c`` rows), and the spectral fields, only with
+    ``spectrum=True``, come from block Lanczos (:func:`extreme_eigenvalues`): ``λ_min`` to about
+    ``1e-10 · λ_max``, so ``κ`` of a nearly singular kernel is a lower bound there.
+
     Args:
         Theta: eNTK ``[N1, N2, O, O]``, or its matrix ``[N1·O, N2·O]`` with row ``n·O + a``.
         K: ``[N1, N2]`` scalar kernel on the same inputs, on the scale of one diagonal entry of ``Θ``.
         O: number of outputs; inferred from the shapes when ``None``, checked otherwise.
-        spectrum: whether to compute the spectral fields; ``None`` for "when ``N1 == N2``". The kernels must
-            then be symmetric (``x2`` the same inputs as ``x1``); only one triangle is read.
+        spectrum: whether to compute the spectral fields; ``None`` for "when ``N1 == N2``" (and for "no" when
+            either kernel is a store or an operator). The kernels must then be symmetric (``x2`` the same
+            inputs as ``x1``); only one triangle is read.
         kernel_dtype: the dtype both kernels were computed in; ``None`` for the dtype ``Theta`` carries
             (pass ``torch.float32`` for float64 copies of float32 kernels).
 
@@ -162,6 +171,8 @@ def compare(
         >>> r.O, r.relative_error, r.off_diagonal_error, r.cond_K
         (3, 0.0, 0.0, 3.0)
     """
+    if is_matrix_free(Theta, K):
+        return _compare_matrix_free(Theta, K, O=O, spectrum=bool(spectrum), kernel_dtype=kernel_dtype)
     precision = kernel_precision(Theta, kernel_dtype)
     K = as_float64(K)
     Theta = as_float64(Theta)
@@ -218,6 +229,67 @@ def compare(
         diagonal_error=diagonal,
         relative_diagonal_error=float(relative[1]),
         off_diagonal_error=off_diagonal,
+        relative_off_diagonal_error=float(relative[2]),
+        **fields,
+    )
+
+
+def _compare_matrix_free(
+    Theta, K, *, O: int | None, spectrum: bool, kernel_dtype: torch.dtype | str | None
+) -> Comparison:
+    """:func:`compare` for kernels in stores or operators: the same fields from row blocks and Lanczos."""
+    N1, N2 = _operators.matrix_shape(K)
+    rows_Theta, cols_Theta = _operators.matrix_shape(Theta)
+    O_Theta = rows_Theta // N1 if N1 else 0
+    if N1 == 0 or (rows_Theta, cols_Theta) != (N1 * O_Theta, N2 * O_Theta):
+        raise ValueError(
+            f"Theta is {rows_Theta} × {cols_Theta} as a matrix and K {N1} × {N2}: Theta must be [N1·O, N2·O]"
+        )
+    if O is not None and O != O_Theta:
+        raise ValueError(f"O = {O} but Theta has {O_Theta} outputs")
+    if spectrum and N1 != N2:
+        raise ValueError(f"spectrum=True needs a square kernel; got K of shape {(N1, N2)}")
+    rows = max(1, _CHUNK_VALUES // max(1, N2 * O_Theta * O_Theta))
+    squares = np.zeros(3)
+    for i in range(0, N1, rows):
+        block = slice(i, min(i + rows, N1))
+        Theta_block = _operators.row_block(Theta, block, O_Theta).reshape(-1, N2, O_Theta, O_Theta)
+        parts = _frobenius_parts(Theta_block, _operators.row_block(K, block, 1))
+        squares += np.square(parts)
+    norm, diagonal, off_diagonal = np.sqrt(squares)
+    fields: dict[str, float] = {}
+    if spectrum:
+        precision = kernel_precision(None, kernel_dtype) if kernel_dtype else _operators.kernel_dtype_of(Theta)
+        floor_Theta = noise_floor(_operators.max_diagonal(Theta), N1 * O_Theta, precision)
+        floor_K = noise_floor(_operators.max_diagonal(K), N1, precision)
+        if precision == torch.float64:
+            floor_Theta = floor_K = 0.0
+        fields["noise_floor_Theta"], fields["noise_floor_K"] = floor_Theta, floor_K
+        top = [float(extreme_eigenvalues(A, 1, "LA")[0]) for A in (Theta, K)]
+        bottom = [float(extreme_eigenvalues(A, 1, "SA")[0]) for A in (Theta, K)]
+        extremes = {
+            "lambda_max": top,
+            "lambda_min": bottom,
+            "cond": [
+                condition_number(top[0], bottom[0], N1 * O_Theta, floor_Theta),
+                condition_number(top[1], bottom[1], N1, floor_K),
+            ],
+        }
+        for name, (of_Theta, of_K) in extremes.items():
+            fields[f"{name}_Theta"], fields[f"{name}_K"] = float(of_Theta), float(of_K)
+            fields[f"{name}_relative_error"] = _relative(of_K, of_Theta)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = np.array([np.hypot(diagonal, off_diagonal), diagonal, off_diagonal]) / norm
+    return Comparison(
+        N1=N1,
+        N2=N2,
+        O=O_Theta,
+        norm_Theta=float(norm),
+        error=float(np.hypot(diagonal, off_diagonal)),
+        relative_error=float(relative[0]),
+        diagonal_error=float(diagonal),
+        relative_diagonal_error=float(relative[1]),
+        off_diagonal_error=float(off_diagonal),
         relative_off_diagonal_error=float(relative[2]),
         **fields,
     )
