@@ -109,6 +109,7 @@ class StoreSpec:
     PROBED: ClassVar[str]
 
     kind: Kind
+    dtype: str
     tile: int | None
     model: str
 

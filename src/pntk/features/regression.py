@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..analysis import IllConditionedKernelError, IllConditionedKernelWarning, OnSingular
 from ..choices import parse_enum
+from .store import FeatureStore
 
 
 def _numpy(a, name: str) -> np.ndarray:
@@ -63,6 +64,9 @@ class FeatureRidge:
     eNTK solve does. The result equals kernel ridge regression with ``K̂ = Φ Φᵀ``; with ``ridge = 0`` and a
     singular Gram, the minimum-norm solution (after a warning, by default).
 
+    A :class:`~pntk.features.FeatureStore` (:func:`pntk.compute_features`) is streamed a block of rows at a
+    time by :meth:`fit` and :meth:`predict`.
+
     Memory: one float64 ``k × k`` Gram and ``k × O`` right-hand side, whatever ``N``. Cost: ``N·k²`` to
     accumulate, ``k³/3`` to solve. Each chunk's Gram is computed in the features' dtype (float32 features: at
     the float32 matmul rate) and summed in float64, so rounding grows with the chunk's length, not with ``N``.
@@ -103,16 +107,26 @@ class FeatureRidge:
         """Fit on all rows at once (forgetting earlier ones).
 
         Args:
-            Phi: ``[N, k]`` or ``[N, O, k]`` features.
+            Phi: ``[N, k]`` or ``[N, O, k]`` features, or a feature store of them (read a block at a time).
             Y: ``[N, O]`` targets (``[N]`` for one output).
             f0: ``[N, O]`` outputs at initialisation, subtracted from ``Y``; ``None`` for 0.
 
         Returns:
             ``self``, fitted.
+
+        Raises:
+            ValueError: shapes that disagree; NaN or Inf.
+            StoreError: a store that is not complete.
         """
         self.gram = self.rhs = self._coef = None
         self.N = 0
-        return self.partial_fit(Phi, Y, f0)
+        if not isinstance(Phi, FeatureStore):
+            return self.partial_fit(Phi, Y, f0)
+        if len(Y) != len(Phi):
+            raise ValueError(f"{Phi.path} holds features of {len(Phi)} samples, and Y has {len(Y)} rows")
+        for rows, block in Phi.blocks():
+            self.partial_fit(block, Y[rows], None if f0 is None else f0[rows])
+        return self
 
     def partial_fit(self, Phi, Y, f0=None) -> FeatureRidge:
         """Add a chunk of rows to the Gram ``ΦᵀΦ`` and ``Φᵀ(Y − f0)``; the solve happens on first use.
@@ -186,9 +200,13 @@ class FeatureRidge:
         """``f0(x) + Φ(x) W``: ``[M, O]`` float64 (``[M]`` if ``Y`` was ``[N]``).
 
         Args:
-            Phi: ``[M, k]`` or ``[M, O, k]`` features of new inputs from the same map.
+            Phi: ``[M, k]`` or ``[M, O, k]`` features of new inputs from the same map, or a feature store of
+                them (read a block at a time).
             f0: ``[M, O]`` outputs at initialisation; ``None`` for 0.
         """
+        if isinstance(Phi, FeatureStore):
+            parts = [self.predict(block, None if f0 is None else f0[rows]) for rows, block in Phi.blocks()]
+            return np.concatenate(parts)
         P, O_phi = _rows(Phi, "Phi")
         W = self.coef
         if P.shape[1] != W.shape[0] or O_phi != self.O:
