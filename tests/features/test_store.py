@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from feature_store_worker import TILE, K, make_problem
 
 import pntk
 from pntk.errors import StoreCorruptError, StoreError, StoreMismatchError
 from pntk.features import FeatureKernel, FeatureRidge, FeatureStore
-from feature_store_worker import TILE, K, make_problem
 
 WORKER = Path(__file__).parent / "feature_store_worker.py"
 
