@@ -154,9 +154,9 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"{args.out}: {args.kind} features {list(Phi.shape)} {Phi.dtype}, complete", file=sys.stderr)
     else:
-        Phi = sketch(x)
+        Phi = in_memory = sketch(x)
         if args.out:
-            np.save(Path(args.out), Phi.detach().cpu().numpy(), allow_pickle=False)
+            np.save(Path(args.out), in_memory.detach().cpu().numpy(), allow_pickle=False)
             print(f"{args.out}: {args.kind} features {list(Phi.shape)} {Phi.dtype}", file=sys.stderr)
     if args.ridge is not None:
         scale = float(FeatureKernel(Phi).diagonal().double().mean())  # mean diag of K̂
