@@ -28,16 +28,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
-from features_data import mnist1d, mlp  # noqa: E402
-
 import pntk  # noqa: E402
+from features_data import mlp, mnist1d  # noqa: E402
 from pntk.analysis import extreme_eigenvalues  # noqa: E402
 from pntk.solvers import SolverOptions, ridge_regression  # noqa: E402
 
 
 def relative_error(Phi: torch.Tensor, K: torch.Tensor) -> float:
     """``‖Φ Φᵀ − K‖_F / ‖K‖_F``, by row blocks."""
-    err2 = sum(float((Phi[s : s + 1000] @ Phi.T - K[s : s + 1000]).double().square().sum()) for s in range(0, len(K), 1000))
+    err2 = sum(
+        float((Phi[s : s + 1000] @ Phi.T - K[s : s + 1000]).double().square().sum()) for s in range(0, len(K), 1000)
+    )
     return math.sqrt(err2) / float(K.double().norm())
 
 
