@@ -219,11 +219,11 @@ def compute(
 def setup_store(
     group: Group,
     out: str | os.PathLike,
-    kind: type[ChunkedStore],
+    store_class: type[ChunkedStore],
     requested: StoreSpec,
     open_or_create: Callable[[], tuple[Any, list[Tile]]],
 ) -> tuple[StoreLock | None, Any, list[Tile]]:
-    """Rank 0 locks the store (of type ``kind``) and runs ``open_or_create``; every rank gets the spec and
+    """Rank 0 locks the store (of type ``store_class``) and runs ``open_or_create``; every rank gets the spec and
     missing tiles.
 
     A read-only store that already holds this computation, complete and verified, is used as it is, unlocked.
@@ -243,14 +243,14 @@ def setup_store(
         return None, *received
     lock = None
     try:
-        read_spec(out, kind)  # refuse a file or foreign directory before putting a lock file in it
+        read_spec(out, store_class)  # refuse a file or foreign directory before putting a lock file in it
         try:
             lock = StoreLock(out)
         except StoreError as err:
-            if err.errno not in _READ_ONLY or not _is_complete_and_verified(out, kind, requested):
+            if err.errno not in _READ_ONLY or not _is_complete_and_verified(out, store_class, requested):
                 raise
-            group.broadcast((read_spec(out, kind), []))
-            return None, read_spec(out, kind), []
+            group.broadcast((read_spec(out, store_class), []))
+            return None, read_spec(out, store_class), []
         spec, missing = open_or_create()
     except BaseException as err:
         if lock is not None:
@@ -261,18 +261,18 @@ def setup_store(
     return lock, spec, missing
 
 
-def _is_complete_and_verified(out: str | os.PathLike, kind: type[ChunkedStore], requested: StoreSpec) -> bool:
+def _is_complete_and_verified(out: str | os.PathLike, store_class: type[ChunkedStore], requested: StoreSpec) -> bool:
     """Whether the store at ``out`` holds ``requested``, with every tile finished and verified."""
-    existing = read_spec(out, kind)
+    existing = read_spec(out, store_class)
     if existing is None or existing.differences(requested):
         return False
-    store = kind(out)
+    store = store_class(out)
     return store.complete and store.verify().ok
 
 
 def open_or_create(
     out: str | os.PathLike,
-    kind: type[ChunkedStore],
+    store_class: type[ChunkedStore],
     requested: StoreSpec,
     planned: Callable[[], StoreSpec],
     *,
@@ -280,7 +280,7 @@ def open_or_create(
     overwrite: bool,
     provenance: dict[str, Any] | None,
 ) -> tuple[Any, list[Tile]]:
-    """Rank 0, under the lock: check the store (of type ``kind``) at ``out`` against ``requested``, or create
+    """Rank 0, under the lock: check the store (of type ``store_class``) at ``out`` against ``requested``, or create
     it for the spec ``planned()`` gives (``requested`` with its tile, and engine, chosen).
 
     Resuming verifies every finished tile: damaged ones are forgotten (and computed again), a lost ledger is
@@ -289,11 +289,11 @@ def open_or_create(
     Returns:
         The store's spec and its missing tiles.
     """
-    existing = read_spec(out, kind)  # also refuses to overwrite anything but a store of this kind
+    existing = read_spec(out, store_class)  # also refuses to overwrite anything but a store of this class
     if existing is not None and not overwrite:
         if not resume:
             raise FileExistsError(
-                f"{out} already holds a {kind.WHAT}; pass resume=True to finish it, or overwrite=True "
+                f"{out} already holds a {store_class.WHAT}; pass resume=True to finish it, or overwrite=True "
                 "(CLI: --overwrite) to replace it"
             )
         differences = existing.differences(requested)
@@ -303,7 +303,7 @@ def open_or_create(
                 + "\n  - ".join(differences)
                 + "\nPass overwrite=True (CLI: --overwrite) to replace it, or choose another out path."
             )
-        store = kind(out, writable=True)
+        store = store_class(out, writable=True)
         store.discard_partial_writes()  # no rank writes yet
         report = store.repair()
         if report.damage:
@@ -316,7 +316,7 @@ def open_or_create(
         store.record_resume(provenance)
         return existing, store.missing_tiles
     spec = planned()
-    return spec, kind.create(out, spec, provenance=provenance).missing_tiles
+    return spec, store_class.create(out, spec, provenance=provenance).missing_tiles
 
 
 def model_fingerprint(fm: FunctionalModel) -> str:

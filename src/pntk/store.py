@@ -840,12 +840,12 @@ def store_type(path: str | os.PathLike) -> type[ChunkedStore]:
     return KernelStore
 
 
-def read_spec(path: str | os.PathLike, kind: type[ChunkedStore] = KernelStore) -> Any:
+def read_spec(path: str | os.PathLike, store_class: type[ChunkedStore] = KernelStore) -> Any:
     """The spec of the store at ``path``; ``None`` if there is no store (an empty or missing directory).
 
     Args:
         path: the store's directory.
-        kind: the type of store expected there (default: a kernel store).
+        store_class: the type of store expected there (default: a kernel store).
 
     Raises:
         FileExistsError: ``path`` is a file, a non-empty directory that is no Zarr store, or a Zarr store
@@ -853,15 +853,17 @@ def read_spec(path: str | os.PathLike, kind: type[ChunkedStore] = KernelStore) -
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} is a file, not a {kind.WHAT}; choose another out path")
+        raise FileExistsError(f"{path} is a file, not a {store_class.WHAT}; choose another out path")
     if not path.exists() or not {p.name for p in path.iterdir()} - {_META}:
         return None
     try:
-        return kind(path).spec
+        return store_class(path).spec
     except StoreError:
         raise
     except (FileNotFoundError, ValueError, KeyError) as err:
-        raise FileExistsError(f"{path} exists and is not a pntk {kind.WHAT} ({err}); choose another out path") from None
+        raise FileExistsError(
+            f"{path} exists and is not a pntk {store_class.WHAT} ({err}); choose another out path"
+        ) from None
 
 
 class StoreLock:
