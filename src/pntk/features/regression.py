@@ -219,6 +219,47 @@ class FeatureRidge:
             F = F + _numpy(f0, "f0").reshape(F.shape)
         return F[:, 0] if self.squeeze else F
 
+    def predict_path(self, Phi, ridges, f0=None) -> np.ndarray:
+        """Predictions for several ridges at once, from one eigendecomposition of the ``k × k`` Gram: what
+        ``FeatureRidge(λ)`` fitted on the same rows would predict, for each ``λ`` of ``ridges`` (e.g. to choose
+        ``λ`` on held-out rows, which :meth:`partial_fit` can add to the fit afterwards).
+
+        With ``ΦᵀΦ = V S Vᵀ``, ``W(λ) = V (S + λ)⁻¹ Vᵀ Φᵀ r``. Cost: ``k³`` once, then ``M·k²`` and ``k·O`` per
+        ridge.
+
+        Args:
+            Phi: ``[M, k]`` or ``[M, O, k]`` features of the inputs to predict (not a store).
+            ridges: the ``λ ≥ 0`` to try.
+            f0: ``[M, O]`` outputs at initialisation; ``None`` for 0.
+
+        Returns:
+            ``[len(ridges), M, O]`` float64 (``[len(ridges), M]`` if ``Y`` was ``[N]``).
+
+        Raises:
+            ValueError: before any fit, a negative ridge, or features of another map.
+        """
+        if self.gram is None or self.rhs is None:
+            raise ValueError("FeatureRidge has seen no data; call fit() or partial_fit() first")
+        lams = np.asarray(ridges, dtype=np.float64).reshape(-1)
+        if (lams < 0).any():
+            raise ValueError(f"ridges must be non-negative; got {lams.tolist()}")
+        P, O_phi = _rows(Phi, "Phi")
+        if P.shape[1] != self.gram.shape[0] or O_phi != self.O:
+            raise ValueError(
+                f"features of shape {list(np.shape(Phi))} do not come from the map the model was fitted on"
+            )
+        S, V = np.linalg.eigh(self.gram)
+        S = np.clip(S, 0.0, None)
+        PV, Vr = P.double().cpu().numpy() @ V, V.T @ self.rhs
+        out = []
+        for lam in lams:
+            F = PV @ (Vr / np.where(S + lam > 0, S + lam, np.inf)[:, None])
+            F = F.reshape(-1, O_phi) if O_phi > 1 else F
+            if f0 is not None:
+                F = F + _numpy(f0, "f0").reshape(F.shape)
+            out.append(F[:, 0] if self.squeeze else F)
+        return np.stack(out)
+
 
 def feature_regression(
     Phi_train,
