@@ -169,12 +169,12 @@ class FeatureRidge:
         if self.gram is None:
             raise ValueError("FeatureRidge has seen no data; call fit() or partial_fit() first")
         if self._coef is None:
-            self._coef = self._solve()
+            self._coef = self._solve(self.ridge)
         return self._coef
 
-    def _solve(self) -> np.ndarray:
+    def _solve(self, ridge: float) -> np.ndarray:
         assert self.gram is not None and self.rhs is not None
-        A = self.gram + self.ridge * np.eye(self.gram.shape[0])
+        A = self.gram + ridge * np.eye(self.gram.shape[0])
         rhs: np.ndarray = self.rhs
         try:
             L = cho_factor(A, lower=True)
@@ -185,7 +185,7 @@ class FeatureRidge:
         except np.linalg.LinAlgError:
             pass
         message = (
-            f"ΦᵀΦ + λI (k = {A.shape[0]}, λ = {self.ridge:g}) is singular or ill-conditioned; using the "
+            f"ΦᵀΦ + λI (k = {A.shape[0]}, λ = {ridge:g}) is singular or ill-conditioned; using the "
             "minimum-norm solution. Add ridge > 0 for a well-posed problem"
         )
         if self.on_singular is OnSingular.RAISE:
@@ -220,12 +220,10 @@ class FeatureRidge:
         return F[:, 0] if self.squeeze else F
 
     def predict_path(self, Phi, ridges, f0=None) -> np.ndarray:
-        """Predictions for several ridges at once, from one eigendecomposition of the ``k × k`` Gram: what
-        ``FeatureRidge(λ)`` fitted on the same rows would predict, for each ``λ`` of ``ridges`` (e.g. to choose
-        ``λ`` on held-out rows, which :meth:`partial_fit` can add to the fit afterwards).
-
-        With ``ΦᵀΦ = V S Vᵀ``, ``W(λ) = V (S + λ)⁻¹ Vᵀ Φᵀ r``. Cost: ``k³`` once, then ``M·k²`` and ``k·O`` per
-        ridge.
+        """Predictions for several ridges from the one accumulated Gram: what ``FeatureRidge(λ)`` fitted on the
+        same rows would predict, for each ``λ`` of ``ridges`` (e.g. to choose ``λ`` on held-out rows, which
+        :meth:`partial_fit` can add to the fit afterwards). Cost: a ``k × k`` Cholesky factorisation
+        (``k³/3``) and ``M·k·O`` per ridge.
 
         Args:
             Phi: ``[M, k]`` or ``[M, O, k]`` features of the inputs to predict (not a store).
@@ -237,6 +235,7 @@ class FeatureRidge:
 
         Raises:
             ValueError: before any fit, a negative ridge, or features of another map.
+            IllConditionedKernelError: a singular system with ``on_singular="raise"``.
         """
         if self.gram is None or self.rhs is None:
             raise ValueError("FeatureRidge has seen no data; call fit() or partial_fit() first")
@@ -248,12 +247,10 @@ class FeatureRidge:
             raise ValueError(
                 f"features of shape {list(np.shape(Phi))} do not come from the map the model was fitted on"
             )
-        S, V = np.linalg.eigh(self.gram)
-        S = np.clip(S, 0.0, None)
-        PV, Vr = P.double().cpu().numpy() @ V, V.T @ self.rhs
+        P64 = P.double().cpu().numpy()
         out = []
         for lam in lams:
-            F = PV @ (Vr / np.where(S + lam > 0, S + lam, np.inf)[:, None])
+            F = P64 @ self._solve(float(lam))
             F = F.reshape(-1, O_phi) if O_phi > 1 else F
             if f0 is not None:
                 F = F + _numpy(f0, "f0").reshape(F.shape)
