@@ -157,9 +157,14 @@ def report(results: dict) -> None:
                         "n",
                         "k",
                         "sketch_s",
+                        "gram_s",
+                        "select_s",
                         "solve_s",
                         "total_s",
+                        "ridge_scale",
+                        "validation_accuracy",
                         "test_accuracy",
+                        "test_accuracy_by_scale",
                         "peak_rss",
                         "detail",
                     )
@@ -274,7 +279,8 @@ def main() -> None:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(results, indent=1))
     report(results)
-    figure(results, args.figure)
+    if "throughput" in results or "accuracy" in results:
+        figure(results, args.figure)
 
 
 if __name__ == "__main__":
