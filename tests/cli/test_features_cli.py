@@ -75,3 +75,7 @@ def test_a_feature_store_and_regression_on_it(tmp_path, capsys):
     assert result["test_accuracy"] == float((predictions.argmax(1) == y_test.numpy()).mean())
     assert main(["regress", "--features", str(tmp_path / "phi.zarr")]) == 2
     assert "--labels" in capsys.readouterr().err
+    assert main(["verify", str(tmp_path / "phi.zarr")]) == 0
+    assert main(["info", str(tmp_path / "phi.zarr")]) == 0
+    info = capsys.readouterr().out
+    assert "pntk feature store" in info and "kronecker, gaussian, seed 3, block 8 × 8" in info
