@@ -12,7 +12,15 @@ __version__ = "0.1.0"
 from . import analysis, data, errors, features, models, operators, probe, solvers
 from .compute import compute
 from .errors import PntkError
-from .features import FeatureKernel, FeatureMap, FeatureRidge, Nystrom, feature_regression
+from .features import (
+    FeatureKernel,
+    FeatureMap,
+    FeatureRidge,
+    FeatureStore,
+    Nystrom,
+    compute_features,
+    feature_regression,
+)
 from .kernels import Engine, Kind, LabelWords
 from .kernels.api import entk, kernel, pntk, trace_ntk
 from .kernels.explain import Explanation, explain
@@ -61,4 +69,6 @@ __all__ = [
     "errors",
     "probe",
     "PntkError",
+    "FeatureStore",
+    "compute_features",
 ]

@@ -29,7 +29,17 @@ from .kernels.model import FunctionalModel
 from .planning import DEFAULT_OPTIONS, Executor, Options, Plan, engine_of, make_plan
 from .probe import behaviour
 from .sources import RowSource, fingerprint
-from .store import _READ_ONLY, KernelSpec, KernelStore, StoreLock, StoreMismatchError, json_record, read_spec
+from .store import (
+    _READ_ONLY,
+    ChunkedStore,
+    KernelSpec,
+    KernelStore,
+    StoreLock,
+    StoreMismatchError,
+    StoreSpec,
+    json_record,
+    read_spec,
+)
 from .store import open as open_store
 from .tiling import Tile
 
@@ -154,7 +164,7 @@ def compute(
         N1=len(source1),
         N2=len(source2),
         O=fm.num_outputs,
-        dtype=_numpy_dtype(fm.dtype),  # refuses a dtype NumPy cannot hold before anything is written
+        dtype=numpy_dtype(fm.dtype),  # refuses a dtype NumPy cannot hold before anything is written
         symmetric=symmetric,
         engine=None if engine is Engine.AUTO else engine.value,
         tile=batch_size,
@@ -174,18 +184,26 @@ def compute(
         if group.world_size > 1:
             agreed = {"memory": memory, "resume": resume, "overwrite": overwrite, "out": os.fspath(out)}
             check_ranks_agree(group, requested, model_tensor_digests(fm), agreed)
-        lock, spec, missing = _setup(
+
+        def planned() -> KernelSpec:
+            plan = new_plan(requested.engine or Engine.AUTO, requested.tile)
+            return dataclasses.replace(requested, engine=plan.engine, tile=plan.tile)
+
+        lock, spec, missing = setup_store(
             group,
             out,
+            KernelStore,
             requested,
-            lambda: _open_or_create(out, requested, new_plan, resume=resume, overwrite=overwrite, provenance=record),
+            lambda: open_or_create(
+                out, KernelStore, requested, planned, resume=resume, overwrite=overwrite, provenance=record
+            ),
         )
         try:
             if missing:
                 store = KernelStore(out, writable=True)
                 assert spec.engine is not None  # a store's spec names its engine, planned or resumed
                 eng = engine_of(new_plan(spec.engine, spec.tile))
-                with _tile_log(log_json) as log:
+                with tile_log(log_json) as log:
                     done = len(spec.plan()) - len(missing)
                     _fill(store, eng, fm, source1, source2, share(missing, group), group, progress, log, done=done)
             group.barrier()
@@ -198,13 +216,15 @@ def compute(
     return open_store(out)
 
 
-def _setup(
+def setup_store(
     group: Group,
     out: str | os.PathLike,
-    requested: KernelSpec,
-    open_or_create: Callable[[], tuple[KernelSpec, list[Tile]]],
-) -> tuple[StoreLock | None, KernelSpec, list[Tile]]:
-    """Rank 0 locks the store and runs ``open_or_create``; every rank gets the spec and missing tiles.
+    store_class: type[ChunkedStore],
+    requested: StoreSpec,
+    open_or_create: Callable[[], tuple[Any, list[Tile]]],
+) -> tuple[StoreLock | None, Any, list[Tile]]:
+    """Rank 0 locks the store (of type ``store_class``) and runs ``open_or_create``; every rank gets the spec and
+    missing tiles.
 
     A read-only store that already holds this computation, complete and verified, is used as it is, unlocked.
 
@@ -223,14 +243,14 @@ def _setup(
         return None, *received
     lock = None
     try:
-        read_spec(out)  # refuse a file or foreign directory before putting a lock file in it
+        read_spec(out, store_class)  # refuse a file or foreign directory before putting a lock file in it
         try:
             lock = StoreLock(out)
         except StoreError as err:
-            if err.errno not in _READ_ONLY or not _is_complete_and_verified(out, requested):
+            if err.errno not in _READ_ONLY or not _is_complete_and_verified(out, store_class, requested):
                 raise
-            group.broadcast((read_spec(out), []))
-            return None, read_spec(out), []  # type: ignore[return-value]
+            group.broadcast((read_spec(out, store_class), []))
+            return None, read_spec(out, store_class), []
         spec, missing = open_or_create()
     except BaseException as err:
         if lock is not None:
@@ -241,25 +261,27 @@ def _setup(
     return lock, spec, missing
 
 
-def _is_complete_and_verified(out: str | os.PathLike, requested: KernelSpec) -> bool:
+def _is_complete_and_verified(out: str | os.PathLike, store_class: type[ChunkedStore], requested: StoreSpec) -> bool:
     """Whether the store at ``out`` holds ``requested``, with every tile finished and verified."""
-    existing = read_spec(out)
+    existing = read_spec(out, store_class)
     if existing is None or existing.differences(requested):
         return False
-    store = KernelStore(out)
+    store = store_class(out)
     return store.complete and store.verify().ok
 
 
-def _open_or_create(
+def open_or_create(
     out: str | os.PathLike,
-    requested: KernelSpec,
-    new_plan: Callable[[Engine | str, int | None], Plan],
+    store_class: type[ChunkedStore],
+    requested: StoreSpec,
+    planned: Callable[[], StoreSpec],
     *,
     resume: bool,
     overwrite: bool,
     provenance: dict[str, Any] | None,
-) -> tuple[KernelSpec, list[Tile]]:
-    """Rank 0, under the lock: check the store at ``out`` against ``requested``, or create it from a plan.
+) -> tuple[Any, list[Tile]]:
+    """Rank 0, under the lock: check the store (of type ``store_class``) at ``out`` against ``requested``, or create
+    it for the spec ``planned()`` gives (``requested`` with its tile, and engine, chosen).
 
     Resuming verifies every finished tile: damaged ones are forgotten (and computed again), a lost ledger is
     rebuilt from the chunks that verify.
@@ -267,11 +289,11 @@ def _open_or_create(
     Returns:
         The store's spec and its missing tiles.
     """
-    existing = read_spec(out)  # also refuses to overwrite anything but a kernel store
+    existing = read_spec(out, store_class)  # also refuses to overwrite anything but a store of this class
     if existing is not None and not overwrite:
         if not resume:
             raise FileExistsError(
-                f"{out} already holds a kernel store; pass resume=True to finish it, or overwrite=True "
+                f"{out} already holds a {store_class.WHAT}; pass resume=True to finish it, or overwrite=True "
                 "(CLI: --overwrite) to replace it"
             )
         differences = existing.differences(requested)
@@ -281,7 +303,7 @@ def _open_or_create(
                 + "\n  - ".join(differences)
                 + "\nPass overwrite=True (CLI: --overwrite) to replace it, or choose another out path."
             )
-        store = KernelStore(out, writable=True)
+        store = store_class(out, writable=True)
         store.discard_partial_writes()  # no rank writes yet
         report = store.repair()
         if report.damage:
@@ -293,9 +315,8 @@ def _open_or_create(
             )
         store.record_resume(provenance)
         return existing, store.missing_tiles
-    plan = new_plan(requested.engine or Engine.AUTO, requested.tile)
-    spec = dataclasses.replace(requested, engine=plan.engine, tile=plan.tile)
-    return spec, KernelStore.create(out, spec, provenance=provenance).missing_tiles
+    spec = planned()
+    return spec, store_class.create(out, spec, provenance=provenance).missing_tiles
 
 
 def model_fingerprint(fm: FunctionalModel) -> str:
@@ -380,10 +401,21 @@ def _fill(
 
     fetch1 = rows(source1, "data1")
     fetch2 = fetch1 if spec.symmetric else rows(source2, "data2")
-    with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="pntk-writer") as writer:
+    with bar:
+        write_behind(iter_tiles(eng, fm, tiles, fetch1, fetch2, spec.kind, symmetric=spec.symmetric), write)
+
+
+def write_behind(computed: Iterator[tuple[Tile, Tensor]], write: Callable[[Tile, Tensor, float], None]) -> None:
+    """``write(tile, values, seconds)`` each tile that ``computed`` yields, in a background thread while the next
+    is computed (at most one tile waits to be written); ``seconds`` is the time its computation took.
+
+    Raises:
+        The writer's error, once the tile being computed when it happened is done.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pntk-writer") as writer:
         pending = None
         clock = time.perf_counter()
-        for t, values in iter_tiles(eng, fm, tiles, fetch1, fetch2, spec.kind, symmetric=spec.symmetric):
+        for t, values in computed:
             values, seconds = values.cpu(), time.perf_counter() - clock
             if pending is not None:
                 pending.result()  # raises the writer's error, if any
@@ -394,7 +426,7 @@ def _fill(
 
 
 @contextmanager
-def _tile_log(target: str | os.PathLike | IO[str] | None) -> Iterator[Callable[[dict[str, Any]], None]]:
+def tile_log(target: str | os.PathLike | IO[str] | None) -> Iterator[Callable[[dict[str, Any]], None]]:
     """A function that writes one JSON line per call to ``target`` (a path, appended to, or a text file)."""
     if target is None:
         yield lambda record: None
@@ -417,7 +449,7 @@ def _to_device(x: Inputs, device: torch.device) -> Inputs:
     return x.map(lambda t: t.to(device))
 
 
-def _numpy_dtype(dtype: torch.dtype) -> str:
+def numpy_dtype(dtype: torch.dtype) -> str:
     try:
         return str(torch.empty(0, dtype=dtype).numpy().dtype)
     except TypeError:

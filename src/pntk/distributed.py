@@ -22,7 +22,7 @@ from .errors import RankMismatchError
 from .tiling import Tile
 
 if TYPE_CHECKING:
-    from .store import KernelSpec
+    from .store import StoreSpec
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def share(tiles: Sequence[Tile], group: Group) -> list[Tile]:
     return mine
 
 
-def check_ranks_agree(group: Group, spec: KernelSpec, tensor_digests: dict[str, str], options: dict[str, Any]) -> None:
+def check_ranks_agree(group: Group, spec: StoreSpec, tensor_digests: dict[str, str], options: dict[str, Any]) -> None:
     """Stop every rank when the ranks were not given the same computation.
 
     Every rank gathers every rank's requested store spec (kind, shapes, dtype, engine, tile, fingerprints of
@@ -117,7 +117,7 @@ def check_ranks_agree(group: Group, spec: KernelSpec, tensor_digests: dict[str, 
 
     Args:
         group: this job.
-        spec: the store this rank would write (:class:`pntk.store.KernelSpec`).
+        spec: the store this rank would write (a :class:`pntk.store.StoreSpec`: a kernel's or features').
         tensor_digests: ``sha256:…`` of each of the model's tensors by name (and of its module tree).
         options: other settings that must agree, by name.
 
@@ -137,12 +137,14 @@ def check_ranks_agree(group: Group, spec: KernelSpec, tensor_digests: dict[str, 
                 continue  # reported tensor by tensor below
             if f.name == "behaviour":
                 # Only news when the weights and the probe inputs agree: they change the outputs too.
-                same = digests_r == digests0 and spec_r.data1 == spec0.data1
+                same = digests_r == digests0 and getattr(spec_r, spec0.PROBED) == getattr(spec0, spec0.PROBED)
                 difference = behaviour_difference(mine, theirs) if same and mine and theirs else None
                 if difference:
                     lines.append(f"rank {rank}: {difference}")
             elif mine != theirs:
-                what = {"data1": "the inputs data1", "data2": "the inputs data2"}.get(f.name, f.name)
+                what = {"data1": "the inputs data1", "data2": "the inputs data2", "data": "the inputs"}.get(
+                    f.name, f.name
+                )
                 lines.append(
                     f"rank {rank}: {what} differ from rank 0's"
                     if f.name.startswith("data")

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import google_crc32c
 import numpy as np
@@ -60,13 +60,10 @@ from .tiling import Tile, format_bytes, tile_plan
 # finished tile. A damaged tile loses its ledger entry and is computed again. A lost or unreadable ledger
 # entry is rebuilt from chunks whose own checksums hold.
 
-#: The value of the ``format`` attribute that marks a directory as a pntk kernel store.
-FORMAT = "pntk-kernel-store/2"
 #: Formats pntk recognises but cannot vouch for (no checksums).
 _OLD_FORMATS = ("pntk-kernel-store/1",)
 
 _META = ".pntk"
-_FINGERPRINTS = ("model", "data1", "data2")
 _LEDGER_ENTRY = re.compile(r"(\d+)-(\d+)")
 _CHECKSUM_BYTES = 4
 _READ_BLOCK = 8 << 20  # bytes read at a time when a chunk is checked
@@ -76,21 +73,104 @@ _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 __all__ = [
     "FORMAT",
     "KernelSpec",
+    "ChunkedStore",
     "KernelStore",
     "StoreCorruptError",
     "StoreError",
     "StoreLock",
     "StoreLockedError",
     "StoreMismatchError",
+    "StoreSpec",
     "TileDamage",
     "VerifyReport",
     "open",
     "read_spec",
+    "store_type",
 ]
 
 
+_Spec = TypeVar("_Spec", bound="StoreSpec")
+_Store = TypeVar("_Store", bound="ChunkedStore")
+
+
+class StoreSpec:
+    """What a chunked store holds, in common to kernel and feature stores: the attributes it is written as,
+    its tiles and chunks, and how a request differs from it.
+
+    Subclasses are frozen dataclasses with fields ``kind``, ``dtype``, ``tile``, ``model``, ``behaviour`` and
+    the fingerprints of their inputs, and set :attr:`FORMAT`, :attr:`FINGERPRINTS` and :attr:`PROBED`.
+    """
+
+    #: The value of the ``format`` attribute of such a store.
+    FORMAT: ClassVar[str]
+    #: The fields that are ``sha256:…`` fingerprints (kept under the ``fingerprints`` attribute).
+    FINGERPRINTS: ClassVar[tuple[str, ...]]
+    #: The fingerprint of the inputs the behaviour probe ran on.
+    PROBED: ClassVar[str]
+
+    kind: Kind
+    dtype: str
+    tile: int | None
+    model: str
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of the stored array."""
+        raise NotImplementedError(f"{type(self).__name__} must define its shape")
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        """The shape of one chunk of the stored array."""
+        raise NotImplementedError(f"{type(self).__name__} must define its chunks")
+
+    @property
+    def dimension_names(self) -> tuple[str, ...]:
+        """Zarr's names of the array's axes."""
+        raise NotImplementedError(f"{type(self).__name__} must name its axes")
+
+    def plan(self) -> list[Tile]:
+        """Every tile the store is written as, in the order they are computed."""
+        raise NotImplementedError(f"{type(self).__name__} must define its tiles")
+
+    def differences(self, requested: StoreSpec) -> list[str]:
+        """What ``requested`` asks for that this spec does not hold, one line each (``None`` fields match)."""
+        from .probe import behaviour_difference  # the probe needs the kernels package, which needs nothing here
+
+        lines = []
+        for f in fields(self):  # type: ignore[arg-type]  # subclasses are dataclasses
+            mine, theirs = getattr(self, f.name), getattr(requested, f.name)
+            if f.name == "behaviour":
+                # Only news when the weights and the probe inputs agree: they change the outputs too.
+                probed = self.PROBED
+                same_model = self.model == requested.model and getattr(self, probed) == getattr(requested, probed)
+                if same_model and mine is not None and theirs is not None:
+                    difference = behaviour_difference(mine, theirs)
+                    if difference:
+                        lines.append(f"model behaviour: {difference}")
+            elif theirs is not None and mine != theirs:
+                what = f"{f.name} fingerprint" if f.name in self.FINGERPRINTS else f.name
+                lines.append(f"{what}: store has {_show(mine)}, this call {_show(theirs)}")
+        return lines
+
+    def to_attrs(self) -> dict[str, Any]:
+        """JSON attributes: ``format``, this spec (its fingerprints under ``fingerprints``), ``versions``,
+        ``created`` and ``complete = False``."""
+        attrs = {"format": self.FORMAT, **asdict(self), "kind": self.kind.value}  # type: ignore[call-overload]
+        attrs["fingerprints"] = {name: attrs.pop(name) for name in (*self.FINGERPRINTS, "behaviour")}
+        attrs["versions"] = {p: _version(p) for p in ("pntk", "torch", "zarr")}
+        attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        attrs["complete"] = False
+        return attrs
+
+    @classmethod
+    def from_attrs(cls: type[_Spec], attrs: dict[str, Any]) -> _Spec:
+        """The spec a store's attributes describe."""
+        values = {"behaviour": None, **attrs, **attrs["fingerprints"], "kind": Kind(attrs["kind"])}
+        return cls(**{f.name: values[f.name] for f in fields(cls)})  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
-class KernelSpec:
+class KernelSpec(StoreSpec):
     """What a store holds: enough to refuse to mix tiles of two different computations.
 
     Attributes:
@@ -122,49 +202,33 @@ class KernelSpec:
     data2: str | None
     behaviour: dict[str, Any] | None = None
 
+    FORMAT: ClassVar[str] = "pntk-kernel-store/2"
+    FINGERPRINTS: ClassVar[tuple[str, ...]] = ("model", "data1", "data2")
+    PROBED: ClassVar[str] = "data1"
+
     @property
     def shape(self) -> tuple[int, ...]:
         """``(N1, N2, O, O)`` for the eNTK, ``(N1, N2)`` otherwise."""
         return (self.N1, self.N2, self.O, self.O) if self.kind.is_matrix_valued else (self.N1, self.N2)
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        """A tile: ``(tile, tile, O, O)`` for the eNTK, ``(tile, tile)`` otherwise."""
+        assert self.tile is not None, "a request's spec has no chunks until the tile is chosen"
+        return (self.tile, self.tile, *self.shape[2:])
+
+    @property
+    def dimension_names(self) -> tuple[str, ...]:
+        return ("n1", "n2", "a", "b")[: len(self.shape)]
 
     def plan(self) -> list[Tile]:
         """Every tile of the kernel, in row-major order (upper ones only when symmetric)."""
         assert self.tile is not None, "a request's spec has no tile plan until the tile is chosen"
         return tile_plan(self.N1, self.N2, self.tile, symmetric=self.symmetric)
 
-    def differences(self, requested: KernelSpec) -> list[str]:
-        """What ``requested`` asks for that this spec does not hold, one line each (``None`` fields match)."""
-        from .probe import behaviour_difference  # the probe needs the kernels package, which needs nothing here
 
-        lines = []
-        for f in fields(self):
-            mine, theirs = getattr(self, f.name), getattr(requested, f.name)
-            if f.name == "behaviour":
-                # Only news when the weights and the probe inputs agree: they change the outputs too.
-                same_model = self.model == requested.model and self.data1 == requested.data1
-                if same_model and mine is not None and theirs is not None:
-                    difference = behaviour_difference(mine, theirs)
-                    if difference:
-                        lines.append(f"model behaviour: {difference}")
-            elif theirs is not None and mine != theirs:
-                what = f"{f.name} fingerprint" if f.name in _FINGERPRINTS else f.name
-                lines.append(f"{what}: store has {_show(mine)}, this call {_show(theirs)}")
-        return lines
-
-    def to_attrs(self) -> dict[str, Any]:
-        """JSON attributes: ``format``, this spec (its fingerprints under ``fingerprints``), ``versions``,
-        ``created`` and ``complete = False``."""
-        attrs = {"format": FORMAT, **asdict(self), "kind": self.kind.value}
-        attrs["fingerprints"] = {name: attrs.pop(name) for name in (*_FINGERPRINTS, "behaviour")}
-        attrs["versions"] = {p: _version(p) for p in ("pntk", "torch", "zarr")}
-        attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        attrs["complete"] = False
-        return attrs
-
-    @staticmethod
-    def from_attrs(attrs: dict[str, Any]) -> KernelSpec:
-        values = {"behaviour": None, **attrs, **attrs["fingerprints"], "kind": Kind(attrs["kind"])}
-        return KernelSpec(**{f.name: values[f.name] for f in fields(KernelSpec)})
+#: The value of the ``format`` attribute that marks a directory as a pntk kernel store.
+FORMAT = KernelSpec.FORMAT
 
 
 @dataclass(frozen=True)
@@ -215,52 +279,55 @@ class VerifyReport:
         return sorted({(d.i, d.j) for d in self.damage})
 
 
-class KernelStore:
-    """A kernel in a Zarr store: reads like an array, knows which tiles are finished.
-
-    Obtained from :func:`open` (read-only) or :func:`pntk.compute`. Indexing reads from disk and returns
-    NumPy arrays; ``np.asarray(store)`` reads everything. Every read checks the chunks it touches and raises
-    :class:`~pntk.errors.StoreCorruptError` rather than return damaged numbers (the ``[checksums]`` note).
-
-    Example:
-        >>> import tempfile, torch, pntk
-        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).eval()
-        >>> out = tempfile.mkdtemp() + "/k.zarr"
-        >>> K = pntk.compute(net, torch.randn(10, 3), kind="pntk", out=out, batch_size=4)
-        >>> K.shape, K.complete, len(K.missing_tiles), K[:2, :3].shape, K.verify().ok
-        ((10, 10), True, 0, (2, 3), True)
+class ChunkedStore:
+    """An array in a Zarr store written tile by tile: the ledger of finished tiles, the checksums of their
+    chunks, reads that refuse damaged data, repair and verification. Kernel stores (:class:`KernelStore`) and
+    feature stores (:class:`pntk.features.FeatureStore`) are ones; a subclass names its spec type and format
+    and says which chunks a tile writes.
     """
+
+    #: The spec type of such stores, whose ``FORMAT`` marks them.
+    SPEC: ClassVar[type[StoreSpec]]
+    #: What such a store holds, for messages.
+    WHAT: ClassVar[str] = "store"
+    #: The call that computes a damaged tile again, for messages.
+    RERUN: ClassVar[str] = "the call that wrote it"
+    #: Formats pntk recognises but cannot vouch for (no checksums).
+    OLD_FORMATS: ClassVar[tuple[str, ...]] = ()
+
+    spec: Any  # the subclass's SPEC
 
     def __init__(self, path: str | os.PathLike, *, writable: bool = False):
         self.path = Path(path)
         if not (self.path / "zarr.json").is_file():
-            raise FileNotFoundError(f"{self.path} is not a kernel store (no zarr.json there)")
+            raise FileNotFoundError(f"{self.path} is not a {self.WHAT} (no zarr.json there)")
         array = zarr.open_array(str(self.path), mode="r+" if writable else "r")
         attrs = array.attrs.asdict()
-        if attrs.get("format") in _OLD_FORMATS:
+        fmt = self.SPEC.FORMAT
+        if attrs.get("format") in self.OLD_FORMATS:
             raise StoreError(
                 f"{self.path} was written by an earlier pntk without tile checksums, so pntk cannot vouch for its "
                 "tiles; compute it again with overwrite=True (CLI: --overwrite)"
             )
-        if attrs.get("format") != FORMAT:
+        if attrs.get("format") != fmt:
             raise ValueError(
-                f"{self.path} is a Zarr array but not a pntk kernel store (its 'format' attribute is "
-                f"{attrs.get('format')!r}, not {FORMAT!r})"
+                f"{self.path} is a Zarr array but not a pntk {self.WHAT} (its 'format' attribute is "
+                f"{attrs.get('format')!r}, not {fmt!r})"
             )
         # A tile equal to the fill value must still be written as a chunk file, to be fsynced.
         # zarr types its config as a TypedDict of NotRequired keys, which Python 3.10 type checking misreads.
         self.array = array.with_config({"write_empty_chunks": True}) if writable else array  # type: ignore[call-overload]
-        self.spec = KernelSpec.from_attrs(attrs)
+        self.spec = self.SPEC.from_attrs(attrs)
         self._ledger_cache: tuple[tuple[str, ...] | None, dict[tuple[int, int], dict[str, Any] | None]] | None = None
 
     @classmethod
     def create(
-        cls, path: str | os.PathLike, spec: KernelSpec, *, provenance: Mapping[str, Any] | None = None
-    ) -> KernelStore:
+        cls: type[_Store], path: str | os.PathLike, spec: StoreSpec, *, provenance: Mapping[str, Any] | None = None
+    ) -> _Store:
         """A new, empty store for ``spec`` at ``path``, replacing any store there (but not its lock).
 
-        Everything in ``path`` is deleted: check first with :func:`read_spec` that it holds a kernel store
-        or nothing, and hold its :class:`StoreLock`.
+        Everything in ``path`` is deleted: check first with :func:`read_spec` that it holds a store of this
+        type or nothing, and hold its :class:`StoreLock`.
 
         Args:
             path: the store's directory.
@@ -283,13 +350,13 @@ class KernelStore:
         zarr.create_array(
             str(path),
             shape=spec.shape,
-            chunks=(spec.tile, spec.tile, *spec.shape[2:]),
+            chunks=spec.chunks,
             dtype=spec.dtype,
             fill_value=float("nan"),
             # Kernel entries are dense floats that hardly compress: raw chunks keep writes at disk speed. Each
             # chunk ends with its CRC32C (see [checksums]).
             compressors=[Crc32cCodec()],
-            dimension_names=("n1", "n2", "a", "b")[: len(spec.shape)],
+            dimension_names=spec.dimension_names,
             attributes=attributes,
         )
         (path / _META / "ledger").mkdir(parents=True, exist_ok=True)
@@ -339,7 +406,7 @@ class KernelStore:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """``(N1, N2, O, O)`` for the eNTK, ``(N1, N2)`` otherwise."""
+        """The array's shape (:attr:`StoreSpec.shape`)."""
         return self.array.shape
 
     @property
@@ -371,7 +438,7 @@ class KernelStore:
             raise  # the chunk that failed is fine when read again: a transient read error, not damage
 
     def numpy(self) -> np.ndarray:
-        """The whole kernel in memory, checked as :meth:`__getitem__` checks."""
+        """The whole array in memory, checked as :meth:`__getitem__` checks."""
         return self[...]
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
@@ -405,7 +472,7 @@ class KernelStore:
 
     @property
     def nbytes(self) -> int:
-        """The size of the kernel in memory."""
+        """The size of the array in memory."""
         return self.array.nbytes
 
     def size_on_disk(self) -> int:
@@ -434,46 +501,18 @@ class KernelStore:
                 damage.extend(self._check_chunk(chunk))
         return VerifyReport(checked, damage, missing=len(self.spec.plan()) - checked)
 
-    def operator(
-        self,
-        *,
-        memory: int | str | None = None,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str = "cpu",
-        progress: bool | None = None,
-    ):
-        """This kernel as a linear operator that streams its tiles: :class:`pntk.operators.StoreOperator`."""
-        from .operators.store import StoreOperator
-
-        return StoreOperator(self, memory=memory, dtype=dtype, device=device, progress=progress)
-
-    def __matmul__(self, V):
-        """``K @ V``, streaming the tiles under the default memory budget (see :meth:`operator`)."""
-        return self.operator() @ V
-
-    def __repr__(self) -> str:
-        state = "complete" if self.complete else f"{len(self.missing_tiles)} tiles missing"
-        return f"KernelStore({str(self.path)!r}, kind={self.kind.value!r}, shape={self.shape}, {state})"
-
     # --- checks ------------------------------------------------------------------------------------------
-
-    @property
-    def _tile(self) -> int:
-        """The tile (and chunk) edge, which a store always records."""
-        return self.array.chunks[0]
 
     def _chunk_key(self, chunk: tuple[int, int]) -> str:
         return self.array.metadata.encode_chunk_key(chunk + (0,) * (self.ndim - 2))
 
     def _chunks_of(self, tile: Tile) -> list[tuple[int, int]]:
-        """The chunks a tile writes: its own and, when symmetric and off the diagonal, its mirror image."""
-        if self.spec.symmetric and not tile.on_diagonal:
-            return [(tile.i, tile.j), (tile.j, tile.i)]
+        """The chunks a tile writes (by their indices along the first two axes)."""
         return [(tile.i, tile.j)]
 
     def _tile_of(self, chunk: tuple[int, int]) -> tuple[int, int]:
-        ci, cj = chunk
-        return (cj, ci) if self.spec.symmetric and ci > cj else (ci, cj)
+        """The tile that writes a chunk."""
+        return chunk
 
     def _chunks_under(self, key) -> list[tuple[int, int]]:
         """The chunks that ``self.array[key]`` reads (all of them for an index this cannot analyse)."""
@@ -482,12 +521,13 @@ class KernelStore:
             at = next(n for n, k in enumerate(key) if k is Ellipsis)
             key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1 :]
         key = key + (slice(None),) * (2 - len(key))
+        edges = self.array.chunks[:2]
         try:
             rows, cols = (
-                np.unique(np.atleast_1d(np.arange(n)[k]) // self._tile) for n, k in zip(self.shape[:2], key[:2])
+                np.unique(np.atleast_1d(np.arange(n)[k]) // e) for n, k, e in zip(self.shape[:2], key[:2], edges)
             )
         except (IndexError, TypeError, ValueError):  # let Zarr report a bad index; check every chunk
-            rows, cols = (np.arange(-(-n // self._tile)) for n in self.shape[:2])
+            rows, cols = (np.arange(-(-n // e)) for n, e in zip(self.shape[:2], edges))
         return [(int(r), int(c)) for r in rows for c in cols]
 
     def _chunk_presence(self, chunk: tuple[int, int]) -> TileDamage | None:
@@ -532,8 +572,7 @@ class KernelStore:
                 f"{self.path} has damaged tiles, and pntk does not serve damaged data: "
                 + "; ".join(map(str, damage[:5]))
                 + (f"; and {len(damage) - 5} more" if len(damage) > 5 else "")
-                + ". Rerun the same `pntk compute` (or pntk.compute) call to recompute them, and `pntk verify "
-                f"{self.path}` to check the whole store"
+                + f". Rerun {self.RERUN} to recompute them, and `pntk verify {self.path}` to check the whole store"
             )
 
     def _ledger(self) -> dict[tuple[int, int], dict[str, Any] | None]:
@@ -584,12 +623,13 @@ class KernelStore:
     # --- writing -----------------------------------------------------------------------------------------
 
     def write_tile(self, tile: Tile, values: Tensor, *, rank: int = 0, seconds: float = 0.0) -> None:
-        """Write one tile (and its mirror image when symmetric) durably, then record it in the ledger with its
-        chunks' sizes and checksums.
+        """Write one tile (and, in a symmetric kernel, its mirror image) durably, then record it in the ledger
+        with its chunks' sizes and checksums.
 
         Args:
-            tile: a tile of :meth:`KernelSpec.plan`.
-            values: ``[B1, B2, O, O]`` or ``[B1, B2]``, on any device.
+            tile: a tile of the spec's plan.
+            values: the array's ``[rows, cols, …]`` block, on any device (kernels: ``[B1, B2, O, O]`` or
+                ``[B1, B2]``).
             rank, seconds: who computed it and how long it took, kept in the ledger entry.
 
         Raises:
@@ -597,11 +637,7 @@ class KernelStore:
                 the store stays resumable.
         """
         try:
-            values = values.cpu()
-            self.array[tile.rows, tile.cols] = values.numpy()
-            if self.spec.symmetric and not tile.on_diagonal:
-                # torch transposes faster than NumPy
-                self.array[tile.cols, tile.rows] = transpose_tile(values).contiguous().numpy()
+            self._write_values(tile, values.cpu())
             chunks = {}
             for chunk in self._chunks_of(tile):
                 path = self.path / self._chunk_key(chunk)
@@ -611,13 +647,16 @@ class KernelStore:
         except OSError as err:
             raise self._write_error(err, tile) from err
 
+    def _write_values(self, tile: Tile, values: Tensor) -> None:
+        self.array[tile.rows, tile.cols] = values.numpy()
+
     def _write_error(self, err: OSError, tile: Tile) -> OSError:
         """A clear :class:`StoreError` for a full disk or a read-only store; other errors as they are."""
         if err.errno in _FULL_DISK:
-            needed = len(self.missing_tiles) * self._chunk_file_bytes() * (2 if self.spec.symmetric else 1)
+            needed = sum(len(self._chunks_of(t)) for t in self.missing_tiles) * self._chunk_file_bytes()
             message = (
                 f"the disk holding {self.path} is full (writing tile ({tile.i}, {tile.j})); about "
-                f"{format_bytes(needed)} more are needed to finish the kernel. Free space (or choose another out "
+                f"{format_bytes(needed)} more are needed to finish it. Free space (or choose another out "
                 "path), then rerun the same call: finished tiles are kept"
             )
         elif err.errno in _READ_ONLY:
@@ -632,8 +671,8 @@ class KernelStore:
         return error
 
     def _chunk_file_bytes(self) -> int:
-        """The size of one chunk file: a full tile of numbers and its checksum."""
-        return self.dtype.itemsize * self._tile**2 * math.prod(self.shape[2:]) + _CHECKSUM_BYTES
+        """The size of one chunk file: a full chunk of numbers and its checksum."""
+        return self.dtype.itemsize * math.prod(self.array.chunks) + _CHECKSUM_BYTES
 
     def _record(self, tile: Tile, entry: dict[str, Any]) -> None:
         ledger = self.path / _META / "ledger"
@@ -704,46 +743,126 @@ class KernelStore:
             _fsync_tree(self.path / "zarr.json", self.path)
 
 
+class KernelStore(ChunkedStore):
+    """A kernel in a Zarr store: reads like an array, knows which tiles are finished.
+
+    Obtained from :func:`open` (read-only) or :func:`pntk.compute`. Indexing reads from disk and returns
+    NumPy arrays; ``np.asarray(store)`` reads everything. Every read checks the chunks it touches and raises
+    :class:`~pntk.errors.StoreCorruptError` rather than return damaged numbers (the ``[checksums]`` note).
+
+    Example:
+        >>> import tempfile, torch, pntk
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).eval()
+        >>> out = tempfile.mkdtemp() + "/k.zarr"
+        >>> K = pntk.compute(net, torch.randn(10, 3), kind="pntk", out=out, batch_size=4)
+        >>> K.shape, K.complete, len(K.missing_tiles), K[:2, :3].shape, K.verify().ok
+        ((10, 10), True, 0, (2, 3), True)
+    """
+
+    SPEC = KernelSpec
+    WHAT = "kernel store"
+    RERUN = "the same `pntk compute` (or pntk.compute) call"
+    OLD_FORMATS = _OLD_FORMATS
+
+    spec: KernelSpec
+
+    def _chunks_of(self, tile: Tile) -> list[tuple[int, int]]:
+        """The chunks a tile writes: its own and, when symmetric and off the diagonal, its mirror image."""
+        if self.spec.symmetric and not tile.on_diagonal:
+            return [(tile.i, tile.j), (tile.j, tile.i)]
+        return [(tile.i, tile.j)]
+
+    def _tile_of(self, chunk: tuple[int, int]) -> tuple[int, int]:
+        ci, cj = chunk
+        return (cj, ci) if self.spec.symmetric and ci > cj else (ci, cj)
+
+    def _write_values(self, tile: Tile, values: Tensor) -> None:
+        super()._write_values(tile, values)
+        if self.spec.symmetric and not tile.on_diagonal:
+            # torch transposes faster than NumPy
+            self.array[tile.cols, tile.rows] = transpose_tile(values).contiguous().numpy()
+
+    def operator(
+        self,
+        *,
+        memory: int | str | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str = "cpu",
+        progress: bool | None = None,
+    ):
+        """This kernel as a linear operator that streams its tiles: :class:`pntk.operators.StoreOperator`."""
+        from .operators.store import StoreOperator
+
+        return StoreOperator(self, memory=memory, dtype=dtype, device=device, progress=progress)
+
+    def __matmul__(self, V):
+        """``K @ V``, streaming the tiles under the default memory budget (see :meth:`operator`)."""
+        return self.operator() @ V
+
+    def __repr__(self) -> str:
+        state = "complete" if self.complete else f"{len(self.missing_tiles)} tiles missing"
+        return f"KernelStore({str(self.path)!r}, kind={self.kind.value!r}, shape={self.shape}, {state})"
+
+
 _ABSENT: Any = object()
 
 
-def open(path: str | os.PathLike) -> KernelStore:  # noqa: A001 - pntk.open mirrors zarr.open
-    """Open a kernel store read-only (a read-only directory or file system is fine).
+def open(path: str | os.PathLike) -> Any:  # noqa: A001 - pntk.open mirrors zarr.open
+    """Open a kernel store, or a feature store, read-only (a read-only directory or file system is fine).
 
     Args:
         path: the store's directory, e.g. ``"k.zarr"``.
 
     Returns:
         A :class:`KernelStore`: ``K[i0:i1, j0:j1]``, ``K.shape``, ``K.numpy()``, ``K.complete``,
-        ``K.missing_tiles``, ``K.verify()``, ``K.attrs``.
+        ``K.missing_tiles``, ``K.verify()``, ``K.attrs``; for a store of features written by
+        :func:`pntk.compute_features`, a :class:`pntk.features.FeatureStore`.
 
     Raises:
         FileNotFoundError: no store at ``path``.
         ValueError: a Zarr array not written by pntk.
         StoreError: a store written without checksums by an earlier pntk.
     """
-    return KernelStore(path)
+    return store_type(path)(path)
 
 
-def read_spec(path: str | os.PathLike) -> KernelSpec | None:
+def store_type(path: str | os.PathLike) -> type[ChunkedStore]:
+    """The class of the pntk store at ``path``, by its ``format`` attribute: a :class:`KernelStore` unless it
+    is a feature store (the kernel store's class reports anything else)."""
+    try:
+        fmt = json.loads((Path(path) / "zarr.json").read_bytes()).get("attributes", {}).get("format")
+    except (OSError, ValueError, AttributeError):
+        fmt = None
+    if isinstance(fmt, str) and fmt.startswith("pntk-feature-store/"):
+        from .features.store import FeatureStore  # features need the kernels package, which needs this module
+
+        return FeatureStore
+    return KernelStore
+
+
+def read_spec(path: str | os.PathLike, store_class: type[ChunkedStore] = KernelStore) -> Any:
     """The spec of the store at ``path``; ``None`` if there is no store (an empty or missing directory).
+
+    Args:
+        path: the store's directory.
+        store_class: the type of store expected there (default: a kernel store).
 
     Raises:
         FileExistsError: ``path`` is a file, a non-empty directory that is no Zarr store, or a Zarr store
-            not written by pntk; none of them is replaced.
+            not written by pntk as a store of that type; none of them is replaced.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} is a file, not a kernel store; choose another out path")
+        raise FileExistsError(f"{path} is a file, not a {store_class.WHAT}; choose another out path")
     if not path.exists() or not {p.name for p in path.iterdir()} - {_META}:
         return None
     try:
-        return KernelStore(path).spec
+        return store_class(path).spec
     except StoreError:
         raise
     except (FileNotFoundError, ValueError, KeyError) as err:
         raise FileExistsError(
-            f"{path} exists and is not a pntk kernel store ({err}); choose another out path"
+            f"{path} exists and is not a pntk {store_class.WHAT} ({err}); choose another out path"
         ) from None
 
 

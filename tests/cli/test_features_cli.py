@@ -43,3 +43,39 @@ def test_ridge_regression_on_digits_reports_test_accuracy(capsys):
 def test_nothing_to_do_is_an_error(capsys):
     assert main(["features", "--model", "mlp", "--dataset", "digits", "--k", "64"]) == 2
     assert "nothing to do" in capsys.readouterr().err
+
+
+def test_a_feature_store_and_regression_on_it(tmp_path, capsys):
+    """`pntk features --out *.zarr` writes the rows pntk.compute_features writes; `pntk regress --features`
+    streams them into the k-dimensional ridge regression that FeatureRidge solves in memory."""
+    (tmp_path / "net.py").write_text(MODEL_FILE)
+    g = torch.Generator().manual_seed(0)
+    x, x_test = torch.randn(40, 6, generator=g), torch.randn(15, 6, generator=g)
+    y, y_test = torch.randint(0, 3, (40,), generator=g), torch.randint(0, 3, (15,), generator=g)
+    for name, array in {"x": x, "xt": x_test, "y": y, "yt": y_test}.items():
+        np.save(tmp_path / f"{name}.npy", array.numpy())
+    net = ["--model", f"{tmp_path / 'net.py'}:make", "--k", "64", "--feature-seed", "3", "--batch-size", "16"]
+    for data, out in (("x", "phi.zarr"), ("xt", "phi_test.zarr")):
+        assert main(["features", *net, "--dataset", str(tmp_path / f"{data}.npy"), "--out", str(tmp_path / out)]) == 0
+    assert "phi_test.zarr: pntk features [15, 64] float32, complete" in capsys.readouterr().err
+    store = pntk.open(tmp_path / "phi.zarr")
+    assert store.complete and store.spec.tile == 16 and store.provenance["seeds"]["features"] == 3
+    torch.manual_seed(123)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3)).eval()
+    Phi, Phi_test = (pntk.features(model, inputs, k=64, seed=3, batch_size=16) for inputs in (x, x_test))
+    np.testing.assert_array_equal(store.numpy(), Phi.numpy())
+
+    ridge = 1e-2 * float(Phi.double().square().sum(1).mean())
+    predictions = pntk.FeatureRidge(ridge).fit(Phi, torch.nn.functional.one_hot(y, 3).double()).predict(Phi_test)
+    argv = ["regress", "--features", str(tmp_path / "phi.zarr"), "--test-features", str(tmp_path / "phi_test.zarr")]
+    argv += ["--labels", str(tmp_path / "y.npy"), "--test-labels", str(tmp_path / "yt.npy"), "--ridge-rel", "1e-2"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["N"] == 40 and result["k"] == 64 and result["ridge"] == pytest.approx(ridge, rel=1e-6)
+    assert result["test_accuracy"] == float((predictions.argmax(1) == y_test.numpy()).mean())
+    assert main(["regress", "--features", str(tmp_path / "phi.zarr")]) == 2
+    assert "--labels" in capsys.readouterr().err
+    assert main(["verify", str(tmp_path / "phi.zarr")]) == 0
+    assert main(["info", str(tmp_path / "phi.zarr")]) == 0
+    info = capsys.readouterr().out
+    assert "pntk feature store" in info and "kronecker, gaussian, seed 3, block 8 × 8" in info

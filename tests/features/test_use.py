@@ -137,3 +137,16 @@ def test_nystrom_is_exact_on_its_landmarks_and_below_the_kernel_elsewhere():
     assert gap.min() > -1e-10 and gap.max() > 1e-3  # K − Φ Φᵀ ⪰ 0, and not zero
     with pytest.raises(ValueError, match="landmarks"):
         pntk.features(model, x, k=13, method="nystrom")
+
+
+def test_predict_path_equals_a_fit_for_each_ridge():
+    g = torch.Generator().manual_seed(0)
+    Phi, Phi_test = torch.randn(50, 12, generator=g, dtype=torch.float64), torch.randn(7, 12, generator=g).double()
+    Y = torch.randn(50, 3, generator=g, dtype=torch.float64)
+    ridges = [1e-3, 0.5, 20.0]
+    path = FeatureRidge().fit(Phi, Y).predict_path(Phi_test, ridges)
+    assert path.shape == (3, 7, 3)
+    for lam, F in zip(ridges, path):
+        np.testing.assert_allclose(F, FeatureRidge(lam).fit(Phi, Y).predict(Phi_test), rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="non-negative"):
+        FeatureRidge().fit(Phi, Y).predict_path(Phi_test, [-1.0])

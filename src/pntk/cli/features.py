@@ -11,19 +11,25 @@ import numpy as np
 import torch
 
 from ..data import DatasetName, train_test
-from ..features import FeatureMap, FeatureRidge, Nystrom
+from ..features import FeatureKernel, FeatureMap, FeatureRidge, FeatureStore, Nystrom, compute_features
 from ..kernels.inputs import Inputs
 from .flags import add_common_flags, torch_dtype
+from .provenance import run_record
 from .resolve import load_inputs, load_model, load_weights
 
 _EPILOG = """\
 examples:
   pntk features --model mlp --width 512 --dataset mnist1d --k 4096 --out phi.npy
+  pntk features --model mlp --width 512 --dataset mnist1d --num-samples 1000000 --k 4096 --out phi.zarr
+  pntk features --model mlp --width 512 --dataset mnist1d --split test --k 4096 --out phi_test.zarr
+  pntk regress --features phi.zarr --test-features phi_test.zarr --labels y.npy --test-labels y_test.npy
   pntk features --model mlp --width 512 --dataset mnist1d --k 4096 --ridge 1e-3   # ridge regression, test accuracy
   pntk features --model net.py:make --weights net.safetensors --dataset x.npy --kind entk --k 1024 --out phi.npy
 
 The features of new inputs under the same --feature-seed (and model, kind, k, method) share the map: Φ_test Φᵀ
-estimates K(x_test, X) without bias.
+estimates K(x_test, X) without bias. An --out ending in .zarr is a feature store, written a block of rows at a
+time with checksums: rerun the same command after an interruption to resume it (--overwrite starts again);
+under torchrun the ranks share the blocks.
 """
 
 
@@ -55,7 +61,11 @@ def register(subparsers) -> None:
     f.add_argument("--method", default="kronecker", choices=("kronecker", "dense", "nystrom"))
     f.add_argument("--distribution", default="gaussian", choices=("gaussian", "rademacher", "orthogonal"))
     f.add_argument("--feature-seed", type=int, default=0, help="the seed of the projection (or the landmarks)")
-    f.add_argument("--out", help="write Φ of the chosen split to this .npy file")
+    f.add_argument(
+        "--out",
+        help="write Φ of the chosen split to this .npy file, or to a resumable feature store if it ends in .zarr",
+    )
+    f.add_argument("--overwrite", action="store_true", help="with --out *.zarr: replace the store there")
     f.add_argument(
         "--ridge",
         type=float,
@@ -63,7 +73,7 @@ def register(subparsers) -> None:
         "split of a built-in dataset and report test accuracy (JSON)",
     )
     f.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, on_interrupt="a feature store keeps its finished blocks: rerun the same command")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         loaded, classes = inputs.x, inputs.num_classes
     # A writable copy of a memory-mapped file.
     x = loaded if isinstance(loaded, torch.Tensor) else torch.from_numpy(np.array(loaded))
-    model, _ = load_model(
+    model, model_record = load_model(
         args.model,
         in_shape=tuple(x.shape[1:]),
         num_classes=args.num_classes or classes or 10,
@@ -90,10 +100,12 @@ def run(args: argparse.Namespace) -> int:
         parametrization=args.parametrization,
         seed=args.seed,
     )
-    if args.weights:
-        load_weights(model, args.weights)
+    weights_record = load_weights(model, args.weights) if args.weights else None
     model.eval()
     dtype = torch_dtype(args.dtype)
+    store = args.out is not None and Path(args.out).suffix == ".zarr"
+    if store and args.method == "nystrom":
+        raise ValueError("--method nystrom writes no feature store; use --out phi.npy, or --method kronecker/dense")
     if args.method == "nystrom":
         L = Nystrom.choose_landmarks(_inputs(x), args.k, args.feature_seed)
         nys = Nystrom(model, L.tensors[0], kind=args.kind, dtype=dtype, batch_size=args.batch_size)
@@ -115,12 +127,39 @@ def run(args: argparse.Namespace) -> int:
         def sketch(inputs):
             return fmap(inputs, batch_size=args.batch_size, memory=args.memory, progress=args.progress)
 
-    Phi = sketch(x)
-    if args.out:
-        np.save(Path(args.out), Phi.detach().cpu().numpy(), allow_pickle=False)
-        print(f"{args.out}: {args.kind} features {list(Phi.shape)} {Phi.dtype}", file=sys.stderr)
+    Phi: torch.Tensor | FeatureStore
+    if store:
+        provenance = {
+            **run_record(args),
+            "dataset": {"name": args.dataset, "split": "train" if args.ridge is not None else args.split},
+            "model": model_record,
+            "weights": weights_record,
+            "seeds": {"model": args.seed, "data": args.data_seed, "features": args.feature_seed},
+        }
+        Phi = compute_features(
+            model,
+            x,
+            k=args.k,
+            out=args.out,
+            kind=args.kind,
+            method=args.method,
+            seed=args.feature_seed,
+            distribution=args.distribution,
+            dtype=dtype,
+            batch_size=args.batch_size,
+            memory=args.memory,
+            overwrite=args.overwrite,
+            progress=args.progress,
+            provenance=provenance,
+        )
+        print(f"{args.out}: {args.kind} features {list(Phi.shape)} {Phi.dtype}, complete", file=sys.stderr)
+    else:
+        Phi = in_memory = sketch(x)
+        if args.out:
+            np.save(Path(args.out), in_memory.detach().cpu().numpy(), allow_pickle=False)
+            print(f"{args.out}: {args.kind} features {list(Phi.shape)} {Phi.dtype}", file=sys.stderr)
     if args.ridge is not None:
-        scale = float(Phi.double().square().reshape(-1, Phi.shape[-1]).sum(1).mean())  # mean diag of K̂
+        scale = float(FeatureKernel(Phi).diagonal().double().mean())  # mean diag of K̂
         Y = torch.nn.functional.one_hot(torch.as_tensor(train.y), train.num_classes).double()
         ridge = FeatureRidge(args.ridge * scale).fit(Phi, Y)
         F = ridge.predict(sketch(torch.as_tensor(np.asarray(test.x))))
@@ -135,3 +174,30 @@ def run(args: argparse.Namespace) -> int:
 
 def _inputs(x):
     return Inputs.from_user(x, "x")
+
+
+def regress_features(args: argparse.Namespace) -> dict:
+    """``pntk regress --features``: ridge regression in ``k`` dimensions on a feature store, streamed.
+
+    Returns:
+        The JSON record: the stores, ``N``, ``k``, ``ridge``, ``seconds`` and, with ``--test-features`` and
+        ``--test-labels``, ``test_accuracy``.
+    """
+    from .regress import _targets  # regress imports this module
+
+    if args.labels is None:
+        raise ValueError("--features needs --labels (a .npy file of train labels [N] or targets [N, O])")
+    Phi = FeatureStore(args.features)
+    Y, _ = _targets(np.load(args.labels, allow_pickle=False), None)
+    ridge = args.ridge
+    if ridge is None:
+        ridge = args.ridge_rel * float(FeatureKernel(Phi).diagonal().double().mean())
+    model = FeatureRidge(ridge).fit(Phi, Y)
+    out = {"features": args.features, "test_features": args.test_features, "N": len(Phi), "k": Phi.k}
+    out["ridge"] = ridge
+    if args.test_features:
+        F = model.predict(FeatureStore(args.test_features))
+        if args.test_labels:
+            labels = np.load(args.test_labels, allow_pickle=False)
+            out["test_accuracy"] = float((F.argmax(-1) == labels).mean())
+    return out

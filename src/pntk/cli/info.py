@@ -17,7 +17,7 @@ _SHOWN = 8
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "info",
-        help="describe a kernel store: provenance, completeness, size on disk",
+        help="describe a kernel or feature store: provenance, completeness, size on disk",
         description="Describe a kernel store written by `pntk compute`: kind and shape, completeness, tiles, "
         "engine, fingerprints, versions, size on disk, and where its inputs and model came from (dataset, "
         "split, rows, labels, normalisation, model, weights and their sha256, seeds, command line).",
@@ -43,6 +43,25 @@ def run(args) -> int:
     }
     if args.json:
         print(json.dumps(summary, indent=2))
+        return 0
+    if store.spec.FORMAT.startswith("pntk-feature-store/"):
+        rows = [
+            ("features", f"{spec.kind.value} {list(store.shape)} {spec.dtype}"),
+            ("complete", "yes" if missing == 0 else f"no: {missing} of {total} blocks missing"),
+            ("blocks", f"{total} of {spec.tile} rows"),
+            ("map", f"{spec.method}, {spec.distribution}, seed {spec.seed}, block {spec.block[0]} × {spec.block[1]}"),
+            ("model", spec.model),
+            ("data", spec.data),
+            ("versions", ", ".join(f"{k} {v}" for k, v in attrs["versions"].items())),
+            ("created", attrs["created"]),
+            ("on disk", f"{format_bytes(summary['size_on_disk'])} (array {format_bytes(store.nbytes)})"),
+        ]
+        print(f"{store.path}: pntk feature store")
+        _table(rows)
+        record = store.provenance
+        if record:
+            print("provenance")
+            _table(provenance_rows(record))
         return 0
     layout = "symmetric: upper tiles computed, mirrored" if spec.symmetric else "rectangular"
     rows = [

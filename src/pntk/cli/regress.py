@@ -10,6 +10,7 @@ import torch
 
 from ..data import one_hot_targets
 from ..solvers import SolverOptions, ridge_regression
+from .features import regress_features
 from .operands import add_source_arguments, check_source, emit, load_network, network_operator, stored_operator
 
 _EPILOG = """\
@@ -40,6 +41,9 @@ def register(subparsers) -> None:
     t.add_argument("--test-store", help="with --store: the cross kernel K(x_test, X)")
     t.add_argument("--labels", help="with --store: .npy file of train labels [N] or targets [N, O]")
     t.add_argument("--test-labels", help="with --store: .npy file of test labels [M], for the accuracy")
+    f = p.add_argument_group("or features (pntk features --out phi.zarr): ridge regression in k dimensions")
+    f.add_argument("--features", help="a feature store of the training inputs, streamed block by block")
+    f.add_argument("--test-features", help="with --features: the test inputs' store, of the same map")
     r = p.add_argument_group("solver")
     r.add_argument("--ridge", type=float, help="λ (default: --ridge-rel times the mean diagonal of K)")
     r.add_argument("--ridge-rel", type=float, default=1e-3, help="λ relative to the mean diagonal (default: 1e-3)")
@@ -56,8 +60,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_source(args)
     start = time.perf_counter()
+    if args.features:
+        if args.store or args.model or args.dataset:
+            raise ValueError("pass --features alone, without --store, --model or --dataset")
+        emit({**regress_features(args), "seconds": round(time.perf_counter() - start, 3)}, args)
+        return 0
+    check_source(args)
     if args.store:
         if args.labels is None:
             raise ValueError("--store needs --labels (a .npy file of train labels [N] or targets [N, O])")

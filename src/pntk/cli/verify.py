@@ -6,14 +6,15 @@ import json
 import sys
 
 from ..errors import PntkError
-from ..store import KernelStore, StoreLock
+from ..store import StoreLock, store_type
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "verify",
-        help="check a kernel store's tiles against their checksums",
-        description="Read every finished tile of a kernel store written by `pntk compute` and check it against "
+        help="check a kernel or feature store's tiles against their checksums",
+        description="Read every finished tile of a kernel store written by `pntk compute` (or every block of rows "
+        "of a feature store written by `pntk features --out`) and check it against "
         "the checksums recorded when it was written. Damaged, truncated or missing chunks are listed by tile; "
         "rerunning the same `pntk compute` computes them again. Exit status: 0 when every finished tile is "
         "intact, 1 when some are damaged, 2 on error.",
@@ -34,13 +35,13 @@ def run(args) -> int:
         if args.repair:
             lock = StoreLock(args.store)
             try:
-                store = KernelStore(args.store, writable=True)
+                store = store_type(args.store)(args.store, writable=True)
                 store.discard_partial_writes()
                 report = store.repair()
             finally:
                 lock.release()
         else:
-            store = KernelStore(args.store)
+            store = store_type(args.store)(args.store)
             report = store.verify()
     except (PntkError, FileNotFoundError, ValueError) as err:
         print(f"pntk verify: error: {err}", file=sys.stderr)
@@ -66,5 +67,5 @@ def run(args) -> int:
         print(f"  {report.rebuilt} ledger entries rebuilt from chunks that verify")
     if not report.ok:
         fix = "they are forgotten; " if args.repair else ""
-        print(f"  {fix}rerun the same `pntk compute` command to compute them again")
+        print(f"  {fix}rerun {store.RERUN} to compute them again")
     return 0 if report.ok else 1

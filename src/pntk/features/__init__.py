@@ -4,7 +4,8 @@
   Kronecker projections (dense projections for parameters without a rule), for every kind;
 - :class:`Nystrom`: features from landmark samples and exact kernel columns;
 - :class:`FeatureKernel`: ``Φ Φᵀ`` as a linear operator, with its spectrum from the ``k × k`` Gram;
-- :class:`FeatureRidge` and :func:`feature_regression`: kernel ridge regression solved in ``k`` dimensions.
+- :class:`FeatureRidge` and :func:`feature_regression`: kernel ridge regression solved in ``k`` dimensions;
+- :func:`compute_features` / :class:`FeatureStore`: the rows of ``Φ`` in a resumable Zarr store, streamed.
 
 The package itself is callable: ``pntk.features(model, x, k=...)`` is :func:`features`, so that the function
 the design names and the namespace of its classes (``pntk.features.FeatureKernel``) are one object.
@@ -18,14 +19,18 @@ from .nystrom import Nystrom
 from .projection import Distribution
 from .regression import FeatureRidge, feature_regression
 from .sketch import FeatureMap, Method, features
+from .store import FeatureSpec, FeatureStore, compute_features
 
 __all__ = [
     "Distribution",
     "FeatureKernel",
     "FeatureMap",
     "FeatureRidge",
+    "FeatureSpec",
+    "FeatureStore",
     "Method",
     "Nystrom",
+    "compute_features",
     "feature_regression",
     "features",
 ]

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator
 from torch import Tensor
+
+from .store import FeatureStore
+
+Features = Tensor | np.ndarray | FeatureStore
 
 
 class FeatureKernel:
@@ -17,8 +23,11 @@ class FeatureKernel:
     :func:`pntk.analysis.kernel_regression_cg`, … The whole spectrum comes from the ``k × k`` Gram
     (:meth:`eigenvalues`), ridge regression from a ``k × k`` solve (:class:`pntk.features.FeatureRidge`).
 
+    Features in a :class:`~pntk.features.FeatureStore` (:func:`pntk.compute_features`) are read a block of
+    rows at a time in every product, so that ``Φ`` is never held whole (except by :meth:`to_dense`).
+
     Args:
-        Phi1: ``[N1, k]`` or ``[N1, O, k]`` features (torch tensor or NumPy array).
+        Phi1: ``[N1, k]`` or ``[N1, O, k]`` features (torch tensor, NumPy array or feature store).
         Phi2: ``[N2, k]`` or ``[N2, O, k]`` features of the same map; ``None`` for ``Phi1`` (symmetric).
 
     Raises:
@@ -35,10 +44,10 @@ class FeatureKernel:
         True
     """
 
-    def __init__(self, Phi1: Tensor | np.ndarray, Phi2: Tensor | np.ndarray | None = None) -> None:
-        Phi1 = torch.as_tensor(Phi1)
-        Phi2 = Phi1 if Phi2 is None else torch.as_tensor(Phi2)
-        if Phi1.dim() not in (2, 3) or Phi1.dim() != Phi2.dim():
+    def __init__(self, Phi1: Features, Phi2: Features | None = None) -> None:
+        Phi1 = _features(Phi1)
+        Phi2 = Phi1 if Phi2 is None else _features(Phi2)
+        if len(Phi1.shape) not in (2, 3) or len(Phi1.shape) != len(Phi2.shape):
             raise ValueError(
                 f"features must both be [N, k] or both [N, O, k]; got shapes {list(Phi1.shape)} and {list(Phi2.shape)}"
             )
@@ -52,7 +61,7 @@ class FeatureKernel:
     @property
     def outputs(self) -> int:
         """Rows per sample: ``O`` for eNTK features, else 1."""
-        return self.Phi1.shape[1] if self.Phi1.dim() == 3 else 1
+        return self.Phi1.shape[1] if len(self.Phi1.shape) == 3 else 1
 
     @property
     def k(self) -> int:
@@ -66,19 +75,32 @@ class FeatureKernel:
 
     @property
     def dtype(self) -> torch.dtype:
+        if isinstance(self.Phi1, FeatureStore):
+            return torch.from_numpy(np.empty(0, self.Phi1.dtype)).dtype
         return self.Phi1.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.Phi1.device
+        return torch.device("cpu") if isinstance(self.Phi1, FeatureStore) else self.Phi1.device
 
     @property
     def T(self) -> FeatureKernel:
         """``Φ2 Φ1ᵀ``."""
         return FeatureKernel(self.Phi2, self.Phi1)
 
-    def _flat(self, Phi: Tensor) -> Tensor:
-        return Phi.reshape(-1, self.k)
+    def _flat(self, Phi: Tensor | FeatureStore) -> Tensor:
+        """All of ``Φ`` as rows ``[N·O, k]`` (a store is read whole)."""
+        return torch.as_tensor(Phi.numpy() if isinstance(Phi, FeatureStore) else Phi).reshape(-1, self.k)
+
+    def _blocks(self, Phi: Tensor | FeatureStore) -> Iterator[tuple[slice, Tensor]]:
+        """``Φ`` as blocks of rows ``[B·O, k]`` and their rows of the flat ``[N·O, k]``: a store's chunks, or a
+        tensor whole."""
+        if not isinstance(Phi, FeatureStore):
+            yield slice(0, Phi.shape[0] * self.outputs), Phi.reshape(-1, self.k)
+            return
+        O = self.outputs
+        for rows, block in Phi.blocks():
+            yield slice(rows.start * O, rows.stop * O), block.reshape(-1, self.k)
 
     def __matmul__(self, V: Tensor | np.ndarray) -> Tensor | np.ndarray:
         """``K̂ V`` for ``V`` ``[N2]`` or ``[N2, c]`` (eNTK: ``[N2, O]``, ``[N2, O, c]`` or flat ``[N2·O]``,
@@ -91,8 +113,9 @@ class FeatureKernel:
         if W.dim() == 0 or W.shape[0] * (O if structured else 1) != N2:
             raise ValueError(f"cannot multiply the {self.shape} feature kernel with an array of shape {list(W.shape)}")
         trailing = tuple(W.shape[2 if structured else 1 :])
-        P1, P2 = self._flat(self.Phi1).to(W.dtype), self._flat(self.Phi2).to(W.dtype)
-        out = P1 @ (P2.T @ W.reshape(N2, -1))
+        W = W.reshape(N2, -1)
+        Z = sum((P.to(W).T @ W[rows] for rows, P in self._blocks(self.Phi2)), W.new_zeros(self.k, W.shape[1]))
+        out = torch.cat([P.to(W) @ Z for _, P in self._blocks(self.Phi1)])
         out = out.reshape(((self.Phi1.shape[0], O) if structured else (self.shape[0],)) + trailing)
         return out.cpu().numpy() if numpy else out
 
@@ -104,12 +127,13 @@ class FeatureKernel:
         """
         if self.shape[0] != self.shape[1]:
             raise ValueError(f"a {self.shape} feature kernel has no diagonal; it is not square")
+        if self.Phi2 is self.Phi1:
+            return torch.cat([P.square().sum(-1) for _, P in self._blocks(self.Phi1)])
         return (self._flat(self.Phi1) * self._flat(self.Phi2)).sum(-1)
 
     def gram(self) -> Tensor:
         """``Φ1ᵀ Φ1`` ``[k, k]``, whose nonzero eigenvalues are those of ``Φ1 Φ1ᵀ``."""
-        P = self._flat(self.Phi1)
-        return P.T @ P
+        return sum((P.T @ P for _, P in self._blocks(self.Phi1)), torch.zeros(self.k, self.k, dtype=self.dtype))
 
     def eigenvalues(self) -> Tensor:
         """The eigenvalues of ``Φ Φᵀ`` (symmetric operators), descending: its ``min(N·O, k)`` possibly nonzero
@@ -120,8 +144,15 @@ class FeatureKernel:
         """
         if self.Phi2 is not self.Phi1:
             raise ValueError("eigenvalues() needs a symmetric feature kernel FeatureKernel(Phi)")
-        P = self._flat(self.Phi1).double()
-        lam = torch.linalg.eigvalsh(P.T @ P) if P.shape[0] >= P.shape[1] else torch.linalg.eigvalsh(P @ P.T)
+        if self.shape[0] >= self.k:
+            G = torch.zeros(self.k, self.k, dtype=torch.float64)
+            for _, P in self._blocks(self.Phi1):
+                P = P.double().cpu()
+                G += P.T @ P
+            lam = torch.linalg.eigvalsh(G)
+        else:
+            P = self._flat(self.Phi1).double()
+            lam = torch.linalg.eigvalsh(P @ P.T)
         return lam.flip(0).clamp(min=0)
 
     def to_dense(self) -> Tensor:
@@ -129,7 +160,21 @@ class FeatureKernel:
         return self._flat(self.Phi1) @ self._flat(self.Phi2).T
 
     def to_scipy(self) -> LinearOperator:
-        """A float64 SciPy ``LinearOperator`` view (products stay ``O((N1 + N2) k)``)."""
+        """A float64 SciPy ``LinearOperator`` view (products stay ``O((N1 + N2) k)``; a store is streamed)."""
+        if isinstance(self.Phi1, FeatureStore) or isinstance(self.Phi2, FeatureStore):
+            T = self.T
+
+            def product(op: FeatureKernel, V: np.ndarray) -> np.ndarray:
+                return np.asarray(op @ np.asarray(V, dtype=np.float64))
+
+            return LinearOperator(
+                self.shape,
+                matvec=lambda v: product(self, np.asarray(v).reshape(-1)),
+                matmat=lambda V: product(self, V),
+                rmatvec=lambda v: product(T, np.asarray(v).reshape(-1)),
+                rmatmat=lambda V: product(T, V),
+                dtype=np.float64,
+            )
         P1 = self._flat(self.Phi1).detach().cpu().double().numpy()
         P2 = self._flat(self.Phi2).detach().cpu().double().numpy()
         return LinearOperator(
@@ -140,3 +185,7 @@ class FeatureKernel:
             rmatmat=lambda V: P2 @ (P1.T @ V),
             dtype=np.float64,
         )
+
+
+def _features(Phi: Features) -> Tensor | FeatureStore:
+    return Phi if isinstance(Phi, FeatureStore) else torch.as_tensor(Phi)

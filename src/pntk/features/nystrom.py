@@ -13,6 +13,14 @@ from ..kernels.inputs import InputLike, Inputs
 from ..kernels.kinds import Kind
 from .projection import seed_for
 
+# NOTE: [Nyström's cut-off]
+# The usual numerical-rank rule, ``m·ε·λ_max`` (NumPy's matrix_rank), is far too strict here: a network's kernel
+# has one eigenvalue far above the rest (the mean mode), so in float32 with ``m = 4096`` landmarks it kept 257
+# of 4,096 directions of an MLP's pNTK on MNIST-1D, losing 11.5% of the trace, and ridge regression on those
+# features reached 0.478 test accuracy where all 4,096 reach 0.684 (N = 20,000). Float32 columns cut at
+# ``10⁻⁷·λ_max`` (about ``ε``) gave the accuracy of float64 columns (to 0.0006), so the directions between the two
+# cut-offs hold signal, not rounding noise.
+
 
 class Nystrom:
     r"""The Nyström feature map of ``m`` landmarks ``L``: ``Φ(x) = K(x, L)\, U Λ^{-1/2}``.
@@ -35,7 +43,8 @@ class Nystrom:
         model: the network.
         landmarks: ``[m, *input]`` landmark inputs (tensor, tuple or dict).
         kind: ``"pntk"``, ``"trace"`` or ``"entk"``.
-        rtol: relative cut-off for the eigenvalues of ``K(L, L)``.
+        rtol: relative cut-off for the eigenvalues of ``K(L, L)``; default the machine epsilon of its dtype
+            (below ``ε·λ_max`` an eigenvalue is rounding noise). See the note [Nyström's cut-off].
         params, dtype, batch_size: as for :func:`pntk.kernel`.
 
     Example:
@@ -63,10 +72,9 @@ class Nystrom:
         self.landmarks = landmarks
         self.params, self.dtype, self.batch_size = params, dtype, batch_size
         K_LL = self._kernel(landmarks, None)
-        m = K_LL.shape[0]
         lam, U = torch.linalg.eigh(K_LL)
         if rtol is None:
-            rtol = m * torch.finfo(lam.dtype).eps
+            rtol = torch.finfo(lam.dtype).eps  # see the note [Nyström's cut-off]
         keep = lam > rtol * lam.max().clamp(min=0)
         if not bool(keep.any()):
             raise ValueError("the kernel of the landmarks is zero; choose other landmarks or check the model")

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..analysis import IllConditionedKernelError, IllConditionedKernelWarning, OnSingular
 from ..choices import parse_enum
+from .store import FeatureStore
 
 
 def _numpy(a, name: str) -> np.ndarray:
@@ -63,6 +64,9 @@ class FeatureRidge:
     eNTK solve does. The result equals kernel ridge regression with ``K̂ = Φ Φᵀ``; with ``ridge = 0`` and a
     singular Gram, the minimum-norm solution (after a warning, by default).
 
+    A :class:`~pntk.features.FeatureStore` (:func:`pntk.compute_features`) is streamed a block of rows at a
+    time by :meth:`fit` and :meth:`predict`.
+
     Memory: one float64 ``k × k`` Gram and ``k × O`` right-hand side, whatever ``N``. Cost: ``N·k²`` to
     accumulate, ``k³/3`` to solve. Each chunk's Gram is computed in the features' dtype (float32 features: at
     the float32 matmul rate) and summed in float64, so rounding grows with the chunk's length, not with ``N``.
@@ -103,16 +107,26 @@ class FeatureRidge:
         """Fit on all rows at once (forgetting earlier ones).
 
         Args:
-            Phi: ``[N, k]`` or ``[N, O, k]`` features.
+            Phi: ``[N, k]`` or ``[N, O, k]`` features, or a feature store of them (read a block at a time).
             Y: ``[N, O]`` targets (``[N]`` for one output).
             f0: ``[N, O]`` outputs at initialisation, subtracted from ``Y``; ``None`` for 0.
 
         Returns:
             ``self``, fitted.
+
+        Raises:
+            ValueError: shapes that disagree; NaN or Inf.
+            StoreError: a store that is not complete.
         """
         self.gram = self.rhs = self._coef = None
         self.N = 0
-        return self.partial_fit(Phi, Y, f0)
+        if not isinstance(Phi, FeatureStore):
+            return self.partial_fit(Phi, Y, f0)
+        if len(Y) != len(Phi):
+            raise ValueError(f"{Phi.path} holds features of {len(Phi)} samples, and Y has {len(Y)} rows")
+        for rows, block in Phi.blocks():
+            self.partial_fit(block, Y[rows], None if f0 is None else f0[rows])
+        return self
 
     def partial_fit(self, Phi, Y, f0=None) -> FeatureRidge:
         """Add a chunk of rows to the Gram ``ΦᵀΦ`` and ``Φᵀ(Y − f0)``; the solve happens on first use.
@@ -155,12 +169,12 @@ class FeatureRidge:
         if self.gram is None:
             raise ValueError("FeatureRidge has seen no data; call fit() or partial_fit() first")
         if self._coef is None:
-            self._coef = self._solve()
+            self._coef = self._solve(self.ridge)
         return self._coef
 
-    def _solve(self) -> np.ndarray:
+    def _solve(self, ridge: float) -> np.ndarray:
         assert self.gram is not None and self.rhs is not None
-        A = self.gram + self.ridge * np.eye(self.gram.shape[0])
+        A = self.gram + ridge * np.eye(self.gram.shape[0])
         rhs: np.ndarray = self.rhs
         try:
             L = cho_factor(A, lower=True)
@@ -171,7 +185,7 @@ class FeatureRidge:
         except np.linalg.LinAlgError:
             pass
         message = (
-            f"ΦᵀΦ + λI (k = {A.shape[0]}, λ = {self.ridge:g}) is singular or ill-conditioned; using the "
+            f"ΦᵀΦ + λI (k = {A.shape[0]}, λ = {ridge:g}) is singular or ill-conditioned; using the "
             "minimum-norm solution. Add ridge > 0 for a well-posed problem"
         )
         if self.on_singular is OnSingular.RAISE:
@@ -186,9 +200,13 @@ class FeatureRidge:
         """``f0(x) + Φ(x) W``: ``[M, O]`` float64 (``[M]`` if ``Y`` was ``[N]``).
 
         Args:
-            Phi: ``[M, k]`` or ``[M, O, k]`` features of new inputs from the same map.
+            Phi: ``[M, k]`` or ``[M, O, k]`` features of new inputs from the same map, or a feature store of
+                them (read a block at a time).
             f0: ``[M, O]`` outputs at initialisation; ``None`` for 0.
         """
+        if isinstance(Phi, FeatureStore):
+            parts = [self.predict(block, None if f0 is None else f0[rows]) for rows, block in Phi.blocks()]
+            return np.concatenate(parts)
         P, O_phi = _rows(Phi, "Phi")
         W = self.coef
         if P.shape[1] != W.shape[0] or O_phi != self.O:
@@ -200,6 +218,44 @@ class FeatureRidge:
         if f0 is not None:
             F = F + _numpy(f0, "f0").reshape(F.shape)
         return F[:, 0] if self.squeeze else F
+
+    def predict_path(self, Phi, ridges, f0=None) -> np.ndarray:
+        """Predictions for several ridges from the one accumulated Gram: what ``FeatureRidge(λ)`` fitted on the
+        same rows would predict, for each ``λ`` of ``ridges`` (e.g. to choose ``λ`` on held-out rows, which
+        :meth:`partial_fit` can add to the fit afterwards). Cost: a ``k × k`` Cholesky factorisation
+        (``k³/3``) and ``M·k·O`` per ridge.
+
+        Args:
+            Phi: ``[M, k]`` or ``[M, O, k]`` features of the inputs to predict (not a store).
+            ridges: the ``λ ≥ 0`` to try.
+            f0: ``[M, O]`` outputs at initialisation; ``None`` for 0.
+
+        Returns:
+            ``[len(ridges), M, O]`` float64 (``[len(ridges), M]`` if ``Y`` was ``[N]``).
+
+        Raises:
+            ValueError: before any fit, a negative ridge, or features of another map.
+            IllConditionedKernelError: a singular system with ``on_singular="raise"``.
+        """
+        if self.gram is None or self.rhs is None:
+            raise ValueError("FeatureRidge has seen no data; call fit() or partial_fit() first")
+        lams = np.asarray(ridges, dtype=np.float64).reshape(-1)
+        if (lams < 0).any():
+            raise ValueError(f"ridges must be non-negative; got {lams.tolist()}")
+        P, O_phi = _rows(Phi, "Phi")
+        if P.shape[1] != self.gram.shape[0] or O_phi != self.O:
+            raise ValueError(
+                f"features of shape {list(np.shape(Phi))} do not come from the map the model was fitted on"
+            )
+        P64 = P.double().cpu().numpy()
+        out = []
+        for lam in lams:
+            F = P64 @ self._solve(float(lam))
+            F = F.reshape(-1, O_phi) if O_phi > 1 else F
+            if f0 is not None:
+                F = F + _numpy(f0, "f0").reshape(F.shape)
+            out.append(F[:, 0] if self.squeeze else F)
+        return np.stack(out)
 
 
 def feature_regression(

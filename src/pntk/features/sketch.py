@@ -125,7 +125,7 @@ class FeatureMap:
 
     def __call__(
         self,
-        x: InputLike,
+        x: InputLike | Inputs,
         *,
         batch_size: int | None = None,
         memory: int | str | None = None,
@@ -138,11 +138,11 @@ class FeatureMap:
         batch size; the same chunks give the same bits).
         """
         kind = self.kind
-        X = Inputs.from_user(x, "x")
+        X = x if isinstance(x, Inputs) else Inputs.from_user(x, "x")
         p = self._plan(X)
         X = p.fm.prepare_inputs(X, "x")
         N, r = len(X), outputs_per_sample(p.fm, kind) if kind is Kind.ENTK else 1
-        batch_size = pass_chunk(p.fm, N, p.per_sample_bytes, memory=memory, batch_size=batch_size)
+        batch_size = self.batch_size(X, memory=memory, batch_size=batch_size)
         Phi = torch.empty(N, r, self.k, dtype=p.fm.dtype, device=p.fm.device)
         starts = range(0, N, batch_size)
         if progress is None:
@@ -151,6 +151,24 @@ class FeatureMap:
             rows = slice(s, min(s + batch_size, N))
             self._project(p, X[rows], kind, Phi[rows])
         return Phi if kind is Kind.ENTK else Phi[:, 0]
+
+    def batch_size(
+        self,
+        x: InputLike | Inputs,
+        *,
+        n: int | None = None,
+        memory: int | str | None = None,
+        batch_size: int | None = None,
+    ) -> int:
+        """Samples per pass for inputs shaped like ``x`` (``[N, *input]``): ``batch_size`` when given, else the
+        most whose work fits ``memory`` (:func:`pntk.planning.pass_chunk`), at most ``n`` (default ``N``).
+
+        Raises:
+            ValueError: ``batch_size`` is not a positive integer, or ``memory`` not a size.
+        """
+        X = x if isinstance(x, Inputs) else Inputs.from_user(x, "x")
+        p = self._plan(X)
+        return pass_chunk(p.fm, n or len(X), p.per_sample_bytes, memory=memory, batch_size=batch_size)
 
     def state_bytes(self, x: InputLike) -> int:
         """The bytes of projection state the map holds for inputs shaped like ``x`` (a dense projection's
