@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import numpy as np
 import torch
-from scipy.sparse.linalg import LinearOperator
+from scipy.sparse.linalg import LinearOperator as ScipyOperator
 from torch import Tensor
 
+from ..operators.base import LinearOperator
 from .store import FeatureStore
 
 Features = Tensor | np.ndarray | FeatureStore
 
 
-class FeatureKernel:
+class FeatureKernel(LinearOperator):
     """The linear operator ``K̂ = Φ1 Φ2ᵀ`` of features ``Φ1`` ``[N1, k]`` and ``Φ2`` ``[N2, k]``.
 
     eNTK features ``[N, O, k]`` give the ``(N1·O) × (N2·O)`` matrix with row ``n·O + a`` (the eNTK's sample-major
-    layout). A product costs ``(N1 + N2)·k`` multiply-adds per column instead of ``N1·N2``, and every analysis
-    that takes an operator (``to_scipy()``) accepts it: :func:`pntk.analysis.extreme_eigenvalues`,
-    :func:`pntk.analysis.kernel_regression_cg`, … The whole spectrum comes from the ``k × k`` Gram
-    (:meth:`eigenvalues`), ridge regression from a ``k × k`` solve (:class:`pntk.features.FeatureRidge`).
+    layout). A product costs ``(N1 + N2)·k`` multiply-adds per column instead of ``N1·N2``. It is a pntk
+    operator, so every analysis that takes one accepts it and never forms it:
+    :func:`pntk.analysis.extreme_eigenvalues`, :func:`pntk.analysis.kernel_regression`,
+    :func:`pntk.analysis.gradient_flow`, :func:`pntk.analysis.compare`, :mod:`pntk.solvers`. The whole
+    spectrum comes from the ``k × k`` Gram (:meth:`eigenvalues`), ridge regression from a ``k × k`` solve
+    (:class:`pntk.features.FeatureRidge`).
 
     Features in a :class:`~pntk.features.FeatureStore` (:func:`pntk.compute_features`) are read a block of
     rows at a time in every product, so that ``Φ`` is never held whole (except by :meth:`to_dense`).
@@ -57,6 +61,12 @@ class FeatureKernel:
                 "inputs with the same k, kind and seed"
             )
         self.Phi1, self.Phi2 = Phi1, Phi2
+        O = Phi1.shape[1] if len(Phi1.shape) == 3 else 1
+        if isinstance(Phi1, FeatureStore):
+            dtype, device = torch.from_numpy(np.empty(0, Phi1.dtype)).dtype, torch.device("cpu")
+        else:
+            dtype, device = Phi1.dtype, Phi1.device
+        super().__init__((Phi1.shape[0] * O, Phi2.shape[0] * O), dtype, device)
 
     @property
     def outputs(self) -> int:
@@ -68,25 +78,15 @@ class FeatureKernel:
         """The number of features."""
         return self.Phi1.shape[-1]
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(N1, N2)``, or ``(N1·O, N2·O)`` for the eNTK."""
-        return (self.Phi1.shape[0] * self.outputs, self.Phi2.shape[0] * self.outputs)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        if isinstance(self.Phi1, FeatureStore):
-            return torch.from_numpy(np.empty(0, self.Phi1.dtype)).dtype
-        return self.Phi1.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu") if isinstance(self.Phi1, FeatureStore) else self.Phi1.device
-
-    @property
-    def T(self) -> FeatureKernel:
+    def _transpose(self) -> FeatureKernel:
         """``Φ2 Φ1ᵀ``."""
         return FeatureKernel(self.Phi2, self.Phi1)
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        return cast(Tensor, self @ V)
+
+    def _rmatmat(self, U: Tensor) -> Tensor:
+        return cast(Tensor, self._transpose() @ U)
 
     def _flat(self, Phi: Tensor | FeatureStore) -> Tensor:
         """All of ``Φ`` as rows ``[N·O, k]`` (a store is read whole)."""
@@ -155,19 +155,20 @@ class FeatureKernel:
             lam = torch.linalg.eigvalsh(P @ P.T)
         return lam.flip(0).clamp(min=0)
 
-    def to_dense(self) -> Tensor:
-        """``Φ1 Φ2ᵀ`` as a matrix ``[N1, N2]`` (``[N1·O, N2·O]``): ``N1·N2`` numbers."""
+    def to_dense(self, chunk: int = 0) -> Tensor:
+        """``Φ1 Φ2ᵀ`` as a matrix ``[N1, N2]`` (``[N1·O, N2·O]``): ``N1·N2`` numbers, in one product of the
+        features (``chunk`` is not used: there are no unit vectors to multiply)."""
         return self._flat(self.Phi1) @ self._flat(self.Phi2).T
 
-    def to_scipy(self) -> LinearOperator:
+    def to_scipy(self) -> ScipyOperator:
         """A float64 SciPy ``LinearOperator`` view (products stay ``O((N1 + N2) k)``; a store is streamed)."""
         if isinstance(self.Phi1, FeatureStore) or isinstance(self.Phi2, FeatureStore):
-            T = self.T
+            T = self._transpose()
 
             def product(op: FeatureKernel, V: np.ndarray) -> np.ndarray:
                 return np.asarray(op @ np.asarray(V, dtype=np.float64))
 
-            return LinearOperator(
+            return ScipyOperator(
                 self.shape,
                 matvec=lambda v: product(self, np.asarray(v).reshape(-1)),
                 matmat=lambda V: product(self, V),
@@ -177,7 +178,7 @@ class FeatureKernel:
             )
         P1 = self._flat(self.Phi1).detach().cpu().double().numpy()
         P2 = self._flat(self.Phi2).detach().cpu().double().numpy()
-        return LinearOperator(
+        return ScipyOperator(
             self.shape,
             matvec=lambda v: P1 @ (P2.T @ np.asarray(v).reshape(-1)),
             matmat=lambda V: P1 @ (P2.T @ V),
