@@ -21,11 +21,16 @@ class Preconditioner(str, enum.Enum):
       columns (Frangella, Tropp & Udell 2023); best when the spectrum decays fast.
     - ``PIVOTED_CHOLESKY``: randomised pivoted Cholesky ``K ≈ F Fᵀ`` (Chen, Epperly, Tropp & Webber 2024):
       pivots drawn by the residual diagonal, ``rank`` columns read in blocks; needs the exact diagonal.
+    - ``KRONECKER``: for an eNTK operator ``Θ`` (``pntk.operator(..., kind="entk")``): the pNTK's randomised
+      pivoted Cholesky of rank ``rank``, ``⊗ I_O`` (:func:`pntk.solvers.kronecker`), since ``Θ ≈ K ⊗ I_O``;
+      its columns cost ``O²`` times less than the eNTK's. For an eNTK given otherwise, build it with
+      :func:`pntk.solvers.kronecker` and pass it as ``preconditioner=``.
     - ``NONE``: plain conjugate gradients.
     """
 
     NYSTROM = "nystrom"
     PIVOTED_CHOLESKY = "pivoted_cholesky"
+    KRONECKER = "kronecker"
     NONE = "none"
 
 
