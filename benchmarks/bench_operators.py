@@ -225,8 +225,8 @@ def dense_check(model, X, Xt, y, *, rank: int, memory, float32_dense: bool) -> d
     m64 = copy.deepcopy(model).double()
     X64, Xt64 = X.double(), Xt.double()
     t0 = time.perf_counter()
-    K = pntk.pntk(m64, X64).numpy()
-    K_test = pntk.pntk(m64, Xt64, X64).numpy()
+    K = pntk.pntk(m64, X64, memory=memory).numpy()
+    K_test = pntk.pntk(m64, Xt64, X64, memory=memory).numpy()
     out["dense_form_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     dense_eig = scipy.sparse.linalg.eigsh(K, k=10, which="LA", tol=0, return_eigenvectors=False)[::-1]
@@ -245,10 +245,10 @@ def dense_check(model, X, Xt, y, *, rank: int, memory, float32_dense: bool) -> d
     if float32_dense:
         K = np.empty((N, N))
         for s in range(0, N, 2000):  # row blocks, so that the float32 and float64 copies are never both whole
-            K[s : s + 2000] = pntk.pntk(model, X[s : s + 2000], X).double().numpy()
+            K[s : s + 2000] = pntk.pntk(model, X[s : s + 2000], X, memory=memory).double().numpy()
         K[np.diag_indices_from(K)] += ridge
         factor = scipy.linalg.cho_factor(K, overwrite_a=True, check_finite=False)
-        K_test32 = pntk.pntk(model, Xt, X).double().numpy()
+        K_test32 = pntk.pntk(model, Xt, X, memory=memory).double().numpy()
         out["float32_kernel_prediction_relative_error"] = rel(K_test32 @ scipy.linalg.cho_solve(factor, Y.numpy()))
         del K, factor
     harness.emit(dict(out))  # the dense half, should the iterative half be killed

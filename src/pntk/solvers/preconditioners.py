@@ -24,7 +24,6 @@ import torch
 from torch import Tensor
 
 from ..choices import parse_enum
-from ..operators.base import LinearOperator
 from .operand import as_operator, product
 from .options import Preconditioner
 
@@ -52,11 +51,11 @@ class LowRankPreconditioner:
         return R + self.U @ (UR * ((floor / (self.eigenvalues + self.ridge)).unsqueeze(1) - 1))
 
 
-def nystrom(op: LinearOperator, rank: int, ridge: float, *, seed: int = 0) -> LowRankPreconditioner:
+def nystrom(op: Any, rank: int, ridge: float, *, seed: int = 0) -> LowRankPreconditioner:
     """Randomised Nyström preconditioner: one product with ``rank`` Gaussian columns.
 
     Args:
-        op: the symmetric positive semi-definite ``[n, n]`` kernel.
+        op: the symmetric positive semi-definite ``[n, n]`` kernel: tensor, array, operator or store.
         rank: ``r``, at most ``n``.
         ridge: ``λ > 0``.
         seed: the seed of the Gaussian test matrix.
@@ -64,6 +63,7 @@ def nystrom(op: LinearOperator, rank: int, ridge: float, *, seed: int = 0) -> Lo
     Returns:
         The preconditioner. Cost: one product with ``r`` columns, a QR, a Cholesky and an SVD of ``[n, r]``.
     """
+    op = as_operator(op, "op")
     n = op.shape[0]
     r = min(rank, n)
     g = torch.Generator(device="cpu").manual_seed(seed)
@@ -79,9 +79,7 @@ def nystrom(op: LinearOperator, rank: int, ridge: float, *, seed: int = 0) -> Lo
     return LowRankPreconditioner(U, (S.square() - nu).clamp(min=0), ridge, r)
 
 
-def pivoted_cholesky(
-    op: LinearOperator, rank: int, ridge: float, *, block: int = 32, seed: int = 0
-) -> LowRankPreconditioner:
+def pivoted_cholesky(op: Any, rank: int, ridge: float, *, block: int = 32, seed: int = 0) -> LowRankPreconditioner:
     """Randomised pivoted Cholesky preconditioner: ``K ≈ F Fᵀ`` from ``rank`` columns of ``K``.
 
     Pivots are drawn ``block`` at a time with probability proportional to the diagonal of the residual
@@ -90,7 +88,8 @@ def pivoted_cholesky(
     dense layer costs ``N·s·(n + m)`` instead of ``N·s·n·m``). Needs the operator's exact diagonal.
 
     Args:
-        op: the symmetric positive semi-definite ``[n, n]`` kernel, with ``diagonal()``.
+        op: the symmetric positive semi-definite ``[n, n]`` kernel (tensor, array, operator or store) with its
+            exact diagonal.
         rank: the most columns read, at most ``n``.
         ridge: ``λ > 0``.
         block: pivots per product.
@@ -99,6 +98,7 @@ def pivoted_cholesky(
     Returns:
         The preconditioner. Cost: ``rank`` columns in blocks of ``block``, ``O(n · rank²)`` flops.
     """
+    op = as_operator(op, "op")
     n = op.shape[0]
     d = op.diagonal().to(torch.float64).clone()
     g = torch.Generator(device="cpu").manual_seed(seed)
