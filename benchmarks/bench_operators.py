@@ -483,6 +483,9 @@ def figure(inputs: list[str], out: str) -> None:
         "torch_func": "torch.func vjp/jvp snippet",
         "dense": "dense pNTK: form + multiply",
         "store": "store: stream tiles",
+        "nt": "neural-tangents empirical_ntk_vp_fn (jit)",
+        "nt_vmap": "neural-tangents, vmap over columns",
+        "nt_loop": "neural-tangents, loop over columns",
     }
     colors = {m: f"C{i}" for i, m in enumerate(labels)}
     threads = sorted({r["job"].get("threads", 2) for r in rows})

@@ -152,3 +152,30 @@ def test_with_kind_gives_the_pntk_beside_the_entk(pair):
     torch.testing.assert_close(pntk_op @ V, pntk.pntk(m64, x) @ V, rtol=1e-10, atol=1e-10)
     cross = pntk.operator(m64, xt, x, kind="entk").with_kind("trace")
     torch.testing.assert_close(cross @ V, pntk.kernel(m64, xt, x, kind="trace") @ V, rtol=1e-10, atol=1e-10)
+
+
+def test_the_default_preconditioner_and_its_stand_in_for_an_operator_without_a_diagonal():
+    from pntk.operators import LinearOperator
+
+    class ProductsOnly(LinearOperator):
+        def __init__(self, M: torch.Tensor) -> None:
+            super().__init__(tuple(M.shape), M.dtype, M.device)
+            self.M = M
+
+        def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+            return self.M @ V
+
+    g = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(200, 200, generator=g, dtype=F64))
+    K = (Q * 0.95 ** torch.arange(200, dtype=F64)) @ Q.T
+    Y = torch.randn(200, 2, generator=g, dtype=F64)
+    expected = torch.linalg.solve(K + 1e-4 * torch.eye(200, dtype=F64), Y)
+    options = SolverOptions(tol=1e-10, rank=100)
+    assert SolverOptions().preconditioner == "pivoted_cholesky"
+    plain = pcg(K, Y, ridge=1e-4, options=SolverOptions(tol=1e-10, preconditioner="none"))
+    for op in (K, ProductsOnly(K)):  # pivoted Cholesky; Nyström for the operator that has no diagonal
+        r = pcg(op, Y, ridge=1e-4, options=options)
+        assert r.converged and 2 * r.iterations < plain.iterations
+        torch.testing.assert_close(r.solution, expected, rtol=0, atol=1e-6 * expected.abs().max().item())
+    with pytest.raises(NotImplementedError):
+        ProductsOnly(K).diagonal()
