@@ -1,4 +1,5 @@
-"""Preconditioned conjugate gradients for ``(K + λI) W = Y``, all columns of ``Y`` sharing each product."""
+"""Preconditioned conjugate gradients for ``(K + λI) W = Y``, all columns of ``Y`` sharing each product, and
+mixed-precision iterative refinement around them (fast float32 products, residuals from a float64 operator)."""
 
 from __future__ import annotations
 
