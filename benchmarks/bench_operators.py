@@ -107,7 +107,7 @@ def worker() -> None:
     task = job["task"]
     if task == "product":
         k, method = int(job["columns"]), job["method"]
-        V = torch.randn(N, k, generator=torch.Generator().manual_seed(0))
+        V = torch.from_numpy(np.random.default_rng(0).standard_normal((N, k)).astype(np.float32))
         t0 = time.perf_counter()
         if method in ("operator", "operator_vp"):
             op = pntk.operator(
@@ -134,6 +134,8 @@ def worker() -> None:
             fn, repeats=int(job.get("repeats", 3)), max_seconds=job.get("max_seconds", 60), first_compiles=False
         )
         result.update(first_s=timing.first_s, times_s=timing.times_s, median_s=timing.median_s)
+        if job.get("save_product"):
+            np.save(job["save_product"], fn().reshape(N, k).numpy())
     elif task == "eig":
         t0 = time.perf_counter()
         op = pntk.operator(model, X, kind=job.get("kind", "pntk"), memory=job.get("memory"))
@@ -181,54 +183,118 @@ def worker() -> None:
             network_accuracy_at_these_weights=float(network),
         )
     elif task == "dense":
-        result.update(dense_check(model, X, torch.from_numpy(x_test[:1000]), torch.from_numpy(y[:N])))
+        result.update(
+            dense_check(
+                model,
+                X,
+                torch.from_numpy(x_test[:1000]),
+                torch.from_numpy(y[:N]),
+                rank=int(job.get("rank", 1000)),
+                memory=job.get("memory"),
+                float32_dense=bool(job.get("float32_dense", True)),
+            )
+        )
     else:
         raise ValueError(task)
     harness.emit(result)
 
 
-def dense_check(model, X, Xt, y) -> dict:
-    """Iterative against dense float64 at one N: top-10 eigenvalues and PCG ridge predictions, timed."""
+def cholesky_solve(K, ridge: float, Y):
+    """``(K + λI)⁻¹ Y`` by a float64 Cholesky factorisation of ``K`` (overwritten): ``[N, c]`` NumPy.
+
+    torch's, since SciPy's ``cho_factor`` crashes (SIGSEGV) on a 20,000 × 20,000 matrix here.
+    """
+    import torch
+
+    A = torch.from_numpy(K)
+    A.diagonal().add_(ridge)
+    torch.linalg.cholesky_ex(A, out=(A, torch.empty((), dtype=torch.int32)))
+    return torch.cholesky_solve(Y.to(A.dtype), A).numpy()
+
+
+def dense_check(model, X, Xt, y, *, rank: int, memory, float32_dense: bool) -> dict:
+    """Iterative against dense at one N: top-10 eigenvalues and PCG ridge predictions, timed.
+
+    "The dense solve" is the exact answer for the float32 network's weights: its pNTK formed in float64 (the
+    model cast to float64 holds exactly the same numbers), eigenvalues by ARPACK to machine precision, the
+    ridge system by Cholesky, predictions with the float64 cross kernel. Beside it, the float32 kernel (as
+    ``pntk.pntk`` forms it for the float32 model) solved in float64: how far float32 rounding alone moves the
+    answer. The operator path runs float32 products; eigenvalues with and without a float64 Rayleigh–Ritz
+    step, the ridge system by PCG with iterative refinement against the float64 operator.
+    """
+    import copy
+
     import numpy as np
-    import scipy.linalg
     import scipy.sparse.linalg
     import torch
 
     import pntk
-    from pntk.solvers import SolverOptions, eigsh, ridge_regression
+    from pntk.solvers import SolverOptions, eigsh, pivoted_cholesky, ridge_regression
 
-    out: dict = {}
+    out: dict = {"rank": rank}
+    N = len(X)
     Y = torch.nn.functional.one_hot(y, OUTPUTS).double()
+    m64 = copy.deepcopy(model).double()
+    X64, Xt64 = X.double(), Xt.double()
     t0 = time.perf_counter()
-    K = pntk.pntk(model, X).double().numpy()
-    K_test = pntk.pntk(model, Xt, X).double().numpy()
+    K = pntk.pntk(m64, X64, memory=memory).numpy()
+    K_test = pntk.pntk(m64, Xt64, X64, memory=memory).numpy()
     out["dense_form_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     dense_eig = scipy.sparse.linalg.eigsh(K, k=10, which="LA", tol=0, return_eigenvectors=False)[::-1]
     out["dense_eig_s"] = time.perf_counter() - t0
     ridge = 1e-3 * K.diagonal().mean()
     t0 = time.perf_counter()
-    K[np.diag_indices_from(K)] += ridge
-    factor = scipy.linalg.cho_factor(K, overwrite_a=True, check_finite=False)
-    dense_pred = K_test @ scipy.linalg.cho_solve(factor, Y.numpy())
+    dense_pred = K_test @ cholesky_solve(K, ridge, Y)
     out["dense_solve_s"] = time.perf_counter() - t0
-    del K, factor
+    del K
+
+    def rel(pred) -> float:
+        return float(np.linalg.norm(pred - dense_pred) / np.linalg.norm(dense_pred))
+
+    if float32_dense:
+        K = np.empty((N, N))
+        for s in range(0, N, 2000):  # row blocks, so that the float32 and float64 copies are never both whole
+            K[s : s + 2000] = pntk.pntk(model, X[s : s + 2000], X, memory=memory).double().numpy()
+        K_test32 = pntk.pntk(model, Xt, X, memory=memory).double().numpy()
+        out["float32_kernel_prediction_relative_error"] = rel(K_test32 @ cholesky_solve(K, ridge, Y))
+        del K
+    harness.emit(dict(out))  # the dense half, should the iterative half be killed
+
+    op = pntk.operator(model, X, memory=memory)
+    op64 = pntk.operator(m64, X64, memory=memory)
+    eig_options = SolverOptions(tol=1e-6)
+    for name, exact in (("float32", None), ("refined", op64)):
+        t0 = time.perf_counter()
+        pairs = eigsh(op, 10, options=eig_options, exact=exact)
+        out[f"iterative_eig_{name}_s"] = time.perf_counter() - t0
+        out[f"eig_{name}_max_relative_error"] = float(np.max(np.abs(pairs.eigenvalues.numpy() - dense_eig) / dense_eig))
+        out[f"lanczos_{name}_products"] = pairs.products
+        harness.emit(dict(out))
     t0 = time.perf_counter()
-    op = pntk.operator(model, X)
-    pairs = eigsh(op, 10, options=SolverOptions(tol=1e-6))
-    out["iterative_eig_s"] = time.perf_counter() - t0
-    out["eig_relative_error"] = float(np.abs(pairs.eigenvalues.numpy() - dense_eig).max() / dense_eig[0])
+    M = pivoted_cholesky(op, rank, ridge)
+    out["preconditioner_s"] = time.perf_counter() - t0
+    harness.emit(dict(out))
     t0 = time.perf_counter()
-    options = SolverOptions(tol=1e-4, preconditioner="pivoted_cholesky", rank=1000)
-    fit = ridge_regression(op, pntk.operator(model, Xt, X), Y, ridge=ridge, options=options)
+    fit = ridge_regression(
+        op,
+        pntk.operator(model, Xt, X, memory=memory),
+        Y,
+        ridge=ridge,
+        options=SolverOptions(tol=1e-7),
+        preconditioner=M,
+        exact=op64,
+        exact_test=pntk.operator(m64, Xt64, X64, memory=memory),
+    )
     out["iterative_solve_s"] = time.perf_counter() - t0
-    pred = fit.predictions.numpy()
-    out["prediction_relative_error"] = float(np.linalg.norm(pred - dense_pred) / np.linalg.norm(dense_pred))
     out.update(
+        prediction_relative_error=rel(fit.predictions.numpy()),
         cg_iterations=fit.cg.iterations,
+        cg_refinements=fit.cg.refinements,
         cg_residual=fit.cg.residual.max().item(),
-        lanczos_products=pairs.products,
+        cg_history=fit.cg.history.tolist(),
         eigenvalues=dense_eig.tolist(),
+        ridge=float(ridge),
     )
     return out
 
@@ -237,13 +303,45 @@ def dense_check(model, X, Xt, y) -> dict:
 
 
 def run(job: dict, *, timeout_s: float, memory_gib: float) -> dict:
+    # Idle OpenMP threads sleep instead of spinning: on a machine shared with other jobs, spinning threads of a
+    # 2-thread torch wait for a descheduled partner at every small matmul (a product at N = 10,000 took 1.55 s
+    # spinning, 0.16 s passive, 0.13 s on one thread).
     outcome = harness.run_worker(
-        sys.executable, __file__, {**job, "worker": True}, timeout_s=timeout_s, memory_cap_bytes=int(memory_gib * 2**30)
+        sys.executable,
+        __file__,
+        {**job, "worker": True},
+        timeout_s=timeout_s,
+        memory_cap_bytes=int(memory_gib * 2**30),
+        env={"OMP_WAIT_POLICY": "PASSIVE"},
     )
     row = {"job": job, "status": outcome.status, "detail": outcome.detail, "peak_rss_bytes": outcome.peak_rss_bytes}
     if outcome.result:
         row.update({k: v for k, v in outcome.result.items() if k != "job"})
     print(json.dumps({k: v for k, v in row.items() if k != "history"}), flush=True)
+    return row
+
+
+def nt_weights() -> Path:
+    """The MLP's parameters and the inputs, for the neural-tangents twin (identical weights)."""
+    import numpy as np
+
+    import models
+
+    path = CACHE / "nt_weights.npz"
+    if not path.exists():
+        x = mnist1d()[0]
+        np.savez(path, *models.torch_param_arrays(mlp()), x=x)
+    return path
+
+
+def run_nt(job: dict, *, python: str, timeout_s: float, memory_gib: float) -> dict:
+    """One neural-tangents measurement in its own process (the ``.venv-nt`` environment)."""
+    worker = Path(__file__).resolve().parent / "nt_products_worker.py"
+    outcome = harness.run_worker(python, worker, job, timeout_s=timeout_s, memory_cap_bytes=int(memory_gib * 2**30))
+    row = {"job": job, "status": outcome.status, "detail": outcome.detail, "peak_rss_bytes": outcome.peak_rss_bytes}
+    if outcome.result:
+        row.update(outcome.result)
+    print(json.dumps(row), flush=True)
     return row
 
 
@@ -254,6 +352,23 @@ def products(args) -> list[dict]:
             for method in args.methods:
                 if method in ("dense", "store") and N > args.dense_max:
                     continue
+                save = str(CACHE / f"product_{method}_{N}_{k}.npy") if args.save_products else None
+                if method.startswith("nt"):
+                    if (k == 1) != (method == "nt"):
+                        continue
+                    job = {
+                        "task": "product",
+                        "N": N,
+                        "columns": k,
+                        "method": method,
+                        "mode": method.removeprefix("nt_") or "vmap",
+                        "load": str(nt_weights()),
+                        "repeats": args.repeats,
+                        "save_product": save,
+                    }
+                    rows.append(run_nt(job, python=args.nt_python, timeout_s=args.timeout, memory_gib=args.memory_cap))
+                    write(args, rows)
+                    continue
                 job = {
                     "task": "product",
                     "N": N,
@@ -262,9 +377,18 @@ def products(args) -> list[dict]:
                     "memory": args.memory,
                     "repeats": args.repeats,
                     "threads": args.threads,
+                    "save_product": save,
                 }
                 rows.append(run(job, timeout_s=args.timeout, memory_gib=args.memory_cap))
+                write(args, rows)
     return rows
+
+
+def write(args, rows: list[dict], meta: dict | None = None) -> None:
+    """The rows so far to ``args.out`` (after every measurement, so that a killed run loses nothing)."""
+    meta = meta or {"load_average": harness.load_average(), "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 
 
 def main() -> None:
@@ -276,9 +400,16 @@ def main() -> None:
     pp = sub.add_parser("products")
     pp.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     pp.add_argument("--columns", type=int, nargs="+", default=[1, 16])
-    pp.add_argument("--methods", nargs="+", default=["operator", "torch_func", "operator_vp", "dense"])
+    pp.add_argument(
+        "--methods",
+        nargs="+",
+        default=["operator", "torch_func", "operator_vp", "dense", "store", "nt", "nt_vmap"],
+        help="nt: neural-tangents, one column; nt_vmap / nt_loop: its k columns by jax.vmap or a loop",
+    )
     pp.add_argument("--dense-max", type=int, default=20000)
     pp.add_argument("--repeats", type=int, default=3)
+    pp.add_argument("--nt-python", default=".venv-nt/bin/python", help="the neural-tangents environment's python")
+    pp.add_argument("--save-products", action="store_true", help="keep each product (.npy) for a cross-check")
     ps = sub.add_parser("solve")
     ps.add_argument("--N", type=int, default=100000)
     ps.add_argument("--tasks", nargs="+", default=["eig", "regress"])
@@ -291,7 +422,9 @@ def main() -> None:
     ps.add_argument("--M", type=int, default=5000, help="test samples predicted")
     ps.add_argument("--save-predictions", help=".npy file for the test predictions [M, O]")
     pd = sub.add_parser("dense")
-    pd.add_argument("--N", type=int, default=10000)
+    pd.add_argument("--N", type=int, default=20000)
+    pd.add_argument("--rank", type=int, default=4000, help="of the pivoted-Cholesky preconditioner")
+    pd.add_argument("--no-float32-dense", action="store_true", help="skip the float32 kernel's dense solve")
     pf = sub.add_parser("figure")
     pf.add_argument("inputs", nargs="+")
     for q in (pp, ps, pd):
@@ -308,31 +441,40 @@ def main() -> None:
     if args.command == "products":
         rows = products(args)
     elif args.command == "solve":
-        rows = [
-            run(
-                {
-                    "task": t,
-                    "N": args.N,
-                    "kind": args.kind,
-                    "memory": args.memory,
-                    "threads": args.threads,
-                    "rank": args.rank,
-                    "preconditioner": args.preconditioner,
-                    "maxiter": args.maxiter,
-                    "tol": args.tol,
-                    "eig_tol": args.eig_tol,
-                    "M": args.M,
-                    "save_predictions": args.save_predictions,
-                },
-                timeout_s=args.timeout,
-                memory_gib=args.memory_cap,
+        rows = []
+        for t in args.tasks:
+            rows.append(
+                run(
+                    {
+                        "task": t,
+                        "N": args.N,
+                        "kind": args.kind,
+                        "memory": args.memory,
+                        "threads": args.threads,
+                        "rank": args.rank,
+                        "preconditioner": args.preconditioner,
+                        "maxiter": args.maxiter,
+                        "tol": args.tol,
+                        "eig_tol": args.eig_tol,
+                        "M": args.M,
+                        "save_predictions": args.save_predictions,
+                    },
+                    timeout_s=args.timeout,
+                    memory_gib=args.memory_cap,
+                )
             )
-            for t in args.tasks
-        ]
+            write(args, rows, meta)
     else:
         rows = [
             run(
-                {"task": "dense", "N": args.N, "threads": args.threads},
+                {
+                    "task": "dense",
+                    "N": args.N,
+                    "threads": args.threads,
+                    "rank": args.rank,
+                    "memory": args.memory,
+                    "float32_dense": not args.no_float32_dense,
+                },
                 timeout_s=args.timeout,
                 memory_gib=args.memory_cap,
             )
@@ -357,6 +499,9 @@ def figure(inputs: list[str], out: str) -> None:
         "torch_func": "torch.func vjp/jvp snippet",
         "dense": "dense pNTK: form + multiply",
         "store": "store: stream tiles",
+        "nt": "neural-tangents empirical_ntk_vp_fn (jit)",
+        "nt_vmap": "neural-tangents, vmap over columns",
+        "nt_loop": "neural-tangents, loop over columns",
     }
     colors = {m: f"C{i}" for i, m in enumerate(labels)}
     threads = sorted({r["job"].get("threads", 2) for r in rows})

@@ -98,6 +98,26 @@ class KernelOperator(LinearOperator):
         """``O``, the network's number of outputs."""
         return self.fm.num_outputs
 
+    def with_kind(self, kind: Kind | str) -> KernelOperator:
+        """The operator of another kind on the same model, inputs, engine and memory budget, with its own
+        chunking and cache of factors (e.g. the pNTK beside an eNTK, for a Kronecker preconditioner).
+
+        Example:
+            >>> import torch, pntk
+            >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).eval()
+            >>> pntk.operator(net, torch.randn(5, 3), kind="entk").with_kind("pntk").shape
+            (5, 5)
+        """
+        kind = parse_enum(Kind, kind, "kind")
+        n = len(self.rows.x) + (0 if self.symmetric else len(self.cols.x))
+        R = self.num_outputs if kind is Kind.TRACE else 1
+        plan = plan_product(self.fm, kind, n, memory=self.plan.memory, rows_per_sample=R)
+        rows = _Side(self.rows.x, _cut(len(self.rows.x), plan.chunk))
+        cols = rows if self.symmetric else _Side(self.cols.x, _cut(len(self.cols.x), plan.chunk))
+        return KernelOperator(
+            self.fm, rows, cols, kind, self.engine, plan, symmetric=self.symmetric, progress=self.progress
+        )
+
     # --- shapes ---------------------------------------------------------------------------------------------
 
     def _as_block(self, V: Tensor) -> tuple[Tensor, tuple[int, ...]]:

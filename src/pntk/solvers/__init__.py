@@ -2,7 +2,8 @@
 
 - :func:`eigsh`: extreme eigenpairs by block Lanczos with full reorthogonalisation and thick restarts;
 - :func:`pcg`: ``(K + λI) W = Y`` by preconditioned conjugate gradients (:func:`nystrom`,
-  :func:`pivoted_cholesky` preconditioners), :func:`ridge_regression` on top of it;
+  :func:`pivoted_cholesky` preconditioners, :func:`kronecker` for an eNTK from its pNTK; iterative refinement
+  against a higher-precision operator), :func:`ridge_regression` on top of it;
 - :func:`hutchpp`, :func:`spectral_density`, :func:`effective_rank`: traces and spectra;
 - :func:`gradient_flow`: the linearised network at time ``t`` by Lanczos on ``exp(−ηtK)``.
 
@@ -15,7 +16,7 @@ from .flow import FlowResult, gradient_flow
 from .lanczos import Eigenpairs, eigsh
 from .operand import as_operator
 from .options import ConvergenceWarning, Preconditioner, SolverOptions
-from .preconditioners import LowRankPreconditioner, nystrom, pivoted_cholesky
+from .preconditioners import KroneckerPreconditioner, LowRankPreconditioner, kronecker, nystrom, pivoted_cholesky
 from .regression import RegressionResult, ridge_regression
 from .trace import EffectiveRank, SpectralDensity, TraceEstimate, effective_rank, hutchpp, spectral_density
 
@@ -25,6 +26,7 @@ __all__ = [
     "EffectiveRank",
     "Eigenpairs",
     "FlowResult",
+    "KroneckerPreconditioner",
     "LowRankPreconditioner",
     "Preconditioner",
     "RegressionResult",
@@ -36,6 +38,7 @@ __all__ = [
     "eigsh",
     "gradient_flow",
     "hutchpp",
+    "kronecker",
     "nystrom",
     "pcg",
     "pivoted_cholesky",

@@ -21,11 +21,16 @@ class Preconditioner(str, enum.Enum):
       columns (Frangella, Tropp & Udell 2023); best when the spectrum decays fast.
     - ``PIVOTED_CHOLESKY``: randomised pivoted Cholesky ``K ≈ F Fᵀ`` (Chen, Epperly, Tropp & Webber 2024):
       pivots drawn by the residual diagonal, ``rank`` columns read in blocks; needs the exact diagonal.
+    - ``KRONECKER``: for an eNTK operator ``Θ`` (``pntk.operator(..., kind="entk")``): the pNTK's randomised
+      pivoted Cholesky of rank ``rank``, ``⊗ I_O`` (:func:`pntk.solvers.kronecker`), since ``Θ ≈ K ⊗ I_O``;
+      its columns cost ``O²`` times less than the eNTK's. For an eNTK given otherwise, build it with
+      :func:`pntk.solvers.kronecker` and pass it as ``preconditioner=``.
     - ``NONE``: plain conjugate gradients.
     """
 
     NYSTROM = "nystrom"
     PIVOTED_CHOLESKY = "pivoted_cholesky"
+    KRONECKER = "kronecker"
     NONE = "none"
 
 
@@ -45,8 +50,12 @@ class SolverOptions:
             default: the number of wanted eigenpairs, at most 16.
         krylov_dim: the largest basis of block Lanczos before a thick restart; default ``max(3k, k + 4b, 40)``,
             at most ``N``.
-        preconditioner: a :class:`Preconditioner` or its name.
-        rank: the rank of the preconditioner (columns of ``K`` it reads, in one product or in blocks).
+        preconditioner: a :class:`Preconditioner` or its name; default pivoted Cholesky, whose columns a kernel
+            operator contracts from its factors (built 100× faster than Nyström's product at N = 3,000 on
+            MNIST-1D, for the same iterations), with Nyström standing in for an operator without a diagonal.
+        rank: the rank of the preconditioner (columns of ``K`` it reads, in one product or in blocks); it holds
+            ``n × rank`` float64 numbers (400 MB at ``n = 10⁵`` for the default 500). On the pNTK of an MLP on
+            MNIST-1D (N = 3,000, λ = 10⁻³ · mean diagonal) rank 100 needs 84 iterations to 10⁻⁴, rank 300 44.
         num_probes: random probe vectors of Hutch++ and stochastic Lanczos quadrature.
         lanczos_steps: Lanczos steps per probe of stochastic Lanczos quadrature (nodes of its quadrature).
         progress: show progress bars over the iterations; default: when stderr is a terminal.
@@ -57,8 +66,8 @@ class SolverOptions:
     seed: int = 0
     block_size: int | None = None
     krylov_dim: int | None = None
-    preconditioner: Preconditioner | str = Preconditioner.NYSTROM
-    rank: int = 100
+    preconditioner: Preconditioner | str = Preconditioner.PIVOTED_CHOLESKY
+    rank: int = 500
     num_probes: int = 30
     lanczos_steps: int = 40
     progress: bool | None = None

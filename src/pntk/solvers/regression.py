@@ -3,6 +3,7 @@ operator ``K(x_test, X)``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +100,9 @@ def ridge_regression(
     f0_test: Any | None = None,
     x0: Any | None = None,
     options: SolverOptions | None = None,
+    preconditioner: Callable[[Tensor], Tensor] | None = None,
+    exact: Any | None = None,
+    exact_test: Any | None = None,
 ) -> RegressionResult:
     r"""Kernel ridge regression, :math:`f(x) = f_0(x) + K(x, X)\,(K(X, X) + λI)^{-1}(Y − f_0(X))`, by PCG.
 
@@ -115,7 +119,12 @@ def ridge_regression(
         ridge: ``λ ≥ 0`` (``> 0`` with a preconditioner).
         f0_train, f0_test: network outputs at initialisation; ``None`` for 0.
         x0: warm start for the coefficients ``[rows, c]``.
-        options: see :func:`pntk.solvers.pcg`.
+        options: see :func:`pntk.solvers.pcg` (``preconditioner="kronecker"`` for an eNTK operator).
+        preconditioner: a ready ``P⁻¹`` (e.g. :func:`pntk.solvers.kronecker`), overriding ``options``.
+        exact: the train kernel in a higher precision: the solve becomes iterative refinement (see
+            :func:`pntk.solvers.pcg`).
+        exact_test: the cross kernel in that precision, for the predictions (the float32 product of the
+            coefficients, whose entries cancel, loses digits that the refinement won).
 
     Returns:
         :class:`RegressionResult`.
@@ -133,10 +142,12 @@ def ridge_regression(
     """
     op = as_operator(K_train_train, "K_train_train")
     layout = TargetLayout.of(op, Y_train, f0_train)
-    result = pcg(op, layout.columns(op.device), ridge=ridge, x0=x0, options=options)
+    result = pcg(
+        op, layout.columns(op.device), ridge=ridge, x0=x0, options=options, preconditioner=preconditioner, exact=exact
+    )
     predictions = None
     if K_test_train is not None:
-        cross = as_operator(K_test_train, "K_test_train")
+        cross = as_operator(K_test_train if exact_test is None else exact_test, "K_test_train")
         if cross.shape[1] != op.shape[0]:
             raise ValueError(
                 f"K_test_train has shape {cross.shape}; its columns must match the train kernel's {op.shape[0]}"
