@@ -79,6 +79,6 @@ def test_dense_analyses_refuse_to_load_a_store(setup):
     with pytest.raises(TypeError, match=r"np.asarray\(store\)"):
         analysis.eigenvalues(train)
     with pytest.raises(TypeError, match="needs the whole kernel"):
-        analysis.compare(pntk.operator(model, x, kind="entk"), pntk.operator(model, x))
+        analysis.eigenvalues(pntk.operator(model, x))
     loaded = np.asarray(train.array[...])  # loading is the user's explicit choice
     assert analysis.eigenvalues(loaded).shape == (40,)

@@ -65,14 +65,18 @@ def kernel_regression(
     maxiter: int | None,
     on_singular: Any,
 ):
-    """:func:`pntk.analysis.kernel_regression` by PCG (:func:`pntk.solvers.ridge_regression`): Nyström
-    preconditioning with a ridge, plain CG without; ``on_singular`` decides what a solve that stops short does."""
+    """:func:`pntk.analysis.kernel_regression` by PCG (:func:`pntk.solvers.ridge_regression`): the solvers'
+    default preconditioner with a ridge, plain CG without; ``on_singular`` decides what a solve that stops short
+    does."""
+    import dataclasses
     import warnings
 
     from ..solvers import ConvergenceWarning, SolverOptions, ridge_regression
     from ._linalg import IllConditionedKernelError, OnSingular
 
-    options = SolverOptions(tol=tol, maxiter=maxiter, preconditioner="nystrom" if ridge > 0 else "none")
+    options = SolverOptions(tol=tol, maxiter=maxiter)
+    if ridge <= 0:
+        options = dataclasses.replace(options, preconditioner="none")
     with warnings.catch_warnings():
         if on_singular is not OnSingular.WARN:
             warnings.simplefilter("ignore", ConvergenceWarning)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..data import one_hot_targets
-from ..solvers import SolverOptions, ridge_regression
+from ..solvers import Preconditioner, SolverOptions, ridge_regression
 from .features import regress_features
 from .operands import add_source_arguments, check_source, emit, load_network, network_operator, stored_operator
 
@@ -49,13 +49,16 @@ def register(subparsers) -> None:
     r.add_argument("--ridge-rel", type=float, default=1e-3, help="λ relative to the mean diagonal (default: 1e-3)")
     r.add_argument("--tol", type=float, default=1e-4, help="relative residual (default: 1e-4)")
     r.add_argument("--maxiter", type=int, help="iterations (default: 1000)")
+    defaults = SolverOptions()
     r.add_argument(
         "--preconditioner",
-        default="nystrom",
-        choices=("nystrom", "pivoted_cholesky", "none"),
-        help="(default: nystrom)",
+        default=Preconditioner(defaults.preconditioner).value,
+        choices=[p.value for p in Preconditioner],
+        help=f"(default: {Preconditioner(defaults.preconditioner).value}; kronecker: the pNTK's ⊗ I_O, for entk)",
     )
-    r.add_argument("--rank", type=int, default=100, help="rank of the preconditioner (default: 100)")
+    r.add_argument(
+        "--rank", type=int, default=defaults.rank, help=f"rank of the preconditioner (default: {defaults.rank})"
+    )
     p.set_defaults(run=run)
 
 
