@@ -35,6 +35,7 @@ from ..inputs import Inputs
 from ..kinds import Kind
 from ..model import FunctionalModel
 from .operations import OPERATION_RULE, OpCall, OperationCalls, OpSite, layout, samples_first
+from .replays import replay
 from .rules import LayerShape, Rule, rule_for
 
 
@@ -292,6 +293,10 @@ class _ParameterUses(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        inside = replay(func, args, kwargs)
+        if inside is not None:
+            with self:  # count the uses inside, as the rules by operation see them
+                return inside()
         result = func(*args, **kwargs)
         if getattr(func, "__name__", None) != "__get__" or isinstance(result, Tensor):
             for t in _tensors((args, kwargs)):
