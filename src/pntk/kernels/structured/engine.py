@@ -282,15 +282,55 @@ class StructuredEngine:
         numbers += R * sum(p.numel() for name, p in fm.params.items() if name not in ruled)
         return n * numbers * fm.dtype.itemsize
 
-    def ruled_fraction(self, fm: FunctionalModel) -> float:
+    def ruled_fraction(self, fm: FunctionalModel, kind: Kind = Kind.PNTK) -> float:
         """The fraction of ``P`` under rules: as :func:`plan` finds it on the inputs the model was checked on
         (layers and operations), or by module type when there are none."""
         if fm.sample is not None:
-            layers, _ = plan(fm, fm.sample, Kind.PNTK)
+            layers, _ = plan(fm, fm.sample, kind)
             ruled = {n for layer in layers for n in layer.names}
         else:
             ruled = {p for _, _, weight, bias in ruled_modules(fm) for p in (weight, bias) if p is not None}
         return sum(fm.params[p].numel() for p in ruled) / max(1, fm.num_params)
+
+
+    def costs(self, fm: FunctionalModel, kind: Kind) -> Costs | None:
+        """What this engine's plan on the inputs the model was checked on predicts, or ``None`` without them."""
+        if fm.sample is None:
+            return None
+        layers, fallback = plan(fm, fm.sample, kind)
+        Q = pairs_per_sample(fm, kind)
+        pair = sum(
+            factored_cost(layer.rule, layer.shape, Q)
+            if layer.factored
+            else Q * sum(fm.params[n].numel() for n in layer.names)
+            for layer in layers
+        )
+        fallback_numel = sum(fm.params[n].numel() for n in fallback)
+        sample = sum(
+            s.T * s.G * s.m * (layer.rule.gram_width(s) if layer.rule.factorable else 1)
+            for layer in layers
+            for s in [layer.shape]
+        )
+        return Costs(pair=pair + Q * fallback_numel, sample=sample, fallback=fallback_numel)
+
+
+@dataclass(frozen=True)
+class Costs:
+    """The structured engine's multiply-adds on a model, as its plan predicts them.
+
+    Attributes:
+        pair: per pair of samples, the contraction: each ruled layer's factored form, or ``Q`` times its
+            parameters when materialised, and ``Q`` times each fallback parameter (``Q`` output pairs: 1 for the
+            pNTK, ``O`` for the trace, ``O²`` for the eNTK), where the Jacobian engine costs ``Q·P``.
+        sample: per sample, a forward pass through the ruled layers (``Σ T·G·m·n``; a lookup for an embedding,
+            a product for an elementwise parameter); preparing a block costs a few such passes.
+        fallback: the differentiated numbers without a rule; the Jacobian engine's per-sample gradients give
+            theirs, at the cost of its passes.
+    """
+
+    pair: int
+    sample: int
+    fallback: int
 
 
 def _materialise(
