@@ -67,6 +67,9 @@ _OLD_FORMATS = ("pntk-kernel-store/1",)
 
 _META = ".pntk"
 _FINGERPRINTS = ("model", "data1", "data2")
+
+#: The selections of a spec: which parameters and which outputs the kernel is of.
+_SELECTIONS = ("params", "output")
 _LEDGER_ENTRY = re.compile(r"(\d+)-(\d+)")
 _CHECKSUM_BYTES = 4
 _READ_BLOCK = 8 << 20  # bytes read at a time when a chunk is checked
@@ -107,6 +110,12 @@ class KernelSpec:
         behaviour: the model's outputs and a directional derivative on a probe batch
             (:func:`pntk.probe.behaviour`, as JSON); compared with a tolerance, not bit for bit. ``None`` in a
             request means "not checked".
+        params: the differentiated parameters (``params=``): their number and a digest of their names
+            (:func:`pntk.kernels.selection.params_key`). ``None`` in a store made before it was recorded: not
+            compared (the model fingerprint still tells differentiated tensors apart).
+        output: what of the model's output the kernel is of (``output=``,
+            :func:`pntk.kernels.outputs.output_key`); ``None`` for the output itself (or a store made before
+            it was recorded).
     """
 
     kind: Kind
@@ -121,6 +130,8 @@ class KernelSpec:
     data1: str
     data2: str | None
     behaviour: dict[str, Any] | None = None
+    params: str | None = None
+    output: str | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -146,6 +157,10 @@ class KernelSpec:
                     difference = behaviour_difference(mine, theirs)
                     if difference:
                         lines.append(f"model behaviour: {difference}")
+            elif f.name in _SELECTIONS:
+                # Compared when both specs record selections (a spec without one predates them).
+                if self.params is not None and requested.params is not None and mine != theirs:
+                    lines.append(f"{f.name} selection: store has {mine or 'none'}, this call {theirs or 'none'}")
             elif theirs is not None and mine != theirs:
                 what = f"{f.name} fingerprint" if f.name in _FINGERPRINTS else f.name
                 lines.append(f"{what}: store has {_show(mine)}, this call {_show(theirs)}")
@@ -163,7 +178,8 @@ class KernelSpec:
 
     @staticmethod
     def from_attrs(attrs: dict[str, Any]) -> KernelSpec:
-        values = {"behaviour": None, **attrs, **attrs["fingerprints"], "kind": Kind(attrs["kind"])}
+        values = {"behaviour": None, "params": None, "output": None, **attrs, **attrs["fingerprints"]}
+        values["kind"] = Kind(attrs["kind"])
         return KernelSpec(**{f.name: values[f.name] for f in fields(KernelSpec)})
 
 

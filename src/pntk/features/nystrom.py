@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 from torch import Tensor, nn
 
@@ -11,6 +9,8 @@ from ..choices import parse_enum
 from ..kernels.api import kernel
 from ..kernels.inputs import InputLike, Inputs
 from ..kernels.kinds import Kind
+from ..kernels.outputs import OutputLike
+from ..kernels.selection import ParamsLike
 from .projection import seed_for
 
 
@@ -36,7 +36,7 @@ class Nystrom:
         landmarks: ``[m, *input]`` landmark inputs (tensor, tuple or dict).
         kind: ``"pntk"``, ``"trace"`` or ``"entk"``.
         rtol: relative cut-off for the eigenvalues of ``K(L, L)``.
-        params, dtype, batch_size: as for :func:`pntk.kernel`.
+        params, dtype, batch_size, output: as for :func:`pntk.kernel`.
 
     Example:
         >>> import torch, pntk
@@ -55,13 +55,14 @@ class Nystrom:
         *,
         kind: Kind | str = Kind.PNTK,
         rtol: float | None = None,
-        params: Mapping[str, Tensor] | None = None,
+        params: ParamsLike = None,
         dtype: torch.dtype | None = None,
         batch_size: int | None = None,
+        output: OutputLike = None,
     ) -> None:
         self.model, self.kind = model, parse_enum(Kind, kind, "kind")
         self.landmarks = landmarks
-        self.params, self.dtype, self.batch_size = params, dtype, batch_size
+        self.params, self.dtype, self.batch_size, self.output = params, dtype, batch_size, output
         K_LL = self._kernel(landmarks, None)
         m = K_LL.shape[0]
         lam, U = torch.linalg.eigh(K_LL)
@@ -105,6 +106,7 @@ class Nystrom:
             kind=self.kind,
             params=self.params,
             dtype=self.dtype,
+            output=self.output,
             batch_size=self.batch_size,
             progress=progress,
         )

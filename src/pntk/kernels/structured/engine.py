@@ -292,7 +292,6 @@ class StructuredEngine:
             ruled = {p for _, _, weight, bias in ruled_modules(fm) for p in (weight, bias) if p is not None}
         return sum(fm.params[p].numel() for p in ruled) / max(1, fm.num_params)
 
-
     def costs(self, fm: FunctionalModel, kind: Kind) -> Costs | None:
         """What this engine's plan on the inputs the model was checked on predicts, or ``None`` without them."""
         if fm.sample is None:
