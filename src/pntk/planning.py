@@ -43,7 +43,6 @@ from torch import nn
 from .choices import parse_enum
 from .kernels.engine import KernelEngine
 from .kernels.inputs import InputLike, Inputs
-from .kernels.jacobian import JacobianEngine
 from .kernels.kinds import Engine, Kind
 from .kernels.model import FunctionalModel
 from .kernels.outputs import OutputLike
@@ -182,8 +181,9 @@ def resolve_engine(
     ``auto`` prefers the structured engine when layers with a rule hold at least half of the parameters: only
     they are faster than per-sample gradients (by up to orders of magnitude). Its parameters without a rule
     take their per-sample gradients from the Jacobian engine, whose vectorised pass over the whole network
-    then comes on top of the structured engine's own passes. So when some parameters fall back and ``vmap``
-    traces the model, a cost model decides: the structured engine is chosen when its contraction saves more
+    (or, where ``vmap`` cannot trace the model, its loop of per-sample passes) then comes on top of the
+    structured engine's own passes. So when some parameters fall back, a cost model decides: the structured
+    engine is chosen when its contraction saves more
     multiply-adds over the ``pairs`` of samples than its own passes over the ``samples`` cost
     (``STRUCTURED_PASSES`` forward passes through the ruled layers), else the Jacobian engine if its tile of
     edge ``Options.auto_jacobian_edge`` fits the budget. (On a short-sequence transformer whose layers are all
@@ -205,11 +205,11 @@ def resolve_engine(
             raise ValueError(f"engine {engine.value!r} is not available in this build; use one of {valid}")
         return ENGINES[engine]
     structured = cast(StructuredEngine, ENGINES[Engine.STRUCTURED])
-    jacobian = cast(JacobianEngine, ENGINES[Engine.JACOBIAN])
+    jacobian = ENGINES[Engine.JACOBIAN]
     jacobian_fits = tile_memory(fm, jacobian, kind, options.auto_jacobian_edge, buffers=buffers, options=options)
     if structured.ruled_fraction(fm, kind) >= 0.5:
         costs = structured.costs(fm, kind)
-        if costs is None or costs.fallback == 0 or jacobian_fits > budget or not jacobian.traces(fm, kind):
+        if costs is None or costs.fallback == 0 or jacobian_fits > budget:
             return structured
         Q = pairs_per_sample(fm, kind)
         saving = (pairs or 1) * (Q * fm.num_params - costs.pair)

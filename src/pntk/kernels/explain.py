@@ -200,10 +200,7 @@ def _reason(asked: Engine, chosen: Engine, ruled: float, fm, kind: Kind, N: int)
             )
         if saving > passes:
             return f"{head}; {costs.fallback:,} numbers of P fall back, and {weighed}"
-        return (
-            f"{head}; {costs.fallback:,} numbers of P fall back, and vmap cannot trace the model (or the Jacobian "
-            "engine's tile exceeds the budget), so per-sample gradients are cheaper for those few parameters only"
-        )
+        return f"{head}; {costs.fallback:,} numbers of P fall back, and the Jacobian engine's tile exceeds the budget"
     if chosen is Engine.JACOBIAN:
         return (
             f"rules cover only {ruled:.0%} of P (< 50%), and a tile of the Jacobian engine's blocks fits the "

@@ -256,15 +256,28 @@ class StructuredEngine:
         return {g: M / O if kind is Kind.TRACE else M for g, M in Ms.items()}
 
     def block_bytes(self, fm: FunctionalModel, n: int, kind: Kind) -> int:
-        """Factors of ``n`` samples, from the model alone: the sample shape is not known here.
+        """Factors of ``n`` samples.
 
-        A dense layer or embedding is assumed to see one position per sample (``T = 1``; a sequence of ``T``
-        tokens holds up to ``T`` times more, or its materialised gradient); convolutions, whose ``T`` is
-        the output size, are counted at their materialised size ``R·P_layer``, which bounds the factors that
-        the FLOP count would choose instead; elementwise parameters (normalisation layers, PReLU) and fallback
-        parameters hold ``R`` per-sample gradients. Activations, held while a block is prepared, are not counted.
+        With the inputs the model was checked on (``fm.sample``), as the plan lays them out: a factored
+        layer holds ``G·T·(n + R·m)`` numbers per sample, a materialised one and a fallback parameter ``R``
+        per-sample gradients. Without them, from the model alone: a dense layer or embedding is assumed to see
+        one position per sample (``T = 1``; a sequence of ``T`` tokens holds up to ``T`` times more, or its
+        materialised gradient); convolutions, whose ``T`` is the output size, are counted at their
+        materialised size ``R·P_layer``, which bounds the factors that the FLOP count would choose instead;
+        elementwise parameters (normalisation layers, PReLU) and fallback parameters hold ``R`` per-sample
+        gradients. Activations, held while a block is prepared, are not counted.
         """
         R, Q = outputs_per_sample(fm, kind), pairs_per_sample(fm, kind)
+        if fm.sample is not None:
+            layers, fallback = plan(fm, fm.sample, kind)
+            numbers = sum(
+                layer.shape.G * layer.shape.T * (layer.rule.gram_width(layer.shape) + R * layer.shape.m)
+                if layer.factored
+                else R * sum(fm.params[p].numel() for p in layer.names)
+                for layer in layers
+            )
+            numbers += R * sum(fm.params[p].numel() for p in fallback)
+            return n * numbers * fm.dtype.itemsize
         numbers, ruled = 0, set()
         for module, rule, weight, bias in ruled_modules(fm):
             names = [p for p in (weight, bias) if p is not None]
