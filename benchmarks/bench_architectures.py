@@ -112,6 +112,13 @@ def run(method: str, model: nn.Module, x, kind: str, output, memory: str | None 
     return pntk.kernel(model, x, kind=kind, engine=method, output=output, memory=memory)
 
 
+def _missing(note: str | None) -> str:
+    """Why a ratio has no value: the method failed, was skipped, or ``auto`` has no time."""
+    if note is None:
+        return "—"
+    return "fails" if note.startswith("fails") else "skipped"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workloads", default="bert,gpt2,t5,mha,encoder,encoder-mask,rnn,lstm,gru")
@@ -179,7 +186,7 @@ def main() -> None:
                 f"{explained.engine.value} ({explained.ruled_fraction:.0%})",
                 *(fmt_seconds(times[m]) if times[m] is not None else notes[m][:28] for m in METHODS),
                 fmt_ratio(result["auto_over_fastest"]),
-                fmt_ratio(result["torch_func_over_auto"]) if tf else "fails" if "torch.func" in notes else "—",
+                fmt_ratio(result["torch_func_over_auto"]) if auto and tf else _missing(notes.get("torch.func")),
             ]
         )
         print(f"{name}: {result}", file=sys.stderr, flush=True)
