@@ -13,8 +13,8 @@ padding mask, ``nn.RNN``/``LSTM``/``GRU`` heads) at benchmark sizes (hidden 64, 
 ``bert-6x256`` is the 6-layer BERT-style encoder with hidden size 256 on 64 tokens (``--N 1024`` in the
 run as its own workload: ``--workloads bert-6x256 --N 1024 --memory 2GB``).
 
-Every method first runs at ``N/4``; a method whose time there, scaled by 16, exceeds ``--max-seconds`` is
-skipped at ``N`` (shown as ``>`` that prediction). The torch.func snippet (``vmap(jacrev)`` then ``einsum``,
+Every method first runs at ``N/4``; a method whose time there, scaled by 16, exceeds ``--max-seconds`` in
+two calls is skipped at ``N`` (shown as ``>`` the smaller prediction). The torch.func snippet (``vmap(jacrev)`` then ``einsum``,
 as the tutorial writes it) fails where ``vmap`` cannot trace the model; that is reported, not hidden. Times
 are medians after a warm-up, in float32, on whatever machine runs this; the ratios within one run are what
 to read. Nothing here asserts a time.
@@ -147,9 +147,15 @@ def main() -> None:
             small = max(2, args.N // 4)
             try:
                 x_small = inputs(small)
-                t0 = time.perf_counter()
-                run(method, model, x_small, args.kind, output, args.memory)
-                predicted = (time.perf_counter() - t0) * (args.N / small) ** 2
+                predicted = math.inf
+                # The first call also pays one-time costs, and a load spike can stall one call: a method is
+                # skipped only if a second call predicts too long as well.
+                for _ in range(2):
+                    t0 = time.perf_counter()
+                    run(method, model, x_small, args.kind, output, args.memory)
+                    predicted = min(predicted, (time.perf_counter() - t0) * (args.N / small) ** 2)
+                    if predicted <= args.max_seconds:
+                        break
             except Exception as error:  # a method that fails is reported as failing, with its error
                 times[method], notes[method] = None, f"fails: {type(error).__name__}: {str(error)[:80]}"
                 continue
