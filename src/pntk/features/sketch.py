@@ -181,11 +181,12 @@ class FeatureMap:
         kronecker: dict[nn.Module, KroneckerProjection] = {}
         dense_sizes: dict[str, int] = {}
         per_sample = 0
+        names = _layer_names(layers)
         for layer in layers:
             shape = layer.shape
             if isinstance(layer.rule, (LinearRule, ConvRule, EmbeddingRule)):
                 ws, bs = scales(layer.module)
-                name = _module_name(fm, layer)
+                name = names[layer.module]
                 kronecker[layer.module] = KroneckerProjection.draw(
                     self.seed,
                     name,
@@ -278,10 +279,21 @@ def _rows(J: Tensor, kind: Kind) -> Tensor:
     return J.reshape(B, 1, O * p) / math.sqrt(O)
 
 
-def _module_name(fm: FunctionalModel, layer: Layer) -> str:
+def _module_name(layer: Layer) -> str:
     """The layer's module path, from its differentiated parameter's name (``"0.weight"`` → ``"0"``)."""
     name = layer.weight or layer.bias or ""
     return name.rpartition(".")[0] or "<root>"
+
+
+def _layer_names(layers: list[Layer]) -> dict:
+    """The name that seeds each layer's projection: its module path, or, where several layers share one (the
+    input and hidden weights of a recurrent layer, ruled by operation), its parameter's name, so that no two
+    layers draw the same projection (which would correlate their parts and bias ``Φ Φᵀ``)."""
+    paths = [_module_name(layer) for layer in layers]
+    return {
+        layer.module: path if paths.count(path) == 1 else (layer.weight or layer.bias or path)
+        for layer, path in zip(layers, paths)
+    }
 
 
 def features(
