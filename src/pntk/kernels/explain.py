@@ -200,7 +200,10 @@ def _reason(asked: Engine, chosen: Engine, ruled: float, fm, kind: Kind, N: int)
             )
         if saving > passes:
             return f"{head}; {costs.fallback:,} numbers of P fall back, and {weighed}"
-        return f"{head}; {costs.fallback:,} numbers of P fall back, and the Jacobian engine's tile exceeds the budget"
+        return (
+            f"{head}; {costs.fallback:,} numbers of P fall back, and vmap cannot trace the model (or the Jacobian "
+            "engine's tile exceeds the budget): per-sample loops for those parameters only are cheaper"
+        )
     if chosen is Engine.JACOBIAN:
         return (
             f"rules cover only {ruled:.0%} of P (< 50%), and a tile of the Jacobian engine's blocks fits the "
