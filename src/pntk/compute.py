@@ -26,6 +26,8 @@ from .kernels.engine import KernelEngine
 from .kernels.inputs import Inputs
 from .kernels.kinds import Engine, Kind
 from .kernels.model import FunctionalModel
+from .kernels.outputs import OutputLike, output_key
+from .kernels.selection import ParamsLike, params_key
 from .planning import DEFAULT_OPTIONS, Executor, Options, Plan, engine_of, make_plan
 from .probe import behaviour
 from .sources import RowSource, fingerprint
@@ -56,7 +58,7 @@ def compute(
     engine: Engine | str = Engine.AUTO,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
-    params: Mapping[str, Tensor] | None = None,
+    params: ParamsLike = None,
     resume: bool = True,
     overwrite: bool = False,
     progress: bool | None = None,
@@ -64,6 +66,7 @@ def compute(
     options: Options = DEFAULT_OPTIONS,
     check_samples: bool = True,
     provenance: Mapping[str, Any] | None = None,
+    output: OutputLike = None,
 ) -> KernelStore:
     """Compute a kernel tile by tile into a Zarr store on disk; rerun the same call to resume it.
 
@@ -101,7 +104,9 @@ def compute(
             does when the store is new, and keeps the store's engine when resuming.
         dtype: compute and store in this floating dtype; default: the model's.
         device: compute on this device; default: the model's.
-        params: parameters to differentiate, by name; default: all trainable ones.
+        params: parameters to differentiate: a dict by name, name patterns or a predicate, as for
+            :func:`pntk.kernel`; default: all trainable ones. The store records the selection, and a rerun
+            with another one is refused as a mismatch.
         resume: continue an existing store of the same computation; ``False`` refuses an existing store.
         overwrite: replace the kernel store at ``out`` (a directory that is not one is never deleted).
         progress: show a progress bar (tiles, entries per second, ETA); default: on rank 0 when stderr is a
@@ -118,6 +123,8 @@ def compute(
             fingerprints of the model and the data do.
         check_samples: first check that each sample's output depends on that sample only and is
             deterministic, as :func:`pntk.kernel` does; ``False`` risks a silently wrong kernel.
+        output: what of the model's output is ``f(x)``, as for :func:`pntk.kernel`; recorded in the store
+            like ``params``.
 
     Returns:
         The store, opened read-only (:class:`pntk.store.KernelStore`).
@@ -153,7 +160,7 @@ def compute(
     record = None if provenance is None else json_record(provenance, "provenance")
     fm, source1, source2 = model_and_inputs(
         model, data1, data2, params=params, dtype=dtype, device=device, names=("data1", "data2"),
-        check_samples=check_samples,
+        check_samples=check_samples, output=output,
     )  # fmt: skip
     symmetric = data2 is None
     probe = fm.prepare_inputs(source1.fetch(slice(0, 2)).map(lambda t: t.to(fm.device)), "data1")
@@ -172,6 +179,8 @@ def compute(
         data1=fingerprint(source1),
         data2=None if symmetric else fingerprint(source2),
         behaviour=behaviour(fm, probe),
+        params=params_key(fm.module, fm.params),
+        output=output_key(output),
     )
 
     def new_plan(engine: Engine | str, batch_size: int | None) -> Plan:

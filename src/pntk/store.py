@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, cast
@@ -107,6 +107,9 @@ class StoreSpec:
     FINGERPRINTS: ClassVar[tuple[str, ...]]
     #: The fingerprint of the inputs the behaviour probe ran on.
     PROBED: ClassVar[str]
+    #: The fields that record a selection (which parameters, which outputs): compared only when both specs
+    #: record one, since a store made before they were recorded has none.
+    SELECTIONS: ClassVar[tuple[str, ...]] = ()
 
     kind: Kind
     dtype: str
@@ -147,6 +150,12 @@ class StoreSpec:
                     difference = behaviour_difference(mine, theirs)
                     if difference:
                         lines.append(f"model behaviour: {difference}")
+            elif f.name in self.SELECTIONS:
+                # Compared when both specs record their selection ("params" is recorded by every new spec; an
+                # "output" of None is the output itself), since a store made before has none.
+                recorded = all(getattr(spec, "params", None) is not None for spec in (self, requested))
+                if recorded and mine != theirs:
+                    lines.append(f"{f.name} selection: store has {mine or 'none'}, this call {theirs or 'none'}")
             elif theirs is not None and mine != theirs:
                 what = f"{f.name} fingerprint" if f.name in self.FINGERPRINTS else f.name
                 lines.append(f"{what}: store has {_show(mine)}, this call {_show(theirs)}")
@@ -165,7 +174,9 @@ class StoreSpec:
     @classmethod
     def from_attrs(cls: type[_Spec], attrs: dict[str, Any]) -> _Spec:
         """The spec a store's attributes describe."""
-        values = {"behaviour": None, **attrs, **attrs["fingerprints"], "kind": Kind(attrs["kind"])}
+        # Fields added since a store was made take their defaults.
+        defaults = {f.name: f.default for f in fields(cls) if f.default is not MISSING}  # type: ignore[arg-type]
+        values = {**defaults, **attrs, **attrs["fingerprints"], "kind": Kind(attrs["kind"])}
         return cls(**{f.name: values[f.name] for f in fields(cls)})  # type: ignore[arg-type]
 
 
@@ -187,6 +198,12 @@ class KernelSpec(StoreSpec):
         behaviour: the model's outputs and a directional derivative on a probe batch
             (:func:`pntk.probe.behaviour`, as JSON); compared with a tolerance, not bit for bit. ``None`` in a
             request means "not checked".
+        params: the differentiated parameters (``params=``): their number and a digest of their names
+            (:func:`pntk.kernels.selection.params_key`). ``None`` in a store made before it was recorded: not
+            compared (the model fingerprint still tells differentiated tensors apart).
+        output: what of the model's output the kernel is of (``output=``,
+            :func:`pntk.kernels.outputs.output_key`); ``None`` for the output itself (or a store made before
+            it was recorded).
     """
 
     kind: Kind
@@ -201,10 +218,13 @@ class KernelSpec(StoreSpec):
     data1: str
     data2: str | None
     behaviour: dict[str, Any] | None = None
+    params: str | None = None
+    output: str | None = None
 
     FORMAT: ClassVar[str] = "pntk-kernel-store/2"
     FINGERPRINTS: ClassVar[tuple[str, ...]] = ("model", "data1", "data2")
     PROBED: ClassVar[str] = "data1"
+    SELECTIONS: ClassVar[tuple[str, ...]] = ("params", "output")
 
     @property
     def shape(self) -> tuple[int, ...]:

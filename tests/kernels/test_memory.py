@@ -28,3 +28,23 @@ def test_blocks_never_exceed_batch_size(monkeypatch, engine, symmetric):
     # tile reuses its row block, leaving the 3 tiles above the diagonal of the 3 × 3 grid.
     column_preparations = 3 if symmetric else 3 * 2
     assert len(seen) == 3 + column_preparations
+
+
+def test_structured_block_bytes_count_what_a_block_holds():
+    """On a sequence the structured engine's estimate follows its plan: a layer materialised because its ``T``
+    positions make factors costlier holds ``R`` per-sample gradients, not one position's factors; a block
+    holds what is estimated (up to the bias column that the Gram's width counts)."""
+    from pntk.kernels import Inputs, Kind, functional_model
+    from pntk.kernels.structured import StructuredEngine
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.Tanh(), nn.Flatten(), nn.Linear(16 * 8, 2))
+    x = Inputs.from_user(torch.randn(5, 8, 16))
+    fm = functional_model(model, x[:2])
+    engine = StructuredEngine()
+    for kind in (Kind.PNTK, Kind.ENTK):
+        block = engine.prepare(fm, x, kind)
+        held = sum(f.A.numel() + f.D.numel() for f in block.factors) + sum(J.numel() for J in block.J)
+        assert held * 4 <= engine.block_bytes(fm, 5, kind) <= held * 4 * 1.01
+        R = 1 if kind is Kind.PNTK else 2
+        assert held >= R * 5 * (16 * 16 + 16)  # the first layer (T = 8) is materialised

@@ -128,7 +128,7 @@ def test_gpt2_conv1d_by_operation():
     pytest.importorskip("transformers")
     case = BY_NAME["gpt2"]
     model, x = case.build(), case.inputs(4, 0)
-    e = pntk.explain(model, x, kind="entk", output="logits")
+    e = pntk.explain(model, x, kind="entk", output="logits", engine="structured")
     assert e.engine.value == "structured" and e.ruled_fraction >= 0.9
     paths = {p.name: p for p in e.parameters}
     assert paths["transformer.h.0.attn.c_attn.weight"].rule == "addmm on transformer.h.0.attn.c_attn.weight"

@@ -6,7 +6,8 @@ import argparse
 import os
 
 from ..compute import compute
-from .flags import add_common_flags, positive_int, resolve_device, torch_dtype
+from ..kernels.outputs import output_key
+from .flags import COMMON_FLAGS, KERNEL_FLAGS, add_common_flags, positive_int, resolve_device, torch_dtype
 from .provenance import run_record
 from .resolve import check_forward, check_materialized, load_inputs, load_model, load_weights
 
@@ -15,6 +16,7 @@ examples:
   pntk compute --model mlp --width 512 --dataset digits --kind pntk --out k.zarr --memory 4G
   pntk compute --model net.py:make --weights net.safetensors --dataset x.npy --kind entk --out th.zarr
   pntk compute --config run.toml --num-samples 500      # the file's options, one of them overridden
+  pntk compute --model lm.py:make --dataset prompts.pt --kind entk --output 3,7@-1 --params 'head.*' --out k.zarr
   torchrun --nproc-per-node 4 -m pntk compute --model mlp --width 512 --dataset cifar-dir \\
       --dataset-format cifar10 --num-samples 20000 --kind pntk --out k.zarr --memory 8G
 
@@ -33,7 +35,7 @@ def register(subparsers) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_common_flags(p)
+    add_common_flags(p, flags=COMMON_FLAGS + KERNEL_FLAGS)
     m = p.add_argument_group("model")
     m.add_argument("--model", required=True, help="a zoo name (mlp, convnet, resnet18, wrn) or path/to/file.py:factory")
     m.add_argument("--width", type=int, help="zoo models: width (hidden units, channels, widen factor)")
@@ -113,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
         "kind": args.kind,
         "dtype": args.dtype,
         "device": str(device),
+        "params": args.params,
+        "output": output_key(args.output),
     }
     store = compute(
         model,
@@ -129,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         progress=args.progress,
         log_json=args.log_json,
         provenance=provenance,
+        params=args.params,
+        output=args.output,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{store.path}: {store.kind.value} {list(store.shape)} {store.dtype}, complete")

@@ -13,7 +13,7 @@ import torch
 from ..data import DatasetName, train_test
 from ..features import FeatureKernel, FeatureMap, FeatureRidge, FeatureStore, Nystrom, compute_features
 from ..kernels.inputs import Inputs
-from .flags import add_common_flags, torch_dtype
+from .flags import KERNEL_FLAGS, add_common_flags, torch_dtype
 from .provenance import run_record
 from .resolve import load_inputs, load_model, load_weights
 
@@ -43,7 +43,7 @@ def register(subparsers) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_common_flags(p, flags=("num-samples", "batch-size", "dtype", "seed", "data-seed", "memory"))
+    add_common_flags(p, flags=("num-samples", "batch-size", "dtype", "seed", "data-seed", "memory", *KERNEL_FLAGS))
     m = p.add_argument_group("model")
     m.add_argument("--model", required=True, help="a zoo name (mlp, convnet, resnet18, wrn) or path/to/file.py:factory")
     m.add_argument("--width", type=int, help="zoo models: width")
@@ -108,7 +108,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--method nystrom writes no feature store; use --out phi.npy, or --method kronecker/dense")
     if args.method == "nystrom":
         L = Nystrom.choose_landmarks(_inputs(x), args.k, args.feature_seed)
-        nys = Nystrom(model, L.tensors[0], kind=args.kind, dtype=dtype, batch_size=args.batch_size)
+        nys = Nystrom(
+            model,
+            L.tensors[0],
+            kind=args.kind,
+            dtype=dtype,
+            batch_size=args.batch_size,
+            params=args.params,
+            output=args.output,
+        )
 
         def sketch(inputs):
             return nys(inputs, progress=args.progress)
@@ -122,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
             seed=args.feature_seed,
             distribution=args.distribution,
             dtype=dtype,
+            params=args.params,
+            output=args.output,
         )
 
         def sketch(inputs):

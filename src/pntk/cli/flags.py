@@ -15,6 +15,10 @@ flag              ``args.``        meaning
 ``--seed``        ``seed``         the model's initialisation
 ``--data-seed``   ``data_seed``    the draw of the data subset
 ``--memory``      ``memory``       a memory budget in bytes, read from ``4G``, ``4GB``, ``4GiB``, ``512M``
+``--params``      ``params``       name patterns of the parameters to differentiate (``classifier.*``; the
+                                   flag repeats); default: every trainable one (:data:`KERNEL_FLAGS`)
+``--output``      ``output``       what of the model's output the kernel is of: a field (``logits``) or label
+                                   words at a position (``3,7@-1``, see :func:`output_selection`)
 ================  ===============  ==========================================================================
 """
 
@@ -27,6 +31,7 @@ from typing import Any
 
 import torch
 
+from ..kernels.outputs import LabelWords, parse_output
 from ..tiling import parse_bytes
 
 #: The floating types a subcommand may compute in, by the name ``--dtype`` takes.
@@ -39,6 +44,10 @@ DTYPES: dict[str, torch.dtype] = {
 
 #: Every common flag, in the order ``--help`` lists them.
 COMMON_FLAGS = ("num-samples", "batch-size", "dtype", "device", "seed", "data-seed", "memory")
+
+#: The flags of subcommands that compute a network's kernel: which parameters and which outputs it is of.
+#: Added with ``flags=COMMON_FLAGS + KERNEL_FLAGS``.
+KERNEL_FLAGS = ("params", "output")
 
 
 def positive_int(text: str) -> int:
@@ -70,6 +79,20 @@ def memory_size(text: str) -> int:
     """
     try:
         return parse_bytes(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def output_selection(text: str) -> str | LabelWords:
+    """An ``argparse`` type: what ``--output`` selects, a field (``logits``) or label words at a position
+    (``3,7@-1``, ``logits:3,7@-1``) (:func:`pntk.kernels.outputs.parse_output`).
+
+    Example:
+        >>> output_selection("3,7@-1")
+        LabelWords(ids=(3, 7), position=-1, field='logits')
+    """
+    try:
+        return parse_output(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
@@ -202,6 +225,23 @@ def _flag_definitions(defaults: Mapping[str, Any]) -> dict[str, Callable[[Any], 
             + shown("memory", "pntk's plan")
             + ")",
         ),
+        "params": lambda g: g.add_argument(
+            "--params",
+            action="append",
+            metavar="PATTERN",
+            default=default("params", None),
+            help="differentiate only the parameters whose names match PATTERN, shell-style ('classifier.*', "
+            "'*.lora_*'); repeat for several (default: every trainable parameter)",
+        ),
+        "output": lambda g: g.add_argument(
+            "--output",
+            type=output_selection,
+            metavar="SELECTION",
+            default=default("output", None),
+            help="the kernel of this part of the model's output: a field such as logits, or label words at a "
+            "position, IDS@POSITION or FIELD:IDS@POSITION (3,7@-1: the logits of tokens 3 and 7 at the last "
+            "position) (default: the output itself, [B, O])",
+        ),
     }
 
 
@@ -245,13 +285,13 @@ def add_common_flags(
     definitions = _flag_definitions(defaults)
     unknown = [f for f in flags if f not in definitions]
     if unknown:
-        raise ValueError(f"unknown common flags {unknown}; valid ones are {', '.join(COMMON_FLAGS)}")
+        raise ValueError(f"unknown common flags {unknown}; valid ones are {', '.join(COMMON_FLAGS + KERNEL_FLAGS)}")
     stray = set(defaults) - {f.replace("-", "_") for f in flags}
     if stray:
         raise ValueError(f"defaults given for flags not added: {sorted(stray)}")
     group = parser.add_argument_group("common options (the same in every subcommand that computes)")
     add_config_flag(group)
-    for name in COMMON_FLAGS:
+    for name in COMMON_FLAGS + KERNEL_FLAGS:
         if name in flags:
             definitions[name](group)
     return group

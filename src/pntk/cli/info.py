@@ -69,6 +69,8 @@ def run(args) -> int:
         ("complete", "yes" if missing == 0 else f"no: {missing} of {total} tiles missing"),
         ("tiles", f"{total} of edge {spec.tile} ({layout})"),
         ("engine", spec.engine),
+        ("params", spec.params or "not recorded (all trainable parameters unless chosen otherwise)"),
+        ("output", spec.output or "the model's output"),
         ("model", spec.model),
         ("data1", spec.data1),
         ("data2", spec.data2 or "same as data1"),

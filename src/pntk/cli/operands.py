@@ -14,14 +14,15 @@ import torch
 
 from ..operators import KernelOperator, operator
 from ..store import open as open_store
-from .flags import add_common_flags, resolve_device, torch_dtype
+from .flags import COMMON_FLAGS, KERNEL_FLAGS, add_common_flags, resolve_device, torch_dtype
 from .resolve import load_inputs, load_model, load_weights
 
 
 def add_source_arguments(p: argparse.ArgumentParser) -> None:
     """``--store``, or the model and dataset options of ``pntk compute``, and the operator's options
-    (``--batch-size`` is the samples per chunk of a pass, ``--memory`` the budget of a product)."""
-    add_common_flags(p)
+    (``--batch-size`` is the samples per chunk of a pass, ``--memory`` the budget of a product; ``--params`` and
+    ``--output`` select the network's parameters and outputs)."""
+    add_common_flags(p, flags=COMMON_FLAGS + KERNEL_FLAGS)
     s = p.add_argument_group("a stored kernel")
     s.add_argument("--store", help="a complete kernel store (pntk compute --out ...), streamed tile by tile")
     m = p.add_argument_group("or a network's kernel, never formed")
@@ -48,11 +49,16 @@ def check_source(args: argparse.Namespace) -> None:
     """Exactly one of ``--store`` and ``--model/--dataset``.
 
     Raises:
-        ValueError: neither or both.
+        ValueError: neither or both; ``--params`` or ``--output`` with ``--store``.
     """
     network = args.model is not None or args.dataset is not None
     if (args.store is None) == (not network) or (network and (args.model is None or args.dataset is None)):
         raise ValueError("pass either --store PATH, or both --model and --dataset (not both kinds)")
+    if args.store is not None and (args.params is not None or args.output is not None):
+        raise ValueError(
+            "--params and --output select what a network's kernel is of; a store holds the selection it was "
+            "computed with (pntk info shows it): pass them to pntk compute, or use --model and --dataset"
+        )
 
 
 def load_network(args: argparse.Namespace, split: str | None = None, n: int | None = None):
@@ -94,6 +100,8 @@ def network_operator(args: argparse.Namespace, model, x1, x2=None) -> KernelOper
         batch_size=args.batch_size,
         memory=args.memory,
         progress=args.progress,
+        params=args.params,
+        output=args.output,
     )
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 from torch import Tensor, nn
 
@@ -11,6 +9,8 @@ from ..choices import parse_enum
 from ..kernels.api import kernel
 from ..kernels.inputs import InputLike, Inputs
 from ..kernels.kinds import Kind
+from ..kernels.outputs import OutputLike
+from ..kernels.selection import ParamsLike
 from .projection import seed_for
 
 # NOTE: [Nyström's cut-off]
@@ -45,7 +45,7 @@ class Nystrom:
         kind: ``"pntk"``, ``"trace"`` or ``"entk"``.
         rtol: relative cut-off for the eigenvalues of ``K(L, L)``; default the machine epsilon of its dtype
             (below ``ε·λ_max`` an eigenvalue is rounding noise). See the note [Nyström's cut-off].
-        params, dtype, batch_size: as for :func:`pntk.kernel`.
+        params, dtype, batch_size, output: as for :func:`pntk.kernel`.
 
     Example:
         >>> import torch, pntk
@@ -64,13 +64,14 @@ class Nystrom:
         *,
         kind: Kind | str = Kind.PNTK,
         rtol: float | None = None,
-        params: Mapping[str, Tensor] | None = None,
+        params: ParamsLike = None,
         dtype: torch.dtype | None = None,
         batch_size: int | None = None,
+        output: OutputLike = None,
     ) -> None:
         self.model, self.kind = model, parse_enum(Kind, kind, "kind")
         self.landmarks = landmarks
-        self.params, self.dtype, self.batch_size = params, dtype, batch_size
+        self.params, self.dtype, self.batch_size, self.output = params, dtype, batch_size, output
         K_LL = self._kernel(landmarks, None)
         lam, U = torch.linalg.eigh(K_LL)
         if rtol is None:
@@ -113,6 +114,7 @@ class Nystrom:
             kind=self.kind,
             params=self.params,
             dtype=self.dtype,
+            output=self.output,
             batch_size=self.batch_size,
             progress=progress,
         )

@@ -17,7 +17,6 @@ from __future__ import annotations
 import enum
 import math
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +29,8 @@ from ..kernels.inputs import InputLike, Inputs
 from ..kernels.jacobian import JacobianEngine
 from ..kernels.kinds import Kind
 from ..kernels.model import FunctionalModel, functional_model
+from ..kernels.outputs import OutputLike
+from ..kernels.selection import ParamsLike
 from ..kernels.structured.capture import Layer, capture, plan
 from ..kernels.structured.rules import ConvRule, EmbeddingRule, LinearRule, scales
 from ..planning import pass_chunk
@@ -100,8 +101,9 @@ class FeatureMap:
         seed: int = 0,
         distribution: Distribution | str = Distribution.GAUSSIAN,
         block: tuple[int, int] = DEFAULT_BLOCK,
-        params: Mapping[str, Tensor] | None = None,
+        params: ParamsLike = None,
         dtype: torch.dtype | None = None,
+        output: OutputLike = None,
     ) -> None:
         self.kind = parse_enum(Kind, kind, "kind")
         self.method = parse_enum(Method, method, "method")
@@ -120,7 +122,7 @@ class FeatureMap:
             raise ValueError(f"seed must be an int, got {seed!r}")
         self.model, self.k, self.seed = model, k, seed
         self.distribution = parse_enum(Distribution, distribution, "distribution")
-        self.params, self.dtype = params, dtype
+        self.params, self.dtype, self.output = params, dtype, output
         self._plans: dict[tuple, _Plan] = {}
 
     def __call__(
@@ -186,7 +188,7 @@ class FeatureMap:
 
     def _make_plan(self, X: Inputs) -> _Plan:
         kind = self.kind
-        fm = functional_model(self.model, X[:2], params=self.params, dtype=self.dtype)
+        fm = functional_model(self.model, X[:2], params=self.params, dtype=self.dtype, output=self.output)
         X = fm.prepare_inputs(X[:2], "x")
         O, R = fm.num_outputs, outputs_per_sample(fm, kind)
         rows_per_param = O if kind is Kind.TRACE else 1  # the trace projects the stacked Jacobian [O·P]
@@ -197,11 +199,12 @@ class FeatureMap:
         kronecker: dict[nn.Module, KroneckerProjection] = {}
         dense_sizes: dict[str, int] = {}
         per_sample = 0
+        names = _layer_names(layers)
         for layer in layers:
             shape = layer.shape
             if isinstance(layer.rule, (LinearRule, ConvRule, EmbeddingRule)):
                 ws, bs = scales(layer.module)
-                name = _module_name(fm, layer)
+                name = names[layer.module]
                 kronecker[layer.module] = KroneckerProjection.draw(
                     self.seed,
                     name,
@@ -294,10 +297,21 @@ def _rows(J: Tensor, kind: Kind) -> Tensor:
     return J.reshape(B, 1, O * p) / math.sqrt(O)
 
 
-def _module_name(fm: FunctionalModel, layer: Layer) -> str:
+def _module_name(layer: Layer) -> str:
     """The layer's module path, from its differentiated parameter's name (``"0.weight"`` → ``"0"``)."""
     name = layer.weight or layer.bias or ""
     return name.rpartition(".")[0] or "<root>"
+
+
+def _layer_names(layers: list[Layer]) -> dict:
+    """The name that seeds each layer's projection: its module path, or, where several layers share one (the
+    input and hidden weights of a recurrent layer, ruled by operation), its parameter's name, so that no two
+    layers draw the same projection (which would correlate their parts and bias ``Φ Φᵀ``)."""
+    paths = [_module_name(layer) for layer in layers]
+    return {
+        layer.module: path if paths.count(path) == 1 else (layer.weight or layer.bias or path)
+        for layer, path in zip(layers, paths)
+    }
 
 
 def features(
@@ -311,11 +325,12 @@ def features(
     distribution: Distribution | str = Distribution.GAUSSIAN,
     block: tuple[int, int] = DEFAULT_BLOCK,
     landmarks: InputLike | None = None,
-    params: Mapping[str, Tensor] | None = None,
+    params: ParamsLike = None,
     dtype: torch.dtype | None = None,
     batch_size: int | None = None,
     memory: int | str | None = None,
     progress: bool | None = None,
+    output: OutputLike = None,
 ) -> Tensor:
     """Random features ``Φ`` of a network's NTK with ``E[Φ Φᵀ] = K`` (unbiased), fixed by ``seed``.
 
@@ -337,12 +352,14 @@ def features(
         distribution: entries of ``R``: ``"gaussian"``, ``"rademacher"`` or ``"orthogonal"``.
         block: ``(c_out, c_in)`` of the Kronecker blocks.
         landmarks: for ``"nystrom"``: the landmark inputs; default ``k`` samples of ``x`` drawn by ``seed``.
-        params: parameters to differentiate, by name; default all trainable ones.
+        params: parameters to differentiate: a dict by name, name patterns or a predicate, as for
+            :func:`pntk.kernel`; default all trainable ones.
         dtype: compute in this dtype; default the model's.
         batch_size: samples per pass; default the most whose estimated memory fits ``memory``.
         memory: the budget for one chunk's work, e.g. ``"1GB"`` (default: :func:`pntk.planning.memory_budget`'s);
             ``Φ`` itself is extra.
         progress: a progress bar over chunks; default when there are several and stderr is a terminal.
+        output: what of the model's output is ``f(x)``, as for :func:`pntk.kernel`.
 
     Returns:
         ``Φ``: ``[N, k]`` for ``"pntk"``/``"trace"``, ``[N, O, k]`` for ``"entk"`` (``E[Φ_a Φ'_bᵀ] = Θ_ab``);
@@ -368,7 +385,7 @@ def features(
         from .nystrom import Nystrom
 
         L = Nystrom.choose_landmarks(Inputs.from_user(x, "x"), k, seed) if landmarks is None else landmarks
-        nys = Nystrom(model, L, kind=kind, params=params, dtype=dtype, batch_size=batch_size)
+        nys = Nystrom(model, L, kind=kind, params=params, dtype=dtype, batch_size=batch_size, output=output)
         return nys(x, progress=progress)
     if landmarks is not None:
         raise ValueError("landmarks= applies to method='nystrom' only")
@@ -382,5 +399,6 @@ def features(
         block=block,
         params=params,
         dtype=dtype,
+        output=output,
     )
     return fmap(x, batch_size=batch_size, memory=memory, progress=progress)

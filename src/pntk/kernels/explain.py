@@ -16,6 +16,7 @@ from .kinds import Engine, Kind
 from .model import functional_model
 from .outputs import OutputLike
 from .selection import ParamsLike
+from .structured import StructuredEngine
 from .structured.capture import factored_cost, materialised_cost, pairs_per_sample, plan
 from .structured.operations import OpSite
 
@@ -160,7 +161,7 @@ def explain(
     layer_costs = {id(layer): paths[layer.names[0]].cost for layer in layers}
     per_pair = sum(layer_costs.values()) + sum(p.cost for p in parameters if p.path == "fallback")
 
-    reason = _reason(engine, chosen, ruled, fm, kind, batch_size)
+    reason = _reason(engine, chosen, ruled, fm, kind, N)
     return Explanation(
         kind=kind,
         engine=chosen,
@@ -179,11 +180,30 @@ def explain(
     )
 
 
-def _reason(asked: Engine, chosen: Engine, ruled: float, fm, kind: Kind, batch_size: int) -> str:
+def _reason(asked: Engine, chosen: Engine, ruled: float, fm, kind: Kind, N: int) -> str:
     if asked is not Engine.AUTO:
         return f"asked for with engine={asked.value!r}"
-    if chosen is Engine.STRUCTURED:
-        return f"rules cover {ruled:.0%} of P (auto picks the structured engine from 50%)"
+    if ruled >= 0.5:
+        from ..planning import STRUCTURED_PASSES
+
+        costs = StructuredEngine().costs(fm, kind)
+        head = f"rules cover {ruled:.0%} of P (auto considers the structured engine from 50%)"
+        if costs is None or costs.fallback == 0:
+            return f"{head} and no parameter falls back"
+        saving = N * (N + 1) // 2 * (pairs_per_sample(fm, kind) * fm.num_params - costs.pair)
+        passes = N * STRUCTURED_PASSES * costs.sample
+        weighed = f"its contraction saves {saving:.3g} multiply-adds, its own passes cost {passes:.3g}"
+        if chosen is Engine.JACOBIAN:
+            return (
+                f"{head}, but {costs.fallback:,} numbers of P fall back to the Jacobian engine's pass and {weighed}: "
+                "the Jacobian engine alone is cheaper"
+            )
+        if saving > passes:
+            return f"{head}; {costs.fallback:,} numbers of P fall back, and {weighed}"
+        return (
+            f"{head}; {costs.fallback:,} numbers of P fall back, and vmap cannot trace the model (or the Jacobian "
+            "engine's tile exceeds the budget): per-sample loops for those parameters only are cheaper"
+        )
     if chosen is Engine.JACOBIAN:
         return (
             f"rules cover only {ruled:.0%} of P (< 50%), and a tile of the Jacobian engine's blocks fits the "

@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.func import grad, jacrev, vmap
 
 from .engine import outputs_per_sample
-from .fallback import attempt, per_sample_jacobians
+from .fallback import TRACE_ERRORS, attempt, fallback_reason, per_sample_jacobians
 from .inputs import Inputs
 from .kinds import Kind
 from .model import FunctionalModel
@@ -42,6 +42,19 @@ class JacobianEngine:
             lambda: per_sample_jacobians(fm, x, kind),
             "computing per-sample gradients with one autograd pass per sample instead",
         )
+
+    def traces(self, fm: FunctionalModel, kind: Kind) -> bool:
+        """Whether ``vmap`` traces the model: it has not failed on it before, and it does not fail on the
+        inputs the model was checked on (tried without the warning or the memory of a failure)."""
+        if fallback_reason(self.name, fm.module) is not None:
+            return False
+        if fm.sample is None:
+            return True
+        try:
+            self._vectorised(fm, fm.sample[: min(2, len(fm.sample))], kind)
+        except TRACE_ERRORS:
+            return False
+        return True
 
     def _vectorised(self, fm: FunctionalModel, x: Inputs, kind: Kind) -> list[Tensor]:
         scale = 1.0 / math.sqrt(fm.num_outputs)

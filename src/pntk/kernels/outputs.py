@@ -125,3 +125,52 @@ def output_hint(out: Any) -> str:
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
         return "; pass output=lambda out: out[0] to take the first item"
     return ""
+
+
+def parse_output(text: str) -> str | LabelWords:
+    """``output=`` from its text form (the CLI's ``--output``): a field name, or label words at a position.
+
+    ``FIELD`` selects a field of a ``ModelOutput``/dict (``logits``); ``IDS@POSITION`` (``3,7@-1``) or
+    ``FIELD:IDS@POSITION`` the logits of vocabulary ids ``IDS`` at ``POSITION`` (:class:`LabelWords`).
+
+    Raises:
+        ValueError: an empty text, ids or a position that are not integers.
+
+    Example:
+        >>> parse_output("logits"), parse_output("3,7@-1")
+        ('logits', LabelWords(ids=(3, 7), position=-1, field='logits'))
+    """
+    text = text.strip()
+    if "@" not in text:
+        if not text.isidentifier():
+            raise ValueError(
+                f"output {text!r} is neither a field name (logits) nor label words at a position (3,7@-1 or "
+                "logits:3,7@-1)"
+            )
+        return text
+    head, _, position = text.rpartition("@")
+    field, _, ids = head.rpartition(":")
+    try:
+        return LabelWords([int(i) for i in ids.split(",")], int(position), field or "logits")
+    except ValueError:
+        raise ValueError(
+            f"output {text!r}: label words are [FIELD:]IDS@POSITION with integer ids and position, e.g. 3,7@-1"
+        ) from None
+
+
+def output_key(output: OutputLike) -> str | None:
+    """What ``output=`` selects, as text for a store's spec; ``None`` for the model's own output.
+
+    A callable is named by its module and qualified name (its code is not read: the store's behaviour probe
+    compares the outputs themselves).
+
+    >>> output_key("logits"), output_key(LabelWords([3, 7]))
+    ('logits', 'logits[:, -1, [3, 7]]')
+    """
+    if output is None:
+        return None
+    if isinstance(output, str):
+        return output
+    if isinstance(output, LabelWords):
+        return f"{output.field}[:, {output.position}, {list(output.ids)}]"
+    return f"callable {getattr(output, '__module__', '?')}.{getattr(output, '__qualname__', type(output).__name__)}"

@@ -10,6 +10,7 @@ that requires grad.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 
 from torch import Tensor, nn
@@ -63,6 +64,18 @@ def select_params(module: nn.Module, params: ParamsLike) -> dict[str, Tensor]:
         "params= must be a dict of tensors by name, a name pattern such as 'classifier.*', a list of patterns, "
         f"or a predicate (name, parameter) -> bool; got {type(params).__name__}"
     )
+
+
+def params_key(module: nn.Module, selected: Mapping[str, Tensor]) -> str:
+    """Which parameters of ``module`` are ``selected``, as text for a store's spec: their number, and a digest
+    of their names (the values are in the model's fingerprint).
+
+    >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    >>> params_key(net, select_params(net, "2.*"))[:31]
+    '2 of 4 parameter tensors, names'
+    """
+    digest = hashlib.sha256("\n".join(sorted(selected)).encode()).hexdigest()[:16]
+    return f"{len(selected)} of {len(list(module.parameters()))} parameter tensors, names sha256:{digest}"
 
 
 def group_of(name: str) -> str:

@@ -14,7 +14,7 @@ of samples bounded by a memory budget (:func:`pntk.planning.plan_product`), the 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -27,6 +27,8 @@ from ..kernels.inputs import InputLike, Inputs
 from ..kernels.jacobian import JacobianEngine
 from ..kernels.kinds import Engine, Kind
 from ..kernels.model import FunctionalModel, functional_model
+from ..kernels.outputs import OutputLike
+from ..kernels.selection import ParamsLike
 from ..kernels.structured import StructuredEngine
 from ..kernels.structured.engine import Block
 from ..planning import ProductPlan, plan_product, working_memory
@@ -350,11 +352,12 @@ def operator(
     *,
     kind: Kind | str = Kind.PNTK,
     engine: Engine | str = Engine.AUTO,
-    params: Mapping[str, Tensor] | None = None,
+    params: ParamsLike = None,
     dtype: torch.dtype | None = None,
     batch_size: int | None = None,
     memory: int | str | None = None,
     progress: bool | None = None,
+    output: OutputLike = None,
 ) -> KernelOperator:
     """A neural tangent kernel of ``model`` between ``x1`` and ``x2`` as a matrix-free linear operator.
 
@@ -370,12 +373,14 @@ def operator(
         kind: ``"pntk"`` (default), ``"entk"`` or ``"trace"`` (or a :class:`Kind`).
         engine: ``"auto"``, ``"structured"`` (cached per-layer factors) or ``"vp"`` (``torch.func`` vector
             products); ``"auto"`` picks structured when layers with a rule hold at least half of the parameters.
-        params: parameters to differentiate, by name; default: all trainable ones.
+        params: parameters to differentiate: a dict by name, name patterns or a predicate, as for
+            :func:`pntk.kernel`; default: all trainable ones.
         dtype: compute in this dtype; default: the model's.
         batch_size: samples per chunk of a pass; default: from ``memory``.
         memory: the budget of a product's working memory and cached factors, bytes or ``"2GB"``; default
             :func:`pntk.planning.memory_budget`'s (half the machine's memory, at most 12 GiB).
         progress: progress bars over the chunks of each pass; default: when stderr is a terminal.
+        output: what of the model's output is ``f(x)``, as for :func:`pntk.kernel`.
 
     Returns:
         The operator, of shape ``(N1, N2)`` (pNTK, trace) or ``(N1·O, N2·O)`` (eNTK), on the model's device,
@@ -401,7 +406,7 @@ def operator(
     X1 = Inputs.from_user(x1, "x1")
     X2 = X1 if x2 is None else Inputs.from_user(x2, "x2")
     X1.check_compatible(X2)
-    fm = functional_model(model, X1[:2], params=params, dtype=dtype)
+    fm = functional_model(model, X1[:2], params=params, dtype=dtype, output=output)
     X1 = fm.prepare_inputs(X1, "x1")
     X2 = X1 if x2 is None else fm.prepare_inputs(X2, "x2")
     if engine is Engine.AUTO:

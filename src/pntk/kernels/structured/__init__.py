@@ -9,6 +9,6 @@ the engines).
 inputs and cotangents are captured, ``engine`` how blocks are prepared and contracted.
 """
 
-from .engine import StructuredEngine, WorkingMemory
+from .engine import Costs, StructuredEngine, WorkingMemory
 
-__all__ = ["StructuredEngine", "WorkingMemory"]
+__all__ = ["Costs", "StructuredEngine", "WorkingMemory"]

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -35,6 +36,7 @@ from ..inputs import Inputs
 from ..kinds import Kind
 from ..model import FunctionalModel
 from .operations import OPERATION_RULE, OpCall, OperationCalls, OpSite, layout, samples_first
+from .replays import replay
 from .rules import LayerShape, Rule, rule_for
 
 
@@ -106,12 +108,30 @@ def pairs_per_sample(fm: FunctionalModel, kind: Kind) -> int:
     return {Kind.PNTK: 1, Kind.TRACE: fm.num_outputs, Kind.ENTK: fm.num_outputs**2}[kind]
 
 
+#: The last plan of each live model (by ``id`` of its ``fm``): ``(key, result)``. The blocks of one kernel (and
+#: ``auto``'s choice before them) share a model, a kind and a sample shape, so they are planned once instead of
+#: once per block; an entry goes with its model.
+_plans: dict[int, tuple[tuple, tuple[list[Layer], list[str]]]] = {}
+
+
 def plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list[str]]:
     """The ruled layers for inputs shaped like ``x``, and the differentiated parameters that fall back.
 
     See the note [When a rule may be trusted]. Layers that the model never calls are left out (their
-    parameters have zero gradient).
+    parameters have zero gradient). The last plan of ``fm`` (the same object) is reused for the same kind and
+    trailing shapes and dtypes of the inputs.
     """
+    key = (kind, x.keys, tuple((t.shape[1:], t.dtype, t.device) for t in x.tensors))
+    cached = _plans.get(id(fm))
+    if cached is None or cached[0] != key:
+        if cached is None:
+            weakref.finalize(fm, _plans.pop, id(fm), None)
+        cached = _plans[id(fm)] = (key, _plan(fm, x, kind))
+    layers, fallback = cached[1]
+    return list(layers), list(fallback)
+
+
+def _plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list[str]]:
     candidates = list(ruled_modules(fm))
     modules = [c[0] for c in candidates]
     claimed = [n for *_, weight, bias in candidates for n in (weight, bias) if n is not None]
@@ -292,6 +312,10 @@ class _ParameterUses(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        inside = replay(func, args, kwargs)
+        if inside is not None:
+            with self:  # count the uses inside, as the rules by operation see them
+                return inside()
         result = func(*args, **kwargs)
         if getattr(func, "__name__", None) != "__get__" or isinstance(result, Tensor):
             for t in _tensors((args, kwargs)):

@@ -256,15 +256,28 @@ class StructuredEngine:
         return {g: M / O if kind is Kind.TRACE else M for g, M in Ms.items()}
 
     def block_bytes(self, fm: FunctionalModel, n: int, kind: Kind) -> int:
-        """Factors of ``n`` samples, from the model alone: the sample shape is not known here.
+        """Factors of ``n`` samples.
 
-        A dense layer or embedding is assumed to see one position per sample (``T = 1``; a sequence of ``T``
-        tokens holds up to ``T`` times more, or its materialised gradient); convolutions, whose ``T`` is
-        the output size, are counted at their materialised size ``R·P_layer``, which bounds the factors that
-        the FLOP count would choose instead; elementwise parameters (normalisation layers, PReLU) and fallback
-        parameters hold ``R`` per-sample gradients. Activations, held while a block is prepared, are not counted.
+        With the inputs the model was checked on (``fm.sample``), as the plan lays them out: a factored
+        layer holds ``G·T·(n + R·m)`` numbers per sample, a materialised one and a fallback parameter ``R``
+        per-sample gradients. Without them, from the model alone: a dense layer or embedding is assumed to see
+        one position per sample (``T = 1``; a sequence of ``T`` tokens holds up to ``T`` times more, or its
+        materialised gradient); convolutions, whose ``T`` is the output size, are counted at their
+        materialised size ``R·P_layer``, which bounds the factors that the FLOP count would choose instead;
+        elementwise parameters (normalisation layers, PReLU) and fallback parameters hold ``R`` per-sample
+        gradients. Activations, held while a block is prepared, are not counted.
         """
         R, Q = outputs_per_sample(fm, kind), pairs_per_sample(fm, kind)
+        if fm.sample is not None:
+            layers, fallback = plan(fm, fm.sample, kind)
+            numbers = sum(
+                layer.shape.G * layer.shape.T * (layer.rule.gram_width(layer.shape) + R * layer.shape.m)
+                if layer.factored
+                else R * sum(fm.params[p].numel() for p in layer.names)
+                for layer in layers
+            )
+            numbers += R * sum(fm.params[p].numel() for p in fallback)
+            return n * numbers * fm.dtype.itemsize
         numbers, ruled = 0, set()
         for module, rule, weight, bias in ruled_modules(fm):
             names = [p for p in (weight, bias) if p is not None]
@@ -282,15 +295,54 @@ class StructuredEngine:
         numbers += R * sum(p.numel() for name, p in fm.params.items() if name not in ruled)
         return n * numbers * fm.dtype.itemsize
 
-    def ruled_fraction(self, fm: FunctionalModel) -> float:
+    def ruled_fraction(self, fm: FunctionalModel, kind: Kind = Kind.PNTK) -> float:
         """The fraction of ``P`` under rules: as :func:`plan` finds it on the inputs the model was checked on
         (layers and operations), or by module type when there are none."""
         if fm.sample is not None:
-            layers, _ = plan(fm, fm.sample, Kind.PNTK)
+            layers, _ = plan(fm, fm.sample, kind)
             ruled = {n for layer in layers for n in layer.names}
         else:
             ruled = {p for _, _, weight, bias in ruled_modules(fm) for p in (weight, bias) if p is not None}
         return sum(fm.params[p].numel() for p in ruled) / max(1, fm.num_params)
+
+    def costs(self, fm: FunctionalModel, kind: Kind) -> Costs | None:
+        """What this engine's plan on the inputs the model was checked on predicts, or ``None`` without them."""
+        if fm.sample is None:
+            return None
+        layers, fallback = plan(fm, fm.sample, kind)
+        Q = pairs_per_sample(fm, kind)
+        pair = sum(
+            factored_cost(layer.rule, layer.shape, Q)
+            if layer.factored
+            else Q * sum(fm.params[n].numel() for n in layer.names)
+            for layer in layers
+        )
+        fallback_numel = sum(fm.params[n].numel() for n in fallback)
+        sample = sum(
+            s.T * s.G * s.m * (layer.rule.gram_width(s) if layer.rule.factorable else 1)
+            for layer in layers
+            for s in [layer.shape]
+        )
+        return Costs(pair=pair + Q * fallback_numel, sample=sample, fallback=fallback_numel)
+
+
+@dataclass(frozen=True)
+class Costs:
+    """The structured engine's multiply-adds on a model, as its plan predicts them.
+
+    Attributes:
+        pair: per pair of samples, the contraction: each ruled layer's factored form, or ``Q`` times its
+            parameters when materialised, and ``Q`` times each fallback parameter (``Q`` output pairs: 1 for the
+            pNTK, ``O`` for the trace, ``O²`` for the eNTK), where the Jacobian engine costs ``Q·P``.
+        sample: per sample, a forward pass through the ruled layers (``Σ T·G·m·n``; a lookup for an embedding,
+            a product for an elementwise parameter); preparing a block costs a few such passes.
+        fallback: the differentiated numbers without a rule; the Jacobian engine's per-sample gradients give
+            theirs, at the cost of its passes.
+    """
+
+    pair: int
+    sample: int
+    fallback: int
 
 
 def _materialise(

@@ -5,8 +5,9 @@ module owns it.
 or its ``.T``/``.mT``/``.t()``) compute ``z_t = W a_t + b`` at every row ``t`` of ``x``, exactly what the
 dense rule factors: GPT-2's ``Conv1D`` (``addmm`` on ``x.view(-1, n)``), hand-written LoRA adapters
 (``x @ A.T``), custom layers of model zoos. A ``TorchFunctionMode`` sees every such call made by Python code
-of the model (not those inside another torch function implemented in Python, such as
-``F.multi_head_attention_forward``, whose parameters then fall back).
+of the model, and those inside ``F.multi_head_attention_forward`` and the recurrent layers' kernels, which it
+replays (:mod:`pntk.kernels.structured.replays`); not those inside another torch function implemented in
+Python, whose parameters then fall back.
 
 # NOTE: [Where the samples are in an operation's operand]
 # A module's input has its samples on the leading axis; an operation's need not: ``Conv1D`` merges them with
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from .replays import replay
 from .rules import LinearRule
 
 #: A sample axis: ``("axis", k)``, or the leading axis merging samples and positions, ``("major",)`` or
@@ -105,6 +107,10 @@ class OperationCalls(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        inside = replay(func, args, kwargs)
+        if inside is not None:
+            with self:  # the mode is off while it handles a call: on again, to see the replay's operations
+                return inside()
         result = func(*args, **kwargs)
         name = getattr(func, "__name__", "")
         if name == "__get__":
