@@ -207,22 +207,38 @@ def compute(
                 out, KernelStore, requested, planned, resume=resume, overwrite=overwrite, provenance=record
             ),
         )
-        try:
-            if missing:
-                store = KernelStore(out, writable=True)
-                assert spec.engine is not None  # a store's spec names its engine, planned or resumed
-                eng = engine_of(new_plan(spec.engine, spec.tile))
-                with tile_log(log_json) as log:
-                    done = len(spec.plan()) - len(missing)
-                    _fill(store, eng, fm, source1, source2, share(missing, group), group, progress, log, done=done)
-            group.barrier()
-            if group.is_leader and lock is not None:
-                KernelStore(out, writable=True).mark_complete()
-            group.barrier()
-        finally:
-            if lock is not None:
-                lock.release()
+
+        def fill(store: KernelStore) -> None:
+            assert spec.engine is not None  # a store's spec names its engine, planned or resumed
+            eng = engine_of(new_plan(spec.engine, spec.tile))
+            with tile_log(log_json) as log:
+                done = len(spec.plan()) - len(missing)
+                _fill(store, eng, fm, source1, source2, share(missing, group), group, progress, log, done=done)
+
+        fill_and_finish(group, out, KernelStore, lock, missing, fill)
     return open_store(out)
+
+
+def fill_and_finish(
+    group: Group,
+    out: str | os.PathLike,
+    store_class: type[ChunkedStore],
+    lock: StoreLock | None,
+    missing: list[Tile],
+    fill: Callable[[Any], None],
+) -> None:
+    """Every rank writes its share of the ``missing`` tiles (``fill(store)``); once all have, the leader marks
+    the store complete; the lock (the leader's) is released whatever happens."""
+    try:
+        if missing:
+            fill(store_class(out, writable=True))
+        group.barrier()
+        if group.is_leader and lock is not None:
+            store_class(out, writable=True).mark_complete()
+        group.barrier()
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def setup_store(

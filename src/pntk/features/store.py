@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from ..choices import parse_enum
 from ..compute import (
+    fill_and_finish,
     model_fingerprint,
     model_tensor_digests,
     numpy_dtype,
@@ -290,19 +291,13 @@ def compute_features(
                 out, FeatureStore, requested, planned, resume=resume, overwrite=overwrite, provenance=record
             ),
         )
-        try:
-            if missing:
-                store = FeatureStore(out, writable=True)
-                with tile_log(log_json) as log:
-                    done = len(spec.plan()) - len(missing)
-                    _fill(store, fmap, fm.device, source, share(missing, group), group, progress, log, done=done)
-            group.barrier()
-            if group.is_leader and lock is not None:
-                FeatureStore(out, writable=True).mark_complete()
-            group.barrier()
-        finally:
-            if lock is not None:
-                lock.release()
+
+        def fill(store: FeatureStore) -> None:
+            with tile_log(log_json) as log:
+                done = len(spec.plan()) - len(missing)
+                _fill(store, fmap, fm.device, source, share(missing, group), group, progress, log, done=done)
+
+        fill_and_finish(group, out, FeatureStore, lock, missing, fill)
     return FeatureStore(out)
 
 
