@@ -184,3 +184,28 @@ def test_feature_kernel_and_ridge_stream_a_store_as_they_use_the_tensor(kind, tm
     np.testing.assert_allclose(fitted.predict(store), reference.predict(Phi), rtol=1e-10)
     with pytest.raises(ValueError, match="holds features of 23 samples"):
         FeatureRidge(0.1).fit(store, Y[:5])
+
+
+def first_two(y):
+    return y[:, :2]
+
+
+def last_two(y):
+    return y[:, 1:]
+
+
+def test_the_store_sketches_the_selected_parameters_and_outputs_and_records_them(tmp_path):
+    """params= and output= reach the stored features as they reach pntk.features, and a rerun that selects
+    other parameters or outputs is refused rather than mixed into the store."""
+    model, x = make_problem()
+    chosen = {"params": ["2.*"], "output": first_two}
+    store = pntk.compute_features(model, x, k=K, seed=3, out=tmp_path / "p", batch_size=4, **chosen)
+    Phi = pntk.features(model, x, k=K, seed=3, batch_size=4, **chosen)
+    np.testing.assert_array_equal(store.numpy(), Phi.numpy())
+    whole = pntk.features(model, x, k=K, seed=3, batch_size=4)
+    assert not np.allclose(store.numpy(), whole.numpy()), "the selection changed nothing"
+    assert store.spec.params is not None and store.spec.output is not None and "first_two" in store.spec.output
+    with pytest.raises(StoreMismatchError, match="output selection"):
+        pntk.compute_features(model, x, k=K, seed=3, out=tmp_path / "p", params=["2.*"], output=last_two)
+    with pytest.raises(StoreMismatchError, match="params selection"):
+        pntk.compute_features(model, x, k=K, seed=3, out=tmp_path / "p", output=first_two)

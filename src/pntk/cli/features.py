@@ -158,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
             dtype=dtype,
             batch_size=args.batch_size,
             memory=args.memory,
+            params=args.params,
+            output=args.output,
             overwrite=args.overwrite,
             progress=args.progress,
             provenance=provenance,

@@ -44,6 +44,8 @@ from ..distributed import Group, check_ranks_agree, process_group, share
 from ..errors import StoreError
 from ..kernels.api import model_and_inputs
 from ..kernels.kinds import Kind
+from ..kernels.outputs import OutputLike, output_key
+from ..kernels.selection import ParamsLike, params_key
 from ..probe import behaviour
 from ..sources import RowSource, fingerprint
 from ..store import ChunkedStore, StoreSpec, json_record
@@ -68,6 +70,8 @@ class FeatureSpec(StoreSpec):
         data: ``sha256:…`` of the inputs.
         behaviour: the model's outputs and a directional derivative on a probe batch
             (:func:`pntk.probe.behaviour`); ``None`` in a request means "not checked".
+        params, output: the parameter and output selections, as a kernel store records them
+            (:class:`pntk.store.KernelSpec`); ``None`` in a store made before they were recorded.
     """
 
     kind: Kind
@@ -83,10 +87,13 @@ class FeatureSpec(StoreSpec):
     model: str
     data: str
     behaviour: dict[str, Any] | None = None
+    params: str | None = None
+    output: str | None = None
 
     FORMAT: ClassVar[str] = "pntk-feature-store/1"
     FINGERPRINTS: ClassVar[tuple[str, ...]] = ("model", "data")
     PROBED: ClassVar[str] = "data"
+    SELECTIONS: ClassVar[tuple[str, ...]] = ("params", "output")
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -184,10 +191,11 @@ def compute_features(
     seed: int = 0,
     distribution: Distribution | str = Distribution.GAUSSIAN,
     block: tuple[int, int] = DEFAULT_BLOCK,
-    params: Mapping[str, Tensor] | None = None,
+    params: ParamsLike = None,
     dtype: torch.dtype | None = None,
     batch_size: int | None = None,
     memory: int | str | None = None,
+    output: OutputLike = None,
     resume: bool = True,
     overwrite: bool = False,
     progress: bool | None = None,
@@ -210,8 +218,9 @@ def compute_features(
         model: an ``nn.Module`` mapping ``[B, *input]`` to ``[B, O]`` (eval mode if it has BatchNorm/Dropout).
         x: ``[N, *input]`` inputs as :func:`pntk.compute` takes them (tensors, arrays, a memory-mapped
             ``.npy``, a Dataset); only a block's rows are read at a time.
-        k, kind, method, seed, distribution, block, params, dtype: the feature map, as for
-            :func:`pntk.features` (``method`` ``"kronecker"`` or ``"dense"``).
+        k, kind, method, seed, distribution, block, params, dtype, output: the feature map, as for
+            :func:`pntk.features` (``method`` ``"kronecker"`` or ``"dense"``). The store records the
+            ``params`` and ``output`` selections, and refuses to resume with others.
         out: the store's directory, e.g. ``"phi.zarr"``.
         batch_size: rows per block (and per pass); default the most whose work fits ``memory``
             (:func:`pntk.planning.pass_chunk`). When resuming, the store's is kept.
@@ -243,7 +252,7 @@ def compute_features(
         )
     record = None if provenance is None else json_record(provenance, "provenance")
     fm, source, _ = model_and_inputs(
-        model, x, params=params, dtype=dtype, names=("x", "x"), check_samples=check_samples
+        model, x, params=params, dtype=dtype, names=("x", "x"), check_samples=check_samples, output=output
     )
     fmap = FeatureMap(
         model,
@@ -255,6 +264,7 @@ def compute_features(
         block=block,
         params=params,
         dtype=None if dtype is None else fm.dtype,
+        output=output,
     )
     probe = fm.prepare_inputs(source.fetch(slice(0, 2)).map(lambda t: t.to(fm.device)), "x")
     requested = FeatureSpec(
@@ -271,6 +281,8 @@ def compute_features(
         model=model_fingerprint(fm),
         data=fingerprint(source),
         behaviour=behaviour(fm, probe),
+        params=params_key(fm.module, fm.params),
+        output=output_key(output),
     )
 
     def planned() -> FeatureSpec:
