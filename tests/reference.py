@@ -56,3 +56,8 @@ def reference_kernel(
     if kind == "pntk":
         return theta.sum((2, 3)) / O
     raise ValueError(kind)
+
+
+def rel_err(a: Tensor, b: Tensor) -> float:
+    """``max|a − b| / max|b|``, in float64."""
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()

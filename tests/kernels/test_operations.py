@@ -3,7 +3,6 @@ and ``pntk.explain``, against the float64 brute force."""
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import pytest
@@ -16,20 +15,9 @@ from architectures import BY_NAME, CASES
 from pntk.kernels import Inputs, Kind, functional_model
 from pntk.kernels.structured import capture
 from pntk.kernels.structured.operations import OpSite
-from reference import reference_kernel
+from reference import reference_kernel, rel_err
 
 KINDS = ["entk", "trace", "pntk"]
-
-
-def rel_err(a, b):
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
-
-
-@pytest.fixture(params=["factored", "materialised"])
-def form(request, monkeypatch):
-    cost = 0 if request.param == "factored" else math.inf
-    monkeypatch.setattr(capture, "factored_cost", lambda *args: cost)
-    return request.param
 
 
 def by_operation(model, x) -> set[str]:

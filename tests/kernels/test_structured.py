@@ -17,13 +17,9 @@ import pntk
 from pntk.kernels import Inputs, Kind, functional_model
 from pntk.kernels.structured import StructuredEngine, WorkingMemory, capture, rules
 from pntk.planning import resolve_engine
-from reference import reference_kernel
+from reference import reference_kernel, rel_err
 
 KINDS = ["entk", "trace", "pntk"]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
 
 
 @pytest.fixture(params=["factored", "materialised", "grouped"])
