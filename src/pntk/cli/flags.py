@@ -50,26 +50,25 @@ COMMON_FLAGS = ("num-samples", "batch-size", "dtype", "device", "seed", "data-se
 KERNEL_FLAGS = ("params", "output")
 
 
-def positive_int(text: str) -> int:
-    """An ``argparse`` type: an integer ``≥ 1``."""
+def _integer_from(text: str, low: int, what: str) -> int:
+    """``text`` as an integer ``≥ low``, or an ``argparse`` error that names ``what`` was expected."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        value = low - 1
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer ``≥ 1``."""
+    return _integer_from(text, 1, "a positive integer")
 
 
 def seed(text: str) -> int:
     """An ``argparse`` type: a seed, an integer ``≥ 0``."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a seed, an integer ≥ 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a seed, an integer ≥ 0, got {text!r}")
-    return value
+    return _integer_from(text, 0, "a seed, an integer ≥ 0")
 
 
 def memory_size(text: str) -> int:

@@ -29,7 +29,7 @@ def register(subparsers) -> None:
         "regress",
         help="kernel ridge regression by preconditioned CG, without forming the kernel (or streaming stores)",
         description="Kernel ridge regression f(x) = K(x, X) (K(X, X) + λI)⁻¹ Y with a network's NTK (never "
-        "formed) or stored kernels, by conjugate gradients with a Nyström or pivoted-Cholesky "
+        "formed) or stored kernels, by conjugate gradients with a pivoted-Cholesky (default), Nyström or Kronecker "
         "preconditioner. Prints JSON: iterations, residuals, accuracy.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
