@@ -479,5 +479,5 @@ def numpy_dtype(dtype: torch.dtype) -> str:
         return str(torch.empty(0, dtype=dtype).numpy().dtype)
     except TypeError:
         raise ValueError(
-            f"a kernel store holds NumPy numbers and NumPy has no {dtype}; pass dtype=torch.float32"
+            f"a store holds NumPy numbers and NumPy has no {dtype}; pass dtype=torch.float32"
         ) from None

@@ -14,6 +14,7 @@ from ..data import DatasetName, train_test
 from ..features import FeatureKernel, FeatureMap, FeatureRidge, FeatureStore, Nystrom, compute_features
 from ..kernels.inputs import Inputs
 from .flags import KERNEL_FLAGS, add_common_flags, torch_dtype
+from .operands import targets
 from .provenance import run_record
 from .resolve import load_inputs, load_model, load_weights
 
@@ -195,12 +196,10 @@ def regress_features(args: argparse.Namespace) -> dict:
         The JSON record: the stores, ``N``, ``k``, ``ridge``, ``seconds`` and, with ``--test-features`` and
         ``--test-labels``, ``test_accuracy``.
     """
-    from .regress import _targets  # regress imports this module
-
     if args.labels is None:
         raise ValueError("--features needs --labels (a .npy file of train labels [N] or targets [N, O])")
     Phi = FeatureStore(args.features)
-    Y, _ = _targets(np.load(args.labels, allow_pickle=False), None)
+    Y, _ = targets(np.load(args.labels, allow_pickle=False), None)
     ridge = args.ridge
     if ridge is None:
         ridge = args.ridge_rel * float(FeatureKernel(Phi).diagonal().double().mean())

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data import one_hot_targets
 from ..operators import KernelOperator, operator
 from ..store import open as open_store
 from .flags import COMMON_FLAGS, KERNEL_FLAGS, add_common_flags, resolve_device, torch_dtype
@@ -127,3 +128,14 @@ def _plain(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return str(x)
     return x
+
+
+def targets(labels, num_classes: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(Y [N, O] float64, labels [N] or None)`` from integer labels or a target matrix."""
+    labels = torch.as_tensor(np.asarray(labels))
+    if labels.dim() == 2:
+        return labels.double(), None
+    if labels.dim() != 1 or labels.is_floating_point():
+        raise ValueError(f"labels must be [N] integers or [N, O] targets; got {list(labels.shape)} {labels.dtype}")
+    O = num_classes or int(labels.max()) + 1
+    return one_hot_targets(labels, O, dtype=torch.float64), labels

@@ -8,10 +8,17 @@ import time
 import numpy as np
 import torch
 
-from ..data import one_hot_targets
 from ..solvers import Preconditioner, SolverOptions, ridge_regression
 from .features import regress_features
-from .operands import add_source_arguments, check_source, emit, load_network, network_operator, stored_operator
+from .operands import (
+    add_source_arguments,
+    check_source,
+    emit,
+    load_network,
+    network_operator,
+    stored_operator,
+    targets,
+)
 
 _EPILOG = """\
 examples:
@@ -75,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--store needs --labels (a .npy file of train labels [N] or targets [N, O])")
         op = stored_operator(args.store, args)
         cross = stored_operator(args.test_store, args) if args.test_store else None
-        Y, labels = _targets(np.load(args.labels, allow_pickle=False), None)
+        Y, labels = targets(np.load(args.labels, allow_pickle=False), None)
         test_labels = torch.as_tensor(np.load(args.test_labels, allow_pickle=False)) if args.test_labels else None
         source = {"store": args.store, "test_store": args.test_store}
     else:
@@ -83,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         _, x_test, test_labels, _ = load_network(args, split=args.test_split, n=args.num_test)
         if labels is None:
             raise ValueError("a file of inputs has no labels; use a dataset, or compute stores and pass --labels")
-        Y, labels = _targets(labels, O)
+        Y, labels = targets(labels, O)
         op = network_operator(args, model, x)
         cross = network_operator(args, model, x_test, x)
         source = {"model": args.model, "dataset": args.dataset, "kind": args.kind, "N": len(x), "M": len(x_test)}
@@ -114,14 +121,3 @@ def run(args: argparse.Namespace) -> int:
         out["test_accuracy"] = float((predicted == test_labels.cpu()).double().mean())
     emit(out, args)
     return 0 if result.cg.converged else 1
-
-
-def _targets(labels, num_classes: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(Y [N, O] float64, labels [N] or None)`` from integer labels or a target matrix."""
-    labels = torch.as_tensor(np.asarray(labels))
-    if labels.dim() == 2:
-        return labels.double(), None
-    if labels.dim() != 1 or labels.is_floating_point():
-        raise ValueError(f"labels must be [N] integers or [N, O] targets; got {list(labels.shape)} {labels.dtype}")
-    O = num_classes or int(labels.max()) + 1
-    return one_hot_targets(labels, O, dtype=torch.float64), labels

@@ -54,8 +54,9 @@ class SolverOptions:
             operator contracts from its factors (built 100× faster than Nyström's product at N = 3,000 on
             MNIST-1D, for the same iterations), with Nyström standing in for an operator without a diagonal.
         rank: the rank of the preconditioner (columns of ``K`` it reads, in one product or in blocks); it holds
-            ``n × rank`` float64 numbers (400 MB at ``n = 10⁵`` for the default 500). On the pNTK of an MLP on
-            MNIST-1D (N = 3,000, λ = 10⁻³ · mean diagonal) rank 100 needs 84 iterations to 10⁻⁴, rank 300 44.
+            ``n × rank`` numbers in the kernel's precision, at least float32 (200 MB at ``n = 10⁵`` for the
+            default 500 and a float32 kernel). On the pNTK of an MLP on MNIST-1D (N = 3,000, λ = 10⁻³ · mean
+            diagonal) rank 100 needs 84 iterations to 10⁻⁴, rank 300 44.
         num_probes: random probe vectors of Hutch++ and stochastic Lanczos quadrature.
         lanczos_steps: Lanczos steps per probe of stochastic Lanczos quadrature (nodes of its quadrature).
         progress: show progress bars over the iterations; default: when stderr is a terminal.

@@ -33,8 +33,8 @@ class LowRankPreconditioner:
     """``P⁻¹`` for ``K + λI`` from ``K ≈ U diag(Λ̂) Uᵀ`` (see the module docstring).
 
     Attributes:
-        U: ``[n, r]`` orthonormal columns, float64.
-        eigenvalues: ``[r]`` ``Λ̂ ≥ 0``, descending.
+        U: ``[n, r]`` orthonormal columns, float64 (float32 from :func:`pivoted_cholesky` of a float32 kernel).
+        eigenvalues: ``[r]`` ``Λ̂ ≥ 0``, descending, float64.
         ridge: ``λ > 0``.
         products: columns of ``K`` multiplied or read to build it.
     """
@@ -45,10 +45,11 @@ class LowRankPreconditioner:
     products: int
 
     def __call__(self, R: Tensor) -> Tensor:
-        """``P⁻¹ R`` for ``R [n, k]``."""
+        """``P⁻¹ R`` for ``R [n, k]`` (the low-rank correction in ``U``'s precision, added to ``R`` in its own)."""
         floor = self.eigenvalues[-1] + self.ridge
-        UR = self.U.T @ R
-        return R + self.U @ (UR * ((floor / (self.eigenvalues + self.ridge)).unsqueeze(1) - 1))
+        coefficients = (floor / (self.eigenvalues + self.ridge)).unsqueeze(1) - 1
+        UR = (self.U.T @ R.to(self.U.dtype)).to(coefficients.dtype)
+        return R + (self.U @ (UR * coefficients).to(self.U.dtype)).to(R.dtype)
 
 
 def nystrom(op: Any, rank: int, ridge: float, *, seed: int = 0) -> LowRankPreconditioner:
@@ -96,42 +97,60 @@ def pivoted_cholesky(op: Any, rank: int, ridge: float, *, block: int = 32, seed:
         seed: the seed of the pivot draws.
 
     Returns:
-        The preconditioner. Cost: ``rank`` columns in blocks of ``block``, ``O(n · rank²)`` flops.
+        The preconditioner. Cost: ``rank`` columns in blocks of ``block``, ``O(n · rank²)`` flops; memory
+        ``n × rank`` numbers in the kernel's precision, at least float32 (400 MB at ``n = 10⁵``, rank 1000, for
+        a float32 kernel). See the note [A preconditioner in float32].
     """
     op = as_operator(op, "op")
     n = op.shape[0]
     d = op.diagonal().to(torch.float64).clone()
     g = torch.Generator(device="cpu").manual_seed(seed)
-    # F (float64: its Gram must resolve the small eigenvalues that a ridge preconditioner needs) is the
-    # preconditioner's whole memory, n × rank numbers; its eigenbasis is written over it.
-    F = torch.zeros(n, min(rank, n), dtype=torch.float64, device=op.device)
+    # F is the preconditioner's whole memory, n × rank numbers; its eigenbasis is written over it.
+    dtype = torch.float64 if op.dtype == torch.float64 else torch.float32
+    F = torch.zeros(n, min(rank, n), dtype=dtype, device=op.device)
     r = 0
     while r < F.shape[1] and d.sum() > 0:
         s = min(block, F.shape[1] - r, int((d > 0).sum()))
         S = torch.multinomial(d.clamp(min=0).cpu(), s, replacement=False, generator=g).to(op.device)
-        G = op.columns(S).to(torch.float64) - F[:, :r] @ F[S, :r].T
-        H = G[S]
+        G = op.columns(S).to(dtype) - F[:, :r] @ F[S, :r].T
+        H = G[S].to(torch.float64)
         w, V = torch.linalg.eigh((H + H.T) / 2)
         keep = w > w.max().clamp(min=0) * s * torch.finfo(op.dtype).eps * 10
         if not keep.any():
             break
-        new = G @ (V[:, keep] / w[keep].sqrt())
+        new = G @ (V[:, keep] / w[keep].sqrt()).to(dtype)
         F[:, r : r + new.shape[1]] = new
-        d = (d - new.square().sum(1)).clamp(min=0)
+        d = (d - new.to(torch.float64).square().sum(1)).clamp(min=0)
         r += new.shape[1]
     return _eigenbasis(F[:, :r], ridge, r)
 
 
+# NOTE: [A preconditioner in float32]
+# For a float32 kernel the factor F of pivoted Cholesky is kept in float32, halving the preconditioner's memory
+# (at n = 10⁵ a float64 rank-1000 factor alone held 0.8 GB of a 2 GB budget): the columns it is built from are
+# float32 products already. What needs float64 is kept in float64: the Gram FᵀF (accumulated block by block),
+# its eigendecomposition and the eigenvalues, so that the small kept eigenvalues, which set the preconditioned
+# condition number, are resolved. The eigenbasis U = F V Λ^{-1/2}, rounded to float32, is orthonormal to about
+# 10⁻⁶, far below the smallest factor (λ̂_r + λ)/(λ̂_1 + λ) of P⁻¹ on any kernel we solve (10⁻⁵ for an MLP's
+# pNTK at n = 10⁵), so P⁻¹ stays positive definite.
+
+
 def _eigenbasis(F: Tensor, ridge: float, products: int) -> LowRankPreconditioner:
-    """``F Fᵀ = U diag(Λ) Uᵀ`` with ``U`` written over ``F`` row block by row block (no second ``n × r``)."""
-    C = F.T @ F
+    """``F Fᵀ = U diag(Λ) Uᵀ`` with ``U`` written over ``F`` row block by row block (no second ``n × r``); the
+    Gram and the eigenvalues in float64 whatever ``F``'s dtype."""
+    step = max(1, 2**24 // max(1, F.shape[1]))
+    C = torch.zeros(F.shape[1], F.shape[1], dtype=torch.float64, device=F.device)
+    for s in range(0, F.shape[0], step):
+        Fs = F[s : s + step].to(torch.float64)
+        C += Fs.T @ Fs
     lam, V = torch.linalg.eigh((C + C.T) / 2)
     lam, V = lam.flip(0).clamp(min=0), V.flip(1)
-    positive = lam > lam[0] * F.shape[1] * torch.finfo(F.dtype).eps
+    # Below ~ε·λ̂_1 an eigenvalue of F Fᵀ is F's rounding (the rank-scaled rule of a numerical rank would cut
+    # a float32 factor at 2·10⁻⁴ λ̂_1, far above the eigenvalues the preconditioner is for).
+    positive = lam > lam[0] * torch.finfo(F.dtype).eps * 10
     M = V[:, positive] / lam[positive].sqrt()  # U = F V Λ^{-1/2}
-    step = max(1, 2**24 // max(1, F.shape[1]))
     for s in range(0, F.shape[0], step):
-        F[s : s + step, : M.shape[1]] = F[s : s + step] @ M
+        F[s : s + step, : M.shape[1]] = (F[s : s + step].to(torch.float64) @ M).to(F.dtype)
     return LowRankPreconditioner(F[:, : M.shape[1]], lam[positive], ridge, products)
 
 
@@ -181,7 +200,8 @@ def kronecker(
         seed: the seed of its random draws.
 
     Returns:
-        The preconditioner. Cost: that of ``K``'s preconditioner; memory ``N × rank`` float64.
+        The preconditioner. Cost: that of ``K``'s preconditioner; memory ``N × rank`` numbers (float32 for a
+        float32 ``K``).
 
     Raises:
         ValueError: ``K`` is not square, ``num_outputs < 1`` or an unknown preconditioner.
