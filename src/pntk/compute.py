@@ -478,6 +478,4 @@ def numpy_dtype(dtype: torch.dtype) -> str:
     try:
         return str(torch.empty(0, dtype=dtype).numpy().dtype)
     except TypeError:
-        raise ValueError(
-            f"a store holds NumPy numbers and NumPy has no {dtype}; pass dtype=torch.float32"
-        ) from None
+        raise ValueError(f"a store holds NumPy numbers and NumPy has no {dtype}; pass dtype=torch.float32") from None
