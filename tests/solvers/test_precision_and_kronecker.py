@@ -208,3 +208,22 @@ def test_a_float32_kernel_gets_a_float32_preconditioner_as_good_as_a_float64_one
     assert r32.converged and r64.converged
     assert r32.iterations <= r64.iterations * 1.1 + 2
     assert (r32.solution - r64.solution).norm() <= 1e-5 * r64.solution.norm()
+
+
+def test_a_float32_solve_is_not_called_converged_while_its_true_residual_is_above_tol():
+    """Float32 products make the recurrence's residual drift below the true one: the solve restarts from the
+    true residual, and where rounding stops it above tol it says so (and refinement with float64 reaches it)."""
+    g = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(300, 300, generator=g, dtype=F64))
+    K = (Q * torch.logspace(0, 5, 300, dtype=F64)) @ Q.T
+    Y = torch.randn(300, 2, generator=g, dtype=F64)
+    options = SolverOptions(tol=1e-4, preconditioner="none", maxiter=5000)
+    with pytest.warns(ConvergenceWarning, match="rounding of the kernel's float32 products"):
+        alone = pcg(K.float(), Y, ridge=1.0, options=options)
+    true = (Y - (K + torch.eye(300, dtype=F64)) @ alone.solution).norm(dim=0) / Y.norm(dim=0)
+    assert alone.iterations < 5000 and alone.refinements >= 1
+    assert not alone.converged and true.max() > 1e-4
+    assert alone.history.min() <= 1e-4  # what the recurrence alone reported
+    refined = pcg(K.float(), Y, ridge=1.0, options=options, exact=K)
+    true = (Y - (K + torch.eye(300, dtype=F64)) @ refined.solution).norm(dim=0) / Y.norm(dim=0)
+    assert refined.converged and true.max() <= 1e-4

@@ -29,11 +29,13 @@ class CGResult:
         iterations: iterations run (one product with the unconverged columns each).
         residual: ``[c]`` the true relative residuals ``‖Y − (K + λI) W‖ / ‖Y‖``, from one more product.
         history: ``[iterations + 1]`` the largest relative residual of the recurrence at each iteration.
-        converged: every column's recurrence residual reached ``tol`` (the true residual, from products in the
-            operator's dtype, can sit slightly above it: float32 products carry relative errors near ``1e-7``).
+        converged: every column's true residual (from products in the operator's dtype) reached ``tol``. When
+            the recurrence reaches ``tol`` but the true residual does not (the rounding of float32 products makes
+            them drift apart), the solve restarts from the true residual while that lowers it.
         products: columns of ``K`` multiplied (or read, for a preconditioner) in all, products with ``exact``
             included.
-        refinements: outer steps of iterative refinement (``0`` without ``exact``).
+        refinements: outer steps of iterative refinement with ``exact``, or restarts from the true residual
+            without it.
     """
 
     solution: Tensor
@@ -66,8 +68,9 @@ def pcg(
 
     The columns of ``Y`` run as independent recurrences whose products share one pass (a block product with
     the columns not converged yet); a column stops when its recurrence residual reaches ``tol``. The result
-    reports the true residual of every column (one more product) and warns with a
-    :class:`ConvergenceWarning` when ``maxiter`` iterations do not reach ``tol``.
+    reports the true residual of every column (one more product); where it is still above ``tol`` the solve
+    restarts from it, and a :class:`ConvergenceWarning` says when ``maxiter`` iterations or the products'
+    rounding leave a column above ``tol``.
 
     The preconditioner (``options.preconditioner``, of rank ``options.rank``) is built from the operator:
     pivoted Cholesky (the default) reads ``rank`` columns in blocks, Nyström (which stands in for an operator
@@ -155,7 +158,15 @@ def pcg(
             products += run.products
             true = (B - A(X)).norm(dim=0) / safe
             products += B.shape[1]
-            converged = not bool(run.active.any())
+            if not run.active.any() and bool((true > options.tol).any()):
+                # The recurrence's residual drifted from the true one (rounding of the products): restart from
+                # the true residual, as refinement with the same operator, while that still lowers it.
+                X, true, more, tail, refinements, used = _refine(
+                    A, A, B, X, safe, options.tol, M, maxiter - iterations, bar
+                )
+                iterations, products = iterations + more, products + used
+                history.extend(tail[1:])
+            converged = bool((true <= options.tol).all())
         else:
             X, true, iterations, history, refinements, used = _refine(
                 A, _exact(exact, op, ridge), B, X, safe, options.tol, M, maxiter, bar
@@ -163,10 +174,16 @@ def pcg(
             products += used
             converged = bool((true <= options.tol).all())
     if not converged:
+        if iterations < maxiter:
+            advice = (
+                f"the rounding of the kernel's {str(op.dtype).removeprefix('torch.')} products stops it there; pass "
+                "exact= (the same kernel with float64 products) for iterative refinement, or loosen tol"
+            )
+        else:
+            advice = "raise maxiter, add a ridge, or raise the preconditioner's rank"
         warnings.warn(
             f"conjugate gradients did not reach tol = {options.tol:g} in {iterations} iterations: the largest "
-            f"relative residual is {true.max().item():.3g}; raise maxiter, add a ridge, or raise the "
-            "preconditioner's rank",
+            f"relative residual is {true.max().item():.3g}; {advice}",
             ConvergenceWarning,
             stacklevel=2,
         )
