@@ -244,3 +244,23 @@ def test_blocked_cholesky_reports_the_failing_minor(rng):
     with mock.patch.object(_linalg, "_BLOCK", 3):
         assert _linalg.cholesky_in_place(work) == 8
     np.testing.assert_array_equal(np.triu(work, 1), np.triu(A, 1))
+
+
+def test_a_float32_operator_is_refused_below_its_rounding_with_what_to_do():
+    """kernel_regression on a float32 matrix-free kernel cannot reach its default rtol = 1e-10: it says why
+    (the products' rounding, not the iteration cap) and what to do; in float64 the same call succeeds."""
+    import pntk
+
+    g = torch.Generator().manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 32), torch.nn.Tanh(), torch.nn.Linear(32, 3)).eval()
+    x, xt = torch.randn(40, 5, generator=g), torch.randn(6, 5, generator=g)
+    Y = torch.nn.functional.one_hot(torch.randint(0, 3, (40,), generator=g), 3).double()
+    with pytest.raises(IllConditionedKernelError, match="rounding of the kernel's float32 products.*float64"):
+        kernel_regression(pntk.operator(net, x), pntk.operator(net, xt, x), Y, ridge=1e-3, on_singular="raise")
+    net64 = net.double()
+    got = kernel_regression(
+        pntk.operator(net64, x.double()), pntk.operator(net64, xt.double(), x.double()), Y, ridge=1e-3
+    )
+    K, Kt = pntk.pntk(net64, x.double()), pntk.pntk(net64, xt.double(), x.double())
+    expected = Kt @ torch.linalg.solve(K + 1e-3 * torch.eye(40, dtype=torch.float64), Y)
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-7, atol=1e-9)

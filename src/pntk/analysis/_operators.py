@@ -84,9 +84,16 @@ def kernel_regression(
             K_train_train, K_test_train, Y_train, ridge=ridge, f0_train=f0_train, f0_test=f0_test, options=options
         )
     if not result.cg.converged and on_singular is OnSingular.RAISE:
+        if result.cg.iterations < (maxiter or 1000):  # stopped by the products' rounding, not the cap
+            advice = (
+                f"the rounding of the kernel's {str(kernel_dtype_of(K_train_train)).removeprefix('torch.')} "
+                "products stops it there: build the operator in float64, or pass a larger rtol"
+            )
+        else:
+            advice = "add ridge > 0 or raise maxiter"
         raise IllConditionedKernelError(
             f"conjugate gradients did not reach tol = {tol:g} in {result.cg.iterations} iterations (relative "
-            f"residual {result.cg.residual.max().item():.3g}); add ridge > 0 or raise maxiter"
+            f"residual {result.cg.residual.max().item():.3g}); {advice}"
         )
     if result.predictions is None:
         raise ValueError("K_test_train is required: pass the cross kernel K(x_test, X)")

@@ -177,7 +177,8 @@ def pcg(
         if iterations < maxiter:
             advice = (
                 f"the rounding of the kernel's {str(op.dtype).removeprefix('torch.')} products stops it there; pass "
-                "exact= (the same kernel with float64 products) for iterative refinement, or loosen tol"
+                "exact= (the same kernel with float64 products) to pcg or ridge_regression for iterative "
+                "refinement, compute the kernel in float64, or loosen tol"
             )
         else:
             advice = "raise maxiter, add a ridge, or raise the preconditioner's rank"
