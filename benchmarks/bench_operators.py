@@ -91,6 +91,8 @@ def torch_func_product(model, x, V):
 
 
 def worker() -> None:
+    import copy
+
     import numpy as np
     import torch
 
@@ -164,7 +166,17 @@ def worker() -> None:
             maxiter=int(job.get("maxiter", 1000)),
             preconditioner=job.get("preconditioner", "pivoted_cholesky"),
         )
-        fit = ridge_regression(op, cross, Y, ridge=ridge, options=options)
+        exact = {}
+        if job.get("exact_memory"):
+            # Iterative refinement: residuals from the same kernel with float64 products (not cached: chunked
+            # within their own budget), corrections from the float32 operator.
+            m64 = copy.deepcopy(model).double()
+            X64, Xt64 = X.double(), Xt.double()
+            exact = dict(
+                exact=pntk.operator(m64, X64, kind=kind, memory=job["exact_memory"]),
+                exact_test=pntk.operator(m64, Xt64, X64, kind=kind, memory=job["exact_memory"]),
+            )
+        fit = ridge_regression(op, cross, Y, ridge=ridge, options=options, **exact)
         with torch.no_grad():
             network = (model(Xt).argmax(1).numpy() == y_test[:M]).mean()
         predictions = fit.predictions
@@ -177,6 +189,7 @@ def worker() -> None:
             residual=fit.cg.residual.max().item(),
             history=fit.cg.history.tolist(),
             converged=fit.cg.converged,
+            refinements=fit.cg.refinements,
             products=fit.cg.products,
             cached=op.plan.cache,
             test_accuracy=float((predictions.argmax(1).numpy() == y_test[:M]).mean()),
@@ -421,6 +434,9 @@ def main() -> None:
     ps.add_argument("--eig-tol", type=float, default=1e-6, help="Lanczos residual relative to λ_max")
     ps.add_argument("--M", type=int, default=5000, help="test samples predicted")
     ps.add_argument("--save-predictions", help=".npy file for the test predictions [M, O]")
+    ps.add_argument(
+        "--exact-memory", help="refine to float64: residuals from a float64 operator with this budget (e.g. 300MB)"
+    )
     pd = sub.add_parser("dense")
     pd.add_argument("--N", type=int, default=20000)
     pd.add_argument("--rank", type=int, default=4000, help="of the pivoted-Cholesky preconditioner")
@@ -458,6 +474,7 @@ def main() -> None:
                         "eig_tol": args.eig_tol,
                         "M": args.M,
                         "save_predictions": args.save_predictions,
+                        "exact_memory": args.exact_memory,
                     },
                     timeout_s=args.timeout,
                     memory_gib=args.memory_cap,
