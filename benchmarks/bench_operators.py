@@ -165,6 +165,7 @@ def worker() -> None:
             rank=int(job.get("rank", 1000)),
             maxiter=int(job.get("maxiter", 1000)),
             preconditioner=job.get("preconditioner", "pivoted_cholesky"),
+            progress=True,  # the iterations and residual on stderr: a run stopped by its timeout still tells them
         )
         exact = {}
         if job.get("exact_memory"):

@@ -190,6 +190,11 @@ def run_worker(
         status = "error"
         err = "".join(chunks["err"]).strip().splitlines()
         detail = err[-1] if err else f"exit status {proc.returncode}"
+    elif status != "ok" and chunks["err"]:
+        # A killed worker's last progress report (tqdm redraws a line with carriage returns) says how far it got.
+        last = "".join(chunks["err"]).replace("\r", "\n").strip().splitlines()
+        if last:
+            detail += f"; it had reached: {last[-1].strip()}"
     if result is not None:
         hwm = max(hwm, int(result.get("peak_rss_bytes", 0)))
     return WorkerOutcome(result, status, detail, wall, hwm)
