@@ -76,6 +76,7 @@ def sketch(method: str, net, x, x_test, k: int) -> tuple[torch.Tensor, torch.Ten
         nys = pntk.features.Nystrom(net, x[index])
         Phi, Phi_test = nys(x), nys(x_test)
         if factor > 1:  # the top k eigen-directions of the Nyström approximation Φ Φᵀ
+            times["all_landmarks"] = (Phi, Phi_test)
             G = sum(Phi[s : s + 2000].double().T @ Phi[s : s + 2000].double() for s in range(0, len(Phi), 2000))
             V = torch.linalg.eigh(G)[1][:, -k:].flip(-1).to(Phi.dtype)
             Phi, Phi_test = Phi @ V, Phi_test @ V
@@ -83,6 +84,12 @@ def sketch(method: str, net, x, x_test, k: int) -> tuple[torch.Tensor, torch.Ten
         raise ValueError(f"unknown method {method!r}")
     times["seconds"] = time.perf_counter() - t0
     return Phi, Phi_test, times
+
+
+def accuracies(Phi: torch.Tensor, Phi_test: torch.Tensor, Y: torch.Tensor, y_test, lams: list[float]) -> list[float]:
+    """Test accuracy of ridge regression on the features, for each ``λ`` of ``lams``."""
+    path = pntk.features.FeatureRidge().fit(Phi, Y).predict_path(Phi_test, lams)
+    return [float((F.argmax(1) == y_test).mean()) for F in path]
 
 
 def main() -> None:
@@ -134,10 +141,12 @@ def main() -> None:
         for method in args.methods:
             Phi, Phi_test, times = sketch(method, net, x, x_test, k)
             mu = pntk.features.FeatureKernel(Phi).eigenvalues().numpy()
-            ridge = pntk.features.FeatureRidge().fit(Phi, Y)
             grid = sorted(set(GRID) | set(args.scales))
-            path = ridge.predict_path(Phi_test, [s * scale for s in grid])
-            accuracy = {str(s): float((F.argmax(1) == y_test).mean()) for s, F in zip(grid, path)}
+            lams = [s * scale for s in grid]
+            accuracy = dict(zip(map(str, grid), accuracies(Phi, Phi_test, Y, y_test, lams)))
+            if "all_landmarks" in times:  # the same landmarks' features before keeping k of them
+                all_landmarks = accuracies(*times.pop("all_landmarks"), Y, y_test, lams)
+                times["all_landmarks_accuracy_grid"] = dict(zip(map(str, grid), all_landmarks))
             row = {
                 "method": method,
                 "k": k,
@@ -154,7 +163,7 @@ def main() -> None:
             }
             print(json.dumps(row), flush=True)
             result["sketches"].append(row)
-            del Phi, Phi_test, ridge
+            del Phi, Phi_test
     result["peak_rss"] = harness.peak_rss_bytes()
     result["load_end"] = harness.load_average()
     if args.spectrum:
