@@ -134,7 +134,9 @@ class Nystrom:
     biased, unlike the random projections, but deterministic for given landmarks, and for a spectrum that
     decays fast far more accurate at small ``k``. With landmarks drawn uniformly its expected error
     ``‖K − Φ Φᵀ‖`` is within a factor of the best rank-``k'`` error for ``m`` of order ``k' log k'`` times the
-    coherence of ``K`` (Gittens & Mahoney, 2016).
+    coherence of ``K`` (Gittens & Mahoney, 2016); drawn by randomly pivoted Cholesky
+    (:func:`rpcholesky_landmarks`), its expected trace error is near the best rank-``k'`` one whatever the
+    coherence (see :class:`Landmarks`).
 
     For the eNTK, ``Θ(x, L)`` is taken as its ``[O, m·O]`` matrix per sample, giving ``[N, O, k']`` features
     with ``Φ_a(x) Φ_b(x')ᵀ = [Θ(x, L) Θ(L, L)⁺ Θ(L, x')]_{ab}``.
