@@ -369,7 +369,7 @@ def features(
         for ``"nystrom"`` ``[N, k']`` / ``[N, O, k']`` with ``k'`` the numerical rank of ``K(L, L)``.
 
     Raises:
-        ValueError: bad ``k``, ``method``, ``kind``, ``distribution`` or ``block``; anything
+        ValueError: bad ``k``, ``method``, ``kind``, ``distribution``, ``block`` or ``landmarks``; anything
             :func:`pntk.kernel` refuses (training-mode BatchNorm, NaN inputs, …).
 
     Cost (``"kronecker"``, dense layers): one forward and one backward pass (``O`` for the eNTK and trace) and
