@@ -4,7 +4,8 @@ Usage (from the repository root; under the shared lock, it holds a 1.6 GB kernel
 
     OMP_WAIT_POLICY=PASSIVE flock /work/wt/_cpu.lock .venv/bin/python benchmarks/bench_features_accuracy.py \\
         [--n 20000] [--ks 1024 2048 4096] [--threads 2] [--scales 1e-3 1e-2 1e-1] [--spectrum] \\
-        [--methods kronecker-8x8 nystrom-uniform nystrom-rpcholesky] [--out benchmarks/out/features_accuracy.json]
+        [--methods kronecker-8x8 nystrom-uniform nystrom-rpcholesky] [--out benchmarks/out/features_accuracy.json] \\
+        [--figure docs/features_accuracy.png]   # or --plot-only, from the JSON of --out
 
 MNIST-1D (``features_data.mnist1d``, 25,000 samples: 20,000 train, 5,000 test), the MLP 40-512-512-10 at
 initialisation, float32. At N = ``--n``: the exact pNTK ``K`` (float32) and its ridge regression (PCG to a
@@ -92,6 +93,48 @@ def accuracies(Phi: torch.Tensor, Phi_test: torch.Tensor, Y: torch.Tensor, y_tes
     return [float((F.argmax(1) == y_test).mean()) for F in path]
 
 
+def figure(result: dict, path: Path) -> None:
+    """Test accuracy (the best over the λ grid) and the trace lost against ``k`` for each method, beside exact
+    regression and, with the spectrum, the least trace any rank-``k`` sketch loses."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    best: dict[str, dict[int, float]] = {}
+    for r in result["sketches"]:
+        best.setdefault(r["method"], {})[r["k"]] = r["best_on_grid"]
+        if "all_landmarks_accuracy_grid" in r:  # 2k RPCholesky landmarks: the plain method at 2k
+            best.setdefault("nystrom-rpcholesky", {})[2 * r["k"]] = max(r["all_landmarks_accuracy_grid"].values())
+    for i, (method, points) in enumerate(best.items()):
+        style = {"marker": "o", "label": method, "color": f"C{i}", "base": 2}
+        left.semilogx(*zip(*sorted(points.items())), **style)
+        rows = sorted((r for r in result["sketches"] if r["method"] == method), key=lambda r: r["k"])
+        if not method.startswith("kronecker"):  # a random projection's trace is unbiased, not lost
+            right.loglog([r["k"] for r in rows], [1 - r["trace_ratio"] for r in rows], **style)
+    if result["exact"]:
+        best = max(v["accuracy"] for v in result["exact"].values())
+        left.axhline(best, color="k", lw=0.8, label="exact (best of its λ)")
+        left.axhline(best - 0.01, color="k", ls=":", lw=0.8, label="exact − 1 point")
+    if "spectrum" in result:
+        tail = sorted((int(k), v) for k, v in result["spectrum"]["trace_beyond_k"].items())
+        right.loglog(*zip(*tail), color="k", ls="--", label="best rank k (exact spectrum)", base=2)
+    left.set_xlabel("k (features)")
+    left.set_ylabel(f"test accuracy ({result['n_test']:,} samples), best λ")
+    right.set_xlabel("k (features)")
+    right.set_ylabel("Nyström: trace lost, 1 − tr ΦΦᵀ / tr K")
+    for ax in (left, right):
+        ax.legend(fontsize=7)
+    fig.suptitle(
+        f"pNTK sketches at N = {result['n']:,}: MLP 40-512-512-10, MNIST-1D, float32, 2 threads (machine under load)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=20000)
@@ -103,7 +146,12 @@ def main() -> None:
     parser.add_argument("--spectrum", action="store_true", help="the exact eigenvalues of K at the end")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--no-exact", dest="exact", action="store_false", help="skip the exact regressions")
+    parser.add_argument("--figure", type=Path, help="draw the figure here (docs/features_accuracy.png)")
+    parser.add_argument("--plot-only", action="store_true", help="only draw --figure from the JSON of --out")
     args = parser.parse_args()
+    if args.plot_only:
+        figure(json.loads(args.out.read_text()), args.figure)
+        return
     torch.set_num_threads(args.threads)
     data = mnist1d(25000)
     n = args.n
@@ -186,6 +234,8 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2))
+    if args.figure:
+        figure(result, args.figure)
 
 
 if __name__ == "__main__":
