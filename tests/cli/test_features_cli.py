@@ -79,3 +79,20 @@ def test_a_feature_store_and_regression_on_it(tmp_path, capsys):
     assert main(["info", str(tmp_path / "phi.zarr")]) == 0
     info = capsys.readouterr().out
     assert "pntk feature store" in info and "kronecker, gaussian, seed 3, block 8 × 8" in info
+
+
+def test_nystrom_features_with_rpcholesky_landmarks(tmp_path, capsys):
+    (tmp_path / "net.py").write_text(MODEL_FILE)
+    x = torch.randn(30, 6, generator=torch.Generator().manual_seed(0))
+    np.save(tmp_path / "x.npy", x.numpy())
+    out = tmp_path / "phi.npy"
+    argv = ["features", "--model", f"{tmp_path / 'net.py'}:make", "--dataset", str(tmp_path / "x.npy"), "--k", "8"]
+    argv += ["--method", "nystrom", "--landmarks", "rpcholesky", "--feature-seed", "3", "--out", str(out)]
+    assert main(argv) == 0
+    torch.manual_seed(123)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3)).eval()
+    expected = pntk.features(net, x, k=8, method="nystrom", landmarks="rpcholesky", seed=3)
+    assert np.allclose(np.load(out, allow_pickle=False), expected.numpy(), rtol=1e-4, atol=1e-5)
+    argv = ["features", "--model", f"{tmp_path / 'net.py'}:make", "--dataset", str(tmp_path / "x.npy"), "--k", "8"]
+    assert main([*argv, "--landmarks", "rpcholesky", "--out", str(out)]) == 2
+    assert "applies to --method nystrom only" in capsys.readouterr().err

@@ -11,7 +11,15 @@ import numpy as np
 import torch
 
 from ..data import DatasetName, train_test
-from ..features import FeatureKernel, FeatureMap, FeatureRidge, FeatureStore, Nystrom, compute_features
+from ..features import (
+    FeatureKernel,
+    FeatureMap,
+    FeatureRidge,
+    FeatureStore,
+    Nystrom,
+    compute_features,
+    rpcholesky_landmarks,
+)
 from ..kernels.inputs import Inputs
 from .flags import KERNEL_FLAGS, add_common_flags, torch_dtype
 from .operands import targets
@@ -26,6 +34,7 @@ examples:
   pntk regress --features phi.zarr --test-features phi_test.zarr --labels y.npy --test-labels y_test.npy
   pntk features --model mlp --width 512 --dataset mnist1d --k 4096 --ridge 1e-3   # ridge regression, test accuracy
   pntk features --model net.py:make --weights net.safetensors --dataset x.npy --kind entk --k 1024 --out phi.npy
+  pntk features --model mlp --width 512 --dataset mnist1d --k 1024 --method nystrom --landmarks rpcholesky --ridge 1e-2
 
 The features of new inputs under the same --feature-seed (and model, kind, k, method) share the map: Φ_test Φᵀ
 estimates K(x_test, X) without bias. An --out ending in .zarr is a feature store, written a block of rows at a
@@ -60,6 +69,12 @@ def register(subparsers) -> None:
     f.add_argument("--k", type=int, required=True, help="number of features (for nystrom: of landmarks)")
     f.add_argument("--kind", default="pntk", choices=("entk", "trace", "pntk"))
     f.add_argument("--method", default="kronecker", choices=("kronecker", "dense", "nystrom"))
+    f.add_argument(
+        "--landmarks",
+        default="uniform",
+        choices=("uniform", "rpcholesky"),
+        help="--method nystrom: draw the k landmarks uniformly or by randomly pivoted Cholesky",
+    )
     f.add_argument("--distribution", default="gaussian", choices=("gaussian", "rademacher", "orthogonal"))
     f.add_argument("--feature-seed", type=int, default=0, help="the seed of the projection (or the landmarks)")
     f.add_argument(
@@ -107,8 +122,25 @@ def run(args: argparse.Namespace) -> int:
     store = args.out is not None and Path(args.out).suffix == ".zarr"
     if store and args.method == "nystrom":
         raise ValueError("--method nystrom writes no feature store; use --out phi.npy, or --method kronecker/dense")
+    if args.landmarks != "uniform" and args.method != "nystrom":
+        raise ValueError(f"--landmarks {args.landmarks} applies to --method nystrom only")
     if args.method == "nystrom":
-        L = Nystrom.choose_landmarks(_inputs(x), args.k, args.feature_seed)
+        if args.landmarks == "uniform":
+            L = Nystrom.choose_landmarks(_inputs(x), args.k, args.feature_seed)
+        else:
+            index = rpcholesky_landmarks(
+                model,
+                x,
+                args.k,
+                kind=args.kind,
+                seed=args.feature_seed,
+                params=args.params,
+                dtype=dtype,
+                batch_size=args.batch_size,
+                memory=args.memory,
+                output=args.output,
+            )
+            L = _inputs(x)[index]
         nys = Nystrom(
             model,
             L.tensors[0],

@@ -2,7 +2,8 @@
 
 - :func:`features` / :class:`FeatureMap`: ``Φ = J R / √k`` from the structured engine's per-layer factors with
   Kronecker projections (dense projections for parameters without a rule), for every kind;
-- :class:`Nystrom`: features from landmark samples and exact kernel columns;
+- :class:`Nystrom`: features from landmark samples and exact kernel columns, the landmarks drawn uniformly or by
+  randomly pivoted Cholesky (:class:`Landmarks`, :func:`rpcholesky_landmarks`);
 - :class:`FeatureKernel`: ``Φ Φᵀ`` as a linear operator, with its spectrum from the ``k × k`` Gram;
 - :class:`FeatureRidge` and :func:`feature_regression`: kernel ridge regression solved in ``k`` dimensions;
 - :func:`compute_features` / :class:`FeatureStore`: the rows of ``Φ`` in a resumable Zarr store, streamed.
@@ -15,7 +16,7 @@ import sys
 import types
 
 from .kernel import FeatureKernel
-from .nystrom import Nystrom
+from .nystrom import Landmarks, Nystrom, rpcholesky_landmarks
 from .projection import Distribution
 from .regression import FeatureRidge, feature_regression
 from .sketch import FeatureMap, Method, features
@@ -28,11 +29,13 @@ __all__ = [
     "FeatureRidge",
     "FeatureSpec",
     "FeatureStore",
+    "Landmarks",
     "Method",
     "Nystrom",
     "compute_features",
     "feature_regression",
     "features",
+    "rpcholesky_landmarks",
 ]
 
 

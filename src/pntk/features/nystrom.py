@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 import torch
 from torch import Tensor, nn
 
@@ -11,6 +13,8 @@ from ..kernels.inputs import InputLike, Inputs
 from ..kernels.kinds import Kind
 from ..kernels.outputs import OutputLike
 from ..kernels.selection import ParamsLike
+from ..operators.kernel import operator
+from ..solvers.rpcholesky import rpcholesky
 from .projection import seed_for
 
 # NOTE: [Nyström's cut-off]
@@ -22,6 +26,105 @@ from .projection import seed_for
 # cut-offs hold signal, not rounding noise.
 
 
+class Landmarks(str, enum.Enum):
+    """How :func:`pntk.features` chooses ``k`` Nyström landmarks among the samples ``x`` (``method="nystrom"``).
+
+    Whatever the landmarks, ``Φ Φᵀ = K(·, L) K(L, L)⁺ K(L, ·) ⪯ K``: biased low, exact on the landmarks, with an
+    error ``K − Φ Φᵀ`` set by how much of ``K`` lies outside the landmarks' span. The choice only sets that span.
+
+    - ``UNIFORM``: ``k`` distinct samples drawn uniformly by the seed. Free. Its expected error is within a
+      factor of the best rank-``r`` one for ``k`` of order ``r log r`` times the coherence of ``K`` (Gittens &
+      Mahoney 2016): it misses a few samples unlike the rest (large ``K(x, x)``, directions of their own).
+    - ``RPCHOLESKY``: ``k`` samples drawn by randomly pivoted Cholesky of ``K(x, x)``
+      (:func:`rpcholesky_landmarks`): each block of pivots with probability proportional to what the landmarks
+      so far leave unexplained, ``diag(K − Φ Φᵀ)``. Its expected trace error ``E tr(K − Φ Φᵀ)`` is within
+      ``1 + ε`` of the best rank-``r`` one for ``k ≈ r/ε + r log(1/(εη))``, ``η`` the trace fraction beyond the
+      ``r``-th eigenvalue, whatever the coherence (Chen, Epperly, Tropp & Webber 2024). Its randomness is in
+      the draw only: the features of given landmarks are deterministic, like uniform ones. Cost: ``k``
+      columns of ``K(x, x)`` read from the structured engine's factors, in blocks of 32, ``O(N k²)`` flops and
+      ``N·k`` numbers of memory (float32 for a float32 model), before the features themselves (another
+      ``N·k`` kernel entries); for ``N`` too large for that memory, draw the landmarks from a subset with
+      :func:`rpcholesky_landmarks` and pass them as ``landmarks=``.
+    """
+
+    UNIFORM = "uniform"
+    RPCHOLESKY = "rpcholesky"
+
+
+def rpcholesky_landmarks(
+    model: nn.Module,
+    x: InputLike | Inputs,
+    m: int,
+    *,
+    kind: Kind | str = Kind.PNTK,
+    seed: int = 0,
+    params: ParamsLike = None,
+    dtype: torch.dtype | None = None,
+    batch_size: int | None = None,
+    memory: int | str | None = None,
+    output: OutputLike = None,
+) -> Tensor:
+    """The indices of ``m`` landmark samples of ``x`` drawn by randomly pivoted Cholesky of ``K(x, x)``.
+
+    Pivots are drawn in blocks of 32, each with probability proportional to the diagonal of the residual
+    ``K − K(·, S) K(S, S)⁺ K(S, ·)`` of the pivots ``S`` so far (:func:`pntk.solvers.rpcholesky.rpcholesky`),
+    so samples the landmarks already explain are seldom drawn again and samples unlike the rest are drawn
+    early. For the eNTK the pivots are drawn on the trace NTK ``(1/O) tr Θ``, the mean of the eNTK's diagonal
+    blocks, whose residual diagonal measures what the landmarks leave of every output (``Θ ≈ K ⊗ I_O``).
+
+    Args:
+        model: the network.
+        x: ``[N, *input]`` the candidate samples (tensor, tuple or dict).
+        m: landmarks wanted, ``1 … N``.
+        kind: ``"pntk"``, ``"trace"`` or ``"entk"``.
+        seed: the seed of the draws.
+        params, dtype, batch_size, memory, output: as for :func:`pntk.operator`.
+
+    Returns:
+        ``[m']`` sorted sample indices, ``m' = m`` unless ``K(x, x)`` has numerical rank below ``m`` (then the
+        residual vanishes first and more landmarks would add nothing). The same for any ``batch_size`` and
+        ``memory`` up to the rounding of the columns.
+
+    Raises:
+        ValueError: ``m`` not in ``1 … N``, or anything :func:`pntk.operator` refuses.
+
+    Cost: ``m`` columns of ``K(x, x)`` in blocks of 32 (``N·m`` kernel entries from the structured engine's
+    factors), ``O(N·m²)`` flops, ``N·m`` numbers of memory (float32 for a float32 model).
+
+    Example:
+        >>> import torch, pntk
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)).eval()
+        >>> x = torch.randn(40, 4)
+        >>> index = pntk.features.rpcholesky_landmarks(net, x, 8, seed=0)
+        >>> index.shape, bool((index.diff() > 0).all())
+        (torch.Size([8]), True)
+    """
+    X = x if isinstance(x, Inputs) else Inputs.from_user(x, "x")
+    N = len(X)
+    if not isinstance(m, int) or not 1 <= m <= N:
+        raise ValueError(f"the number of landmarks k must be between 1 and N = {N}, got {m!r}")
+    kind = parse_enum(Kind, kind, "kind")
+    op = operator(
+        model,
+        _user(X),
+        kind=Kind.TRACE if kind is Kind.ENTK else kind,
+        params=params,
+        dtype=dtype,
+        batch_size=batch_size,
+        memory=memory,
+        progress=False,
+        output=output,
+    )
+    pivots = rpcholesky(op, m, seed=seed_for(seed, "nystrom/rpcholesky")).pivots.cpu()
+    # A pivot drawn twice (possible only once the residual is at rounding level) is one landmark.
+    first = torch.ones(len(pivots), dtype=torch.bool)
+    seen: set[int] = set()
+    for i, p in enumerate(pivots.tolist()):
+        first[i] = p not in seen
+        seen.add(p)
+    return pivots[first][:m].sort().values
+
+
 class Nystrom:
     r"""The Nyström feature map of ``m`` landmarks ``L``: ``Φ(x) = K(x, L)\, U Λ^{-1/2}``.
 
@@ -31,7 +134,9 @@ class Nystrom:
     biased, unlike the random projections, but deterministic for given landmarks, and for a spectrum that
     decays fast far more accurate at small ``k``. With landmarks drawn uniformly its expected error
     ``‖K − Φ Φᵀ‖`` is within a factor of the best rank-``k'`` error for ``m`` of order ``k' log k'`` times the
-    coherence of ``K`` (Gittens & Mahoney, 2016).
+    coherence of ``K`` (Gittens & Mahoney, 2016); drawn by randomly pivoted Cholesky
+    (:func:`rpcholesky_landmarks`), its expected trace error is near the best rank-``k'`` one whatever the
+    coherence (see :class:`Landmarks`).
 
     For the eNTK, ``Θ(x, L)`` is taken as its ``[O, m·O]`` matrix per sample, giving ``[N, O, k']`` features
     with ``Φ_a(x) Φ_b(x')ᵀ = [Θ(x, L) Θ(L, L)⁺ Θ(L, x')]_{ab}``.

@@ -52,7 +52,8 @@ class Method(str, enum.Enum):
     - ``NYSTROM``: ``k`` landmark samples: ``Φ(x) = K(x, L) U Λ^{-1/2}`` from the eigendecomposition
       ``K(L, L) = U Λ Uᵀ`` (exact kernel columns). Deterministic given the landmarks and *biased*:
       ``Φ Φᵀ = K(·, L) K(L, L)⁺ K(L, ·) ⪯ K``, exact on the landmarks; its error is set by the spectrum's tail
-      beyond the ``k``-th eigenvalue, so it wins for small ``k`` on fast-decaying spectra.
+      beyond the ``k``-th eigenvalue, so it wins for small ``k`` on fast-decaying spectra. The landmarks are
+      drawn uniformly or by randomly pivoted Cholesky (``landmarks=``, :class:`~pntk.features.Landmarks`).
     """
 
     KRONECKER = "kronecker"
@@ -324,7 +325,7 @@ def features(
     seed: int = 0,
     distribution: Distribution | str = Distribution.GAUSSIAN,
     block: tuple[int, int] = DEFAULT_BLOCK,
-    landmarks: InputLike | None = None,
+    landmarks: InputLike | str | None = None,
     params: ParamsLike = None,
     dtype: torch.dtype | None = None,
     batch_size: int | None = None,
@@ -351,7 +352,9 @@ def features(
         seed: fixes ``R`` (or the landmarks).
         distribution: entries of ``R``: ``"gaussian"``, ``"rademacher"`` or ``"orthogonal"``.
         block: ``(c_out, c_in)`` of the Kronecker blocks.
-        landmarks: for ``"nystrom"``: the landmark inputs; default ``k`` samples of ``x`` drawn by ``seed``.
+        landmarks: for ``"nystrom"``: the landmark inputs, or how to choose ``k`` of the samples ``x`` by
+            ``seed``: ``"uniform"`` (the default) or ``"rpcholesky"`` (randomly pivoted Cholesky; see
+            :class:`~pntk.features.Landmarks` for what each costs and guarantees).
         params: parameters to differentiate: a dict by name, name patterns or a predicate, as for
             :func:`pntk.kernel`; default all trainable ones.
         dtype: compute in this dtype; default the model's.
@@ -366,7 +369,7 @@ def features(
         for ``"nystrom"`` ``[N, k']`` / ``[N, O, k']`` with ``k'`` the numerical rank of ``K(L, L)``.
 
     Raises:
-        ValueError: bad ``k``, ``method``, ``kind``, ``distribution`` or ``block``; anything
+        ValueError: bad ``k``, ``method``, ``kind``, ``distribution``, ``block`` or ``landmarks``; anything
             :func:`pntk.kernel` refuses (training-mode BatchNorm, NaN inputs, …).
 
     Cost (``"kronecker"``, dense layers): one forward and one backward pass (``O`` for the eNTK and trace) and
@@ -382,9 +385,29 @@ def features(
         (torch.Size([10, 256]), True)
     """
     if parse_enum(Method, method, "method") is Method.NYSTROM:
-        from .nystrom import Nystrom
+        from .nystrom import Landmarks, Nystrom, rpcholesky_landmarks
 
-        L = Nystrom.choose_landmarks(Inputs.from_user(x, "x"), k, seed) if landmarks is None else landmarks
+        L: InputLike | Inputs
+        if landmarks is None or isinstance(landmarks, str):  # Landmarks is a str too
+            X = Inputs.from_user(x, "x")
+            if parse_enum(Landmarks, landmarks or Landmarks.UNIFORM, "landmarks") is Landmarks.UNIFORM:
+                L = Nystrom.choose_landmarks(X, k, seed)
+            else:
+                index = rpcholesky_landmarks(
+                    model,
+                    X,
+                    k,
+                    kind=kind,
+                    seed=seed,
+                    params=params,
+                    dtype=dtype,
+                    batch_size=batch_size,
+                    memory=memory,
+                    output=output,
+                )
+                L = X[index]
+        else:
+            L = landmarks
         nys = Nystrom(model, L, kind=kind, params=params, dtype=dtype, batch_size=batch_size, output=output)
         return nys(x, progress=progress)
     if landmarks is not None:

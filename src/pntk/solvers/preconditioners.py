@@ -26,6 +26,7 @@ from torch import Tensor
 from ..choices import parse_enum
 from .operand import as_operator, product
 from .options import Preconditioner
+from .rpcholesky import rpcholesky
 
 
 @dataclass(frozen=True)
@@ -101,28 +102,9 @@ def pivoted_cholesky(op: Any, rank: int, ridge: float, *, block: int = 32, seed:
         ``n × rank`` numbers in the kernel's precision, at least float32 (400 MB at ``n = 10⁵``, rank 1000, for
         a float32 kernel). See the note [A preconditioner in float32].
     """
-    op = as_operator(op, "op")
-    n = op.shape[0]
-    d = op.diagonal().to(torch.float64).clone()
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    # F is the preconditioner's whole memory, n × rank numbers; its eigenbasis is written over it.
-    dtype = torch.float64 if op.dtype == torch.float64 else torch.float32
-    F = torch.zeros(n, min(rank, n), dtype=dtype, device=op.device)
-    r = 0
-    while r < F.shape[1] and d.sum() > 0:
-        s = min(block, F.shape[1] - r, int((d > 0).sum()))
-        S = torch.multinomial(d.clamp(min=0).cpu(), s, replacement=False, generator=g).to(op.device)
-        G = op.columns(S).to(dtype) - F[:, :r] @ F[S, :r].T
-        H = G[S].to(torch.float64)
-        w, V = torch.linalg.eigh((H + H.T) / 2)
-        keep = w > w.max().clamp(min=0) * s * torch.finfo(op.dtype).eps * 10
-        if not keep.any():
-            break
-        new = G @ (V[:, keep] / w[keep].sqrt()).to(dtype)
-        F[:, r : r + new.shape[1]] = new
-        d = (d - new.to(torch.float64).square().sum(1)).clamp(min=0)
-        r += new.shape[1]
-    return _eigenbasis(F[:, :r], ridge, r)
+    # F (n × rank) is the preconditioner's whole memory: its eigenbasis is written over it.
+    F = rpcholesky(op, rank, block=block, seed=seed).F
+    return _eigenbasis(F, ridge, F.shape[1])
 
 
 # NOTE: [A preconditioner in float32]
