@@ -268,3 +268,67 @@ def test_columns_equal_the_dense_kernel_columns(name, kind, engine):
         K = as_matrix(pntk.kernel(model, x1, b, kind=kind, engine="jacobian"))
         index = torch.tensor([op.shape[1] - 1, 0, 2, 0])
         assert rel_err(op.columns(index), K[:, index]) <= TOL
+
+
+def test_auto_gives_an_uncached_entk_vector_products_and_keeps_factor_columns():
+    """``auto`` picks vector products for an eNTK whose factors do not fit the cache (each structured product
+    would prepare them again), the structured engine otherwise; columns still come from the factors, the pNTK
+    beside it is structured again, and every product equals the dense kernel's."""
+    model, make = make_case("mlp_O10")
+    model = model.double()
+    x = make(12, torch.Generator().manual_seed(0)).double()
+    tight = pntk.operator(model, x, kind="entk", memory="40KB", batch_size=4)
+    roomy = pntk.operator(model, x, kind="entk")
+    assert not tight.plan.cache and tight.engine.value == "vp" and tight.automatic
+    assert roomy.plan.cache and roomy.engine.value == "structured"
+    assert pntk.operator(model, x, kind="pntk", memory="40KB", batch_size=4).engine.value == "structured"
+    assert pntk.operator(model, x, kind="entk", engine="vp").automatic is False
+    Theta = as_matrix(pntk.entk(model, x))
+    V = torch.randn(Theta.shape[0], 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert rel_err(tight @ V, Theta @ V) < TOL
+    index = torch.tensor([5, 0, 17, 5])
+    assert rel_err(tight.columns(index), Theta[:, index]) < TOL
+    K = tight.with_kind("pntk")
+    assert K.engine.value == "structured" and rel_err(K @ V[:12], pntk.pntk(model, x) @ V[:12]) < TOL
+
+
+class _Cube(torch.autograd.Function):
+    """``x³`` with a backward and a vmap rule but no forward-mode derivative, like a fused kernel without one."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x**3
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 3 * x**2 * g
+
+
+def test_auto_keeps_the_structured_engine_for_a_model_without_forward_mode():
+    """Without forward-mode AD vector products would fail, so an uncached eNTK stays structured."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.b(_Cube.apply(self.a(x)))
+
+    torch.manual_seed(0)
+    model = Net().double().eval()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        torch.func.jvp(model, (x[:1],), (torch.ones_like(x[:1]),))
+    op = pntk.operator(model, x, kind="entk", memory="4KB", batch_size=2)
+    assert not op.plan.cache and op.engine.value == "structured"
+    Theta = as_matrix(pntk.entk(model, x, engine="jacobian"))
+    V = torch.randn(Theta.shape[0], 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert rel_err(op @ V, Theta @ V) < TOL

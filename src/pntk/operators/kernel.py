@@ -31,7 +31,7 @@ from ..kernels.outputs import OutputLike
 from ..kernels.selection import ParamsLike
 from ..kernels.structured import StructuredEngine
 from ..kernels.structured.engine import Block
-from ..planning import ProductPlan, plan_product, working_memory
+from ..planning import ProductPlan, plan_product, product_engine, working_memory
 from . import factors
 from .base import LinearOperator
 
@@ -86,12 +86,15 @@ class KernelOperator(LinearOperator):
         *,
         symmetric: bool,
         progress: bool | None,
+        automatic: bool = False,
     ) -> None:
         O = fm.num_outputs
         scale = O if kind is Kind.ENTK else 1
         super().__init__((len(rows.x) * scale, len(cols.x) * scale), fm.dtype, fm.device, progress)
         self.fm, self.kind, self.engine, self.plan = fm, kind, engine, plan
         self.rows, self.cols, self.symmetric = rows, cols, symmetric
+        #: The engine was chosen by ``"auto"`` (and is chosen again for another kind).
+        self.automatic = automatic
         #: Rows of the Jacobian per sample: ``1`` (``∇g``) for the pNTK, ``O`` otherwise.
         self.R = 1 if kind is Kind.PNTK else O
 
@@ -116,8 +119,17 @@ class KernelOperator(LinearOperator):
         plan = plan_product(self.fm, kind, n, memory=self.plan.memory, rows_per_sample=R)
         rows = _Side(self.rows.x, _cut(len(self.rows.x), plan.chunk))
         cols = rows if self.symmetric else _Side(self.cols.x, _cut(len(self.cols.x), plan.chunk))
+        engine = product_engine(self.fm, kind, plan, self.rows.x) if self.automatic else self.engine
         return KernelOperator(
-            self.fm, rows, cols, kind, self.engine, plan, symmetric=self.symmetric, progress=self.progress
+            self.fm,
+            rows,
+            cols,
+            kind,
+            engine,
+            plan,
+            symmetric=self.symmetric,
+            progress=self.progress,
+            automatic=self.automatic,
         )
 
     # --- shapes ---------------------------------------------------------------------------------------------
@@ -230,10 +242,11 @@ class KernelOperator(LinearOperator):
 
         With the structured engine these are kernel tiles between every chunk of ``x1`` and the samples of the
         columns, contracted from the factors (the Grams ``A A_Sᵀ ⊙ D D_Sᵀ`` of a dense layer): ``N·s·(n + m)``
-        multiply-adds per layer for ``s`` samples instead of the ``N·s·n·m`` of ``s`` products; with
-        ``engine="vp"``, products with unit vectors.
+        multiply-adds per layer for ``s`` samples instead of the ``N·s·n·m`` of ``s`` products, also when
+        ``"auto"`` chose vector products for the products; with ``engine="vp"`` asked for, products with unit
+        vectors.
         """
-        if self.engine is Engine.VP:
+        if self.engine is Engine.VP and not self.automatic:
             return super().columns(index)
         index = torch.as_tensor(index, device=self.device)
         O = self.num_outputs
@@ -295,6 +308,7 @@ class KernelOperator(LinearOperator):
             self.plan,
             symmetric=False,
             progress=self.progress,
+            automatic=self.automatic,
         )
 
     def _rmatmat(self, U: Tensor) -> Tensor:
@@ -372,7 +386,9 @@ def operator(
         x2: ``[N2, *input]`` likewise; ``None`` for ``x1`` (a symmetric operator, whose factors are shared).
         kind: ``"pntk"`` (default), ``"entk"`` or ``"trace"`` (or a :class:`Kind`).
         engine: ``"auto"``, ``"structured"`` (cached per-layer factors) or ``"vp"`` (``torch.func`` vector
-            products); ``"auto"`` picks structured when layers with a rule hold at least half of the parameters.
+            products); ``"auto"`` picks structured when layers with a rule hold at least half of the parameters,
+            except for an eNTK whose factors do not fit half of ``memory`` (see
+            :func:`pntk.planning.product_engine`).
         params: parameters to differentiate: a dict by name, name patterns or a predicate, as for
             :func:`pntk.kernel`; default: all trainable ones.
         dtype: compute in this dtype; default: the model's.
@@ -409,17 +425,20 @@ def operator(
     fm = functional_model(model, X1[:2], params=params, dtype=dtype, output=output)
     X1 = fm.prepare_inputs(X1, "x1")
     X2 = X1 if x2 is None else fm.prepare_inputs(X2, "x2")
-    if engine is Engine.AUTO:
-        engine = Engine.STRUCTURED if StructuredEngine().ruled_fraction(fm) >= 0.5 else Engine.VP
-    if engine not in (Engine.STRUCTURED, Engine.VP):
+    if engine not in (Engine.AUTO, Engine.STRUCTURED, Engine.VP):
         raise ValueError(f"an operator computes its products with engine 'structured' or 'vp', not {engine.value!r}")
     R = fm.num_outputs if kind is Kind.TRACE else 1
     plan = plan_product(
         fm, kind, len(X1) + (0 if x2 is None else len(X2)), memory=memory, batch_size=batch_size, rows_per_sample=R
     )
+    automatic = engine is Engine.AUTO
+    if automatic:
+        engine = product_engine(fm, kind, plan, X1)
     rows = _Side(X1, _cut(len(X1), plan.chunk))
     cols = rows if x2 is None else _Side(X2, _cut(len(X2), plan.chunk))
-    return KernelOperator(fm, rows, cols, kind, engine, plan, symmetric=x2 is None, progress=progress)
+    return KernelOperator(
+        fm, rows, cols, kind, engine, plan, symmetric=x2 is None, progress=progress, automatic=automatic
+    )
 
 
 def _cut(n: int, chunk: int) -> list[slice]:
