@@ -316,13 +316,12 @@ def _operation_sites(
             continue
         if scales.pop():
             size = weights[weight]
-            scale_layouts = [
-                scale_layout(size, c1.input, c2.input, c1.output, c2.output) for c1, c2 in zip(calls1, calls2)
-            ]
-            if all(lay is not None and c.output.requires_grad for lay, c in zip(scale_layouts, calls1)):
+            found = [scale_layout(size, c1.input, c2.input, c1.output, c2.output) for c1, c2 in zip(calls1, calls2)]
+            scaled = [lay for lay, c in zip(found, calls1) if lay is not None and c.output.requires_grad]
+            if len(scaled) == len(calls1):
                 P_w = math.prod(size)
-                site = OpSite(weight, None, P_w, P_w, tuple((lay, lay) for lay in scale_layouts), "mul")
-                yield site, calls1, LayerShape(T=sum(lay[3] for lay in scale_layouts), G=1, n=P_w, m=P_w)  # type: ignore[index]
+                site = OpSite(weight, None, P_w, P_w, tuple((lay, lay) for lay in scaled), "mul")
+                yield site, calls1, LayerShape(T=sum(lay[3] for lay in scaled), G=1, n=P_w, m=P_w)
             continue
         n, m = calls1[0].input.shape[-1], calls1[0].output.shape[-1]
         layouts = [(layout(c1.input, c2.input), layout(c1.output, c2.output)) for c1, c2 in zip(calls1, calls2)]

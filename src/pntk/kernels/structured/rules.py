@@ -486,7 +486,7 @@ class ScaleRule(ElementwiseRule):
     """
 
     def __init__(self) -> None:
-        super().__init__(type(None))
+        super().__init__(nn.Module)
 
     def applies(self, module):
         return False  # never by type: sites come from the plan
