@@ -4,8 +4,12 @@ held by several modules (tied embeddings), and elementwise scales ``w * x`` by a
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import pntk
@@ -270,3 +274,45 @@ def test_operator_products():
     y = images(6, 5)
     K2 = reference_kernel(net2, y, None, "pntk")
     assert rel_err(pntk.operator(net2, y, kind="pntk", dtype=torch.float64) @ v, K2 @ v) <= 1e-10
+
+
+class Broadcast(nn.Module):
+    """``w * x`` (or ``x * w``) for a parameter ``w`` of any shape that broadcasts against the per-sample shape
+    ``S`` of ``x``; ``x`` itself may be broadcast along some axes (size 1 there)."""
+
+    def __init__(self, S: tuple[int, ...], w: tuple[int, ...], x: tuple[int, ...], w_first: bool):
+        super().__init__()
+        self.x_shape, self.w_first = x, w_first
+        self.inp = nn.Linear(3, math.prod(x))
+        self.w = nn.Parameter(torch.rand(w) + 0.5)
+        self.head = nn.Linear(math.prod(S), 2)
+
+    def forward(self, v):
+        x = torch.tanh(self.inp(v)).reshape(-1, *self.x_shape)
+        z = self.w * x if self.w_first else x * self.w
+        return self.head(torch.tanh(z).flatten(1))
+
+
+@st.composite
+def broadcasts(draw):
+    S = tuple(draw(st.lists(st.integers(1, 3), min_size=1, max_size=3)))
+    w = tuple(draw(st.sampled_from([1, s])) for s in S)[draw(st.integers(0, len(S) - 1)) :]
+    padded = (1,) * (len(S) - len(w)) + w
+    x = tuple(1 if padded[k] == s and draw(st.booleans()) else s for k, s in enumerate(S))  # w gives the size
+    return S, w, x, draw(st.booleans()), draw(st.integers(0, 2**16))
+
+
+@settings(max_examples=25, deadline=None)
+@given(broadcasts())
+def test_scales_of_any_broadcast_are_exact(case):
+    """Wherever ``w`` and ``x`` broadcast, the scale rule's per-sample gradient ``Σ_t D_t ⊙ x_t`` over the
+    broadcast positions is the brute force's."""
+    S, w, x_shape, w_first, seed = case
+    torch.manual_seed(seed)
+    net = Broadcast(S, w, x_shape, w_first).eval()
+    v = torch.randn(4, 3, generator=torch.Generator().manual_seed(seed))
+    layers, rest = plan(net, v)
+    assert "w" not in rest
+    for kind in KINDS:
+        got = pntk.kernel(net, v, kind=kind, engine="structured", dtype=torch.float64, batch_size=3)
+        assert rel_err(got, reference_kernel(net, v, None, kind)) <= 1e-10, (kind, S, w, x_shape)
