@@ -5,13 +5,17 @@ Usage (from the repository root)::
 
     .venv/bin/python benchmarks/bench_architectures.py [--workloads bert,gpt2,t5,mha,encoder,encoder-mask,
         rnn,lstm,gru] [--N 256] [--kind pntk] [--repeats 2] [--max-seconds 90] [--threads 2]
-        [--memory 2GB] [--out benchmarks/out/architectures.json]
+        [--memory 2GB] [--methods auto,structured,jacobian,vp,torch.func] [--once]
+        [--out benchmarks/out/architectures.json]
 
 The models are those of the tests (``tests/architectures.py``: Hugging Face BERT-, GPT-2- and T5-style
 classifiers built from configs, ``nn.MultiheadAttention``, ``nn.TransformerEncoder`` with and without a
 padding mask, ``nn.RNN``/``LSTM``/``GRU`` heads) at benchmark sizes (hidden 64, two layers, 16 tokens).
 ``bert-6x256`` is the 6-layer BERT-style encoder with hidden size 256 on 64 tokens (``--N 1024`` in the
-run as its own workload: ``--workloads bert-6x256 --N 1024 --memory 2GB``).
+run as its own workload: ``--workloads bert-6x256 --N 1024 --memory 2GB --methods auto,jacobian --once``; the
+torch.func snippet holds all ``N·P`` numbers of its Jacobian at once, 3.3 GB already at ``N/4``). The peak
+resident memory of the process (``ru_maxrss``) is recorded after each method; it never decreases, so the first
+method's figure is its own.
 
 Every method first runs at ``N/4``; a method whose time there, scaled by 16, exceeds ``--max-seconds`` in
 two calls is skipped at ``N`` (shown as ``>`` the smaller prediction). The torch.func snippet (``vmap(jacrev)`` then ``einsum``,
@@ -128,11 +132,14 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=90.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory", default=None, help="the kernels' memory budget (default: pntk's plan)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="which of " + ", ".join(METHODS))
+    parser.add_argument("--once", action="store_true", help="time one call at N, without a warm-up (long runs)")
     parser.add_argument("--out", default=str(ROOT / "out" / "architectures.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     table = workloads()
+    methods = [m for m in METHODS if m in args.methods.split(",")]
     results: list[dict[str, Any]] = []
     rows = []
     load_start = harness.load_average()
@@ -143,7 +150,8 @@ def main() -> None:
         explained = pntk.explain(model, inputs(args.N), kind=args.kind, output=output, memory=args.memory)
         times: dict[str, float | None] = {}
         notes: dict[str, str] = {}
-        for method in METHODS:
+        peaks: dict[str, int] = {}  # the process's peak so far, after each method: the first method's is its own
+        for method in methods:
             small = max(2, args.N // 4)
             try:
                 x_small = inputs(small)
@@ -165,10 +173,11 @@ def main() -> None:
             timing = harness.time_calls(
                 functools.partial(run, method, model, inputs(args.N), args.kind, output, args.memory),
                 repeats=args.repeats,
-                max_seconds=args.max_seconds,
+                max_seconds=0.0 if args.once else args.max_seconds,  # 0: the first call is the only one
                 first_compiles=False,
             )
             times[method] = timing.median_s
+            peaks[method] = harness.peak_rss_bytes()
         working = {m: t for m, t in times.items() if t is not None and m not in ("auto", "torch.func")}
         fastest = min(working, key=working.get) if working else None
         auto, tf = times.get("auto"), times.get("torch.func")
@@ -183,6 +192,7 @@ def main() -> None:
             "notes": notes,
             "auto_over_fastest": auto / working[fastest] if auto and fastest else None,
             "torch_func_over_auto": tf / auto if auto and tf else None,
+            "peak_rss_bytes": peaks,
         }
         results.append(result)
         rows.append(
@@ -190,13 +200,13 @@ def main() -> None:
                 name,
                 f"{P:,}",
                 f"{explained.engine.value} ({explained.ruled_fraction:.0%})",
-                *(fmt_seconds(times[m]) if times[m] is not None else notes[m][:28] for m in METHODS),
+                *(fmt_seconds(times[m]) if times[m] is not None else notes[m][:28] for m in methods),
                 fmt_ratio(result["auto_over_fastest"]),
                 fmt_ratio(result["torch_func_over_auto"]) if auto and tf else _missing(notes.get("torch.func")),
             ]
         )
         print(f"{name}: {result}", file=sys.stderr, flush=True)
-    headers = ["model", "P", "auto → (ruled)", *METHODS, "auto / fastest", "torch.func / auto"]
+    headers = ["model", "P", "auto → (ruled)", *methods, "auto / fastest", "torch.func / auto"]
     print(
         f"\n{args.kind} at N = {args.N}, float32, {args.threads} threads; load average {load_start} at the start, "
         f"{harness.load_average()} at the end\n"

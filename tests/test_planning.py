@@ -89,14 +89,14 @@ def test_auto_resolves_once_by_rules_and_memory():
     dense = fm_of(mlp(), 100)
     assert resolve_engine("auto", dense, Kind.PNTK, 10**9, buffers=3).name == "structured"
 
-    class Scaled(nn.Module):  # an elementwise parameter, which no rule covers, holds nearly all of P
+    class Scaled(nn.Module):  # an added parameter (no rule; a product would be a scale) holds nearly all of P
         def __init__(self):
             super().__init__()
             self.w = nn.Parameter(torch.randn(2000))
             self.b = nn.Parameter(torch.zeros(2))
 
         def forward(self, x):
-            h = torch.tanh(self.w * x.sum(1, keepdim=True))
+            h = torch.tanh(self.w + x.sum(1, keepdim=True))
             return h.reshape(len(x), 2, 1000).sum(-1) + self.b
 
     fm = functional_model(Scaled(), Inputs((torch.randn(2, 3),)))

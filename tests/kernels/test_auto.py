@@ -38,7 +38,8 @@ class Untraceable(Positions):
 
 
 class Scaled(nn.Module):
-    """A wide dense layer (factored: ``T = 1``) and a learned scale without a rule."""
+    """A wide dense layer (factored: ``T = 1``) and a learned scale ``exp(α)`` without a rule (a product with
+    ``α`` itself would be a scale by operation)."""
 
     def __init__(self):
         super().__init__()
@@ -47,7 +48,7 @@ class Scaled(nn.Module):
         self.alpha = nn.Parameter(torch.tensor(1.5))
 
     def forward(self, x):
-        return self.fc2(torch.tanh(self.fc1(x)) * self.alpha)
+        return self.fc2(torch.tanh(self.fc1(x)) * self.alpha.exp())
 
 
 def chosen(model, x, kind="pntk") -> str:

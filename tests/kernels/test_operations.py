@@ -140,3 +140,15 @@ def test_explain_every_model(case):
     assert f"engine: {e.engine.value}" in text and all(n in text for n in names)
     # auto's choice is the engine the kernel functions use
     assert e.engine.value == pntk.plan(model, x, kind=Kind.TRACE, output=case.output).engine
+
+
+@pytest.mark.parametrize("name", ["bert", "bert-sdpa", "gpt2", "gpt2-sdpa", "t5"])
+def test_hugging_face_models_fully_under_rules(name):
+    """Position embeddings, T5's relative attention bias, its tied ``shared.weight`` and ``T5LayerNorm``: every
+    parameter of these models is under a rule, so none needs per-sample gradients."""
+    pytest.importorskip("transformers")
+    case = BY_NAME[name]
+    model, x = case.build(), case.inputs(6, 0)
+    e = pntk.explain(model, x, kind="pntk", output=case.output, engine="structured")
+    assert [p.name for p in e.parameters if p.path == "fallback"] == []
+    assert e.ruled_fraction == 1.0 and e.fallback is None

@@ -350,7 +350,7 @@ class Mixed(nn.Module):
     def __init__(self):
         super().__init__()
         self.emb = nn.Embedding(6, 4)
-        self.gain = nn.Parameter(torch.rand(4) + 0.5)  # a raw parameter used in forward
+        self.gain = nn.Parameter(torch.rand(4) + 0.5)  # a raw parameter added in forward (no rule; a product is one)
         self.attn = Attention(4)
         self.seq_first = nn.Linear(4, 4)  # called on [T, B, n]
         self.batch_second = nn.Linear(4, 4)  # called on [1, B, n]
@@ -358,7 +358,7 @@ class Mixed(nn.Module):
         self.head = nn.Linear(4, 3)
 
     def forward(self, ids):
-        h = self.emb(ids) * self.gain  # [B, T, 4]
+        h = self.emb(ids) + self.gain  # [B, T, 4]
         s = self.attn(h.transpose(0, 1))  # [T, B, 4]
         s = torch.tanh(self.seq_first(s)).transpose(0, 1).mean(1)  # [B, 4]
         s = self.batch_second(s.unsqueeze(0)).squeeze(0)

@@ -15,6 +15,21 @@
 # of its own (which could alter its output); the plan clones inputs/outputs later modified in place.
 # The decision depends on the model and sample shape only, never on the block, so all blocks of a kernel
 # agree on it; parameters of layers that fail a check fall back to per-sample gradients, still exact.
+# Modules that hold the same parameters (T5's encoder and decoder ``embed_tokens``, both ``shared.weight``)
+# are one layer whose calls are all of theirs, if one rule computes them all.
+#
+# NOTE: [Calls shared by all samples]
+# An embedding may take the same ids for every sample (BERT's ``position_ids`` buffer ``[1, T]``, GPT-2's
+# ``arange(T)[None]``, T5's relative-position buckets ``[L, L]``): the probes see the same input, and the
+# same output, on one sample and on two. Its output is broadcast against the samples later, so autograd
+# gives only the sum over samples of its cotangents. The capture makes it per sample: the output itself if
+# its leading axis is 1, else the first view of it (``permute``, ``unsqueeze``, indexing...) with a leading
+# axis of 1, is expanded to ``B`` samples; the cotangent of the expansion is each sample's, and a batched
+# backward pass through those views brings it back to the embedding's output. That is exact only if the
+# expansion is used as the model used the unexpanded tensor (broadcast against the samples) and nothing else
+# uses the unexpanded output, so the plan checks it on two copies of a sample whose outputs get cotangents
+# weighted 1 and 2: the outputs must be unchanged and each copy's cotangent must be its weight times the
+# plain gradient on one sample. A call that fails the check falls back.
 """
 
 from __future__ import annotations
@@ -35,7 +50,17 @@ from ..engine import outputs_per_sample
 from ..inputs import Inputs
 from ..kinds import Kind
 from ..model import FunctionalModel
-from .operations import OPERATION_RULE, OpCall, OperationCalls, OpSite, layout, samples_first
+from .operations import (
+    OPERATION_RULE,
+    SCALE_RULE,
+    OpCall,
+    OperationCalls,
+    OpSite,
+    layout,
+    nearly_equal,
+    samples_first,
+    scale_layout,
+)
 from .replays import replay
 from .rules import LayerShape, Rule, rule_for
 
@@ -51,6 +76,9 @@ class Layer:
         shape: its sizes per sample, all calls together.
         factored: contract the factors ``A``, ``D`` (else materialise the per-sample gradient).
         clone_input, clone_output: keep copies, because the model modifies these tensors in place later.
+        also: other modules holding the same parameters, whose calls are this layer's calls too.
+        shared: per call (in the order of the forward pass), whether its input is the same for every sample
+            (see the note [Calls shared by all samples]); empty if none is.
     """
 
     module: Any  # an nn.Module, or an OpSite for a rule by operation
@@ -61,26 +89,50 @@ class Layer:
     factored: bool
     clone_input: bool = False
     clone_output: bool = False
+    also: tuple[nn.Module, ...] = ()
+    shared: tuple[bool, ...] = ()
 
     @property
     def names(self) -> list[str]:
         return [n for n in (self.weight, self.bias) if n is not None]
+
+    @property
+    def modules(self) -> tuple[Any, ...]:
+        """The module (or operation site) and the others holding its parameters."""
+        return (self.module, *self.also)
 
 
 def ruled_modules(fm: FunctionalModel) -> Iterator[tuple[nn.Module, Rule, str | None, str | None]]:
     """Modules with a rule and a differentiated parameter: ``(module, rule, weight name, bias name)``.
 
     By type, and without forward hooks (which could alter the output); :func:`plan` checks how the model
-    really uses them.
+    really uses them. Parameters are named by identity, so a module whose weight is tied to another's (held
+    under the other's name) is found too.
     """
-    for prefix, module in fm.module.named_modules():
+    names = {id(p): n for n, p in fm.module.named_parameters() if n in fm.params}
+    for module in fm.module.modules():
         rule = rule_for(module)
         if rule is None or module._forward_hooks:
             continue
-        names = (f"{prefix}.{p}" if prefix else p for p in ("weight", "bias"))
-        weight, bias = (n if n in fm.params else None for n in names)
+        weight, bias = (names.get(id(getattr(module, p, None))) for p in ("weight", "bias"))
         if weight or bias:
             yield module, rule, weight, bias
+
+
+def _tied_groups(
+    candidates: list[tuple[nn.Module, Rule, str | None, str | None]],
+) -> list[tuple[tuple[nn.Module, ...], Rule, str | None, str | None]]:
+    """The candidates grouped by the parameters they hold: several modules with the same parameters are one
+    layer if one rule computes them all (else they are left out, and their parameters fall back)."""
+    groups: dict[str, list[tuple[nn.Module, Rule, str | None, str | None]]] = {}
+    for c in candidates:
+        groups.setdefault(c[2] or c[3] or "", []).append(c)
+    result = []
+    for members in groups.values():
+        module, rule, weight, bias = members[0]
+        if all(r is rule and (w, b) == (weight, bias) and rule.compatible(module, m) for m, r, w, b in members):
+            result.append((tuple(m for m, *_ in members), rule, weight, bias))
+    return result
 
 
 #: Multiply-adds that one term of the factored form's elementwise product and sum ``Σ_tu (A A'ᵀ)_tu (D D'ᵀ)_tu``
@@ -132,26 +184,27 @@ def plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list[
 
 
 def _plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list[str]]:
-    candidates = list(ruled_modules(fm))
-    modules = [c[0] for c in candidates]
+    candidates = _tied_groups(list(ruled_modules(fm)))
+    owner = {m: modules[0] for modules, *_ in candidates for m in modules}
     claimed = [n for *_, weight, bias in candidates for n in (weight, bias) if n is not None]
-    # Every other weight (2-d) or bias (1-d) may enter through a linear operation (rules by operation).
-    operands = [n for n, p in fm.params.items() if n not in set(claimed) and p.dim() in (1, 2)]
+    # Every other parameter may enter through a linear operation or a scale (rules by operation).
+    operands = [n for n in fm.params if n not in set(claimed)]
     params = _differentiable(fm, claimed + operands)
     uses = _ParameterUses({id(params[n]): n for n in params if params[n] is not fm.params[n]})
     first = torch.zeros(1, dtype=torch.long, device=fm.device)
     ops1 = OperationCalls({id(params[n]): n for n in operands})
     ops2 = OperationCalls({id(fm.params[n]): n for n in operands})
-    one = _probe(fm, params, x[first], modules, uses, ops1)
-    two = _probe(fm, fm.params, x[first.repeat(2)], modules, None, ops2)
+    one = _probe(fm, params, x[first], owner, uses, ops1)
+    two = _probe(fm, fm.params, x[first.repeat(2)], owner, None, ops2)
     Q = pairs_per_sample(fm, kind)
     layers, ruled = [], set()
-    for module, rule, weight, bias in candidates:
+    for modules, rule, weight, bias in candidates:
+        module = modules[0]
         calls1, calls2 = one[module], two[module]
         names = [n for n in (weight, bias) if n is not None]
-        shape = _shape(rule, module, calls1, calls2)
+        found = _shape(rule, module, calls1, calls2)
         if (
-            shape is None
+            found is None
             or calls1 is None  # implied by a shape; said again for the type checker
             or any(uses.counts[n] != len(calls1) for n in names)
             or not all(c.output.requires_grad for c in calls1)
@@ -160,6 +213,7 @@ def _plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list
         ruled.update(names)
         if not calls1:
             continue
+        shape, shared = found
         factored = (
             rule.factorable and weight is not None and factored_cost(rule, shape, Q) < materialised_cost(rule, shape, Q)
         )
@@ -173,18 +227,25 @@ def _plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list
                 factored,
                 clone_input=any(c.input_modified for c in calls1),
                 clone_output=any(c.output_modified for c in calls1),
+                also=modules[1:],
+                shared=shared if any(shared) else (),
             )
         )
-    for site, op_calls, shape in _operation_sites(ops1.calls, ops2.calls, uses):
+    for layer in _unshareable(fm, x[first], [layer for layer in layers if layer.shared]):
+        layers.remove(layer)
+        ruled.difference_update(layer.names)
+    sizes = {n: p.shape for n, p in fm.params.items()}
+    for site, op_calls, shape in _operation_sites(ops1.calls, ops2.calls, uses, sizes):
         ruled.update(n for n in (site.weight, site.bias) if n is not None)
+        rule = SCALE_RULE if site.operation == "mul" else OPERATION_RULE
         layers.append(
             Layer(
                 site,
-                OPERATION_RULE,
+                rule,
                 site.weight,
                 site.bias,
                 shape,
-                factored_cost(OPERATION_RULE, shape, Q) < materialised_cost(OPERATION_RULE, shape, Q),
+                rule.factorable and factored_cost(rule, shape, Q) < materialised_cost(rule, shape, Q),
                 clone_input=any(c.input._version != c.input_version for c in op_calls),
                 clone_output=any(c.output._version != c.output_version for c in op_calls),
             )
@@ -192,21 +253,75 @@ def _plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list
     return layers, [n for n in fm.params if n not in ruled]
 
 
+def _unshareable(fm: FunctionalModel, x: Inputs, layers: list[Layer]) -> list[Layer]:
+    """The layers among ``layers`` (each with calls shared by all samples) whose per-sample cotangents the
+    capture cannot find, by the check of the note [Calls shared by all samples] on one sample ``x``."""
+    if not layers:
+        return []
+    expected_out, expected = _plain_cotangents(fm, x, layers)
+    weights = torch.arange(1, 3, dtype=fm.dtype, device=fm.device)
+    two = x[torch.zeros(2, dtype=torch.long, device=fm.device)]
+    try:
+        got, out = _capture(fm, two, layers, Kind.PNTK, sample_weights=weights)
+    except Exception:  # the expansion broke the forward pass: no layer of these can be trusted
+        return layers
+    if not nearly_equal(expected_out.expand_as(out), out):
+        return layers
+    failed = []
+    for layer, (_, dzs), reference in zip(layers, got, expected):
+        dzs = [d for d, shared in zip(dzs, layer.shared) if shared]
+        if not all(
+            nearly_equal(weights[b] * r.reshape(-1), d[0, b].reshape(-1))
+            for d, r in zip(dzs, reference)
+            for b in (0, 1)
+        ):
+            failed.append(layer)
+    return failed
+
+
+def _plain_cotangents(fm: FunctionalModel, x: Inputs, layers: list[Layer]) -> tuple[Tensor, list[list[Tensor]]]:
+    """The output on ``x`` and, per layer, the gradient of ``g = O^{-1/2} Σ_a f_a`` with respect to the output
+    of each of its shared calls, in a forward pass that changes nothing."""
+    params = _differentiable(fm, [n for layer in layers for n in layer.names])
+    outputs: dict[Any, list[Tensor]] = {layer.module: [] for layer in layers}
+    owner = {m: layer.module for layer in layers for m in layer.modules}
+    with ExitStack() as stack, torch.enable_grad():
+        for m in owner:
+            stack.callback(m.register_forward_hook(lambda m, args, out: outputs[owner[m]].append(out)).remove)
+        out = fm(params, x)
+    zs = [z for layer in layers for z, shared in zip(outputs[layer.module], layer.shared) if shared]
+    cotangent = torch.full_like(out, 1 / math.sqrt(fm.num_outputs))
+    grads = torch.autograd.grad(out, zs, cotangent, allow_unused=True)
+    found = iter(torch.zeros_like(z) if g is None else g for z, g in zip(zs, grads))
+    return out.detach(), [[next(found) for shared in layer.shared if shared] for layer in layers]
+
+
 def _operation_sites(
-    one: list[OpCall], two: list[OpCall], uses: _ParameterUses
+    one: list[OpCall], two: list[OpCall], uses: _ParameterUses, weights: dict[str, torch.Size]
 ) -> Iterator[tuple[OpSite, list[OpCall], LayerShape]]:
-    """The weights used only as the weight of linear operations, once per call, with their samples found in
-    every call's input and output (see the note [Where the samples are in an operation's operand])."""
+    """The weights used only as the weight of linear operations (or only as scales), once per call, with their
+    samples found in every call's input and output (see the note [Where the samples are in an operation's
+    operand]). ``weights`` gives the parameters' shapes."""
     by_weight: dict[str, tuple[list[OpCall], list[OpCall]]] = {}
     for k, calls in enumerate((one, two)):
         for c in calls:
             by_weight.setdefault(c.weight, ([], []))[k].append(c)
     for weight, (calls1, calls2) in by_weight.items():
         biases = {c.bias for c in calls1 + calls2}
-        if len(calls1) != len(calls2) or len(biases) != 1:
+        scales = {c.operation == "mul" for c in calls1 + calls2}
+        if len(calls1) != len(calls2) or len(biases) != 1 or len(scales) != 1:
             continue
         bias = biases.pop()
         if any(n is not None and uses.counts[n] != len(calls1) for n in (weight, bias)):
+            continue
+        if scales.pop():
+            size = weights[weight]
+            found = [scale_layout(size, c1.input, c2.input, c1.output, c2.output) for c1, c2 in zip(calls1, calls2)]
+            scaled = [lay for lay, c in zip(found, calls1) if lay is not None and c.output.requires_grad]
+            if len(scaled) == len(calls1):
+                P_w = math.prod(size)
+                site = OpSite(weight, None, P_w, P_w, tuple((lay, lay) for lay in scaled), "mul")
+                yield site, calls1, LayerShape(T=sum(lay[3] for lay in scaled), G=1, n=P_w, m=P_w)
             continue
         n, m = calls1[0].input.shape[-1], calls1[0].output.shape[-1]
         layouts = [(layout(c1.input, c2.input), layout(c1.output, c2.output)) for c1, c2 in zip(calls1, calls2)]
@@ -233,6 +348,7 @@ class _Call:
     output: Tensor
     input_version: int
     output_version: int
+    source: tuple[Tensor, Tensor] | None = None  # a shared call's output z and its view y whose expansion is output
 
     @property
     def input_modified(self) -> bool:
@@ -256,26 +372,27 @@ def _probe(
     fm: FunctionalModel,
     params: dict[str, Tensor],
     x: Inputs,
-    modules: list[nn.Module],
+    owner: dict[nn.Module, nn.Module],
     uses: _ParameterUses | None = None,
     operations: OperationCalls | None = None,
 ) -> dict[nn.Module, list[_Call] | None]:
-    """Every call of ``modules`` in one forward pass on ``x``; ``None`` for a module called on non-tensors.
+    """Every call of the modules in one forward pass on ``x``, in order, under the module that ``owner`` maps
+    each to (the first of those holding the same parameters); ``None`` for one called on non-tensors.
 
     With ``uses``, the pass records autograd's graph (on parameters that require grad) and counts uses;
     ``operations`` records the linear operations on candidate weights.
     """
-    calls: dict[nn.Module, list[_Call] | None] = {m: [] for m in modules}
+    calls: dict[nn.Module, list[_Call] | None] = {m: [] for m in owner.values()}
 
     def record(module, args, kwargs, output):
-        x_in = _layer_input(args, kwargs)
-        if calls[module] is None or not (isinstance(x_in, Tensor) and isinstance(output, Tensor)):
-            calls[module] = None
+        x_in, key = _layer_input(args, kwargs), owner[module]
+        if calls[key] is None or not (isinstance(x_in, Tensor) and isinstance(output, Tensor)):
+            calls[key] = None
             return
-        calls[module].append(_Call(x_in, output, x_in._version, output._version))
+        calls[key].append(_Call(x_in, output, x_in._version, output._version))
 
     with ExitStack() as stack:
-        for m in modules:
+        for m in owner:
             stack.callback(m.register_forward_hook(record, with_kwargs=True).remove)
         if uses is None:
             stack.enter_context(torch.no_grad())
@@ -288,15 +405,34 @@ def _probe(
     return calls
 
 
-def _shape(rule: Rule, module: nn.Module, one: list[_Call] | None, two: list[_Call] | None) -> LayerShape | None:
-    """The layer's sizes if every call has its samples on the leading axis (1, then 2 of them), else ``None``."""
+def _shape(
+    rule: Rule, module: nn.Module, one: list[_Call] | None, two: list[_Call] | None
+) -> tuple[LayerShape, tuple[bool, ...]] | None:
+    """The layer's sizes if every call has its samples on the leading axis (1, then 2 of them), or, for a rule
+    that allows it, the same input for every sample; and which calls are shared so. Else ``None``."""
     if one is None or two is None or len(one) != len(two):
         return None
+    shared = []
     for c1, c2 in zip(one, two):
-        for t1, t2 in ((c1.input, c2.input), (c1.output, c2.output)):
-            if t1.dim() == 0 or t1.shape[0] != 1 or t2.shape[0] != 2 or t1.shape[1:] != t2.shape[1:]:
-                return None
-    return rule.shape(module, [c.input.shape[1:] for c in one], [c.output.shape[1:] for c in one])
+        if all(
+            t1.dim() > 0 and t1.shape[0] == 1 and t2.shape[0] == 2 and t1.shape[1:] == t2.shape[1:]
+            for t1, t2 in ((c1.input, c2.input), (c1.output, c2.output))
+        ):
+            shared.append(False)
+        elif (
+            rule.shared_inputs
+            and c1.input.shape == c2.input.shape
+            and c1.output.shape == c2.output.shape
+            and torch.equal(c1.input, c2.input)
+        ):
+            shared.append(True)
+        else:
+            return None
+    skip = [0 if s else 1 for s in shared]  # per-sample shapes: without the sample axis, if there is one
+    shape = rule.shape(
+        module, [c.input.shape[k:] for c, k in zip(one, skip)], [c.output.shape[k:] for c, k in zip(one, skip)]
+    )
+    return None if shape is None else (shape, tuple(shared))
 
 
 class _ParameterUses(TorchFunctionMode):
@@ -377,24 +513,44 @@ def capture(fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kind) -> 
     ``1/√O`` on every output) and of each ``f_a`` otherwise (``O`` backward passes sharing the forward one,
     vectorised by ``is_grads_batched``). Samples do not interact, so the batched backward gives each sample
     its own cotangents. Gradients are taken with respect to the layer outputs only: the weight gradients that
-    a plain backward pass would also form are never computed.
+    a plain backward pass would also form are never computed. A call shared by all samples has its output
+    expanded to the samples (see the note [Calls shared by all samples]).
 
     Returns:
         Per layer and call, what its rule kept of the input ``[B, ...]``, and the output's cotangents
         ``[R, B, ...]`` (``R = 1`` for the pNTK, ``O`` otherwise).
     """
+    return _capture(fm, x, layers, kind)[0]
+
+
+def _capture(
+    fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kind, sample_weights: Tensor | None = None
+) -> tuple[list[tuple[list[Tensor], list[Tensor]]], Tensor]:
+    """:func:`capture`, and the model's output on ``x``; with ``sample_weights`` ``[B]`` (pNTK only), sample
+    ``b``'s outputs get the cotangent ``w_b/√O`` instead of ``1/√O``."""
     B, O = len(x), fm.num_outputs
     params = _differentiable(fm, [n for layer in layers for n in layer.names])
     calls: dict[Any, list[_Call]] = {layer.module: [] for layer in layers}  # modules and OpSites
-    by_module = {layer.module: layer for layer in layers}
+    by_module = {m: layer for layer in layers for m in layer.modules}
+    shared_outputs = _SharedOutputs(B)
 
     def record(module, args, kwargs, output):
         layer = by_module[module]
+        layer_calls = calls[layer.module]
         with torch.no_grad():
             kept = layer.rule.keep(module, _layer_input(args, kwargs).detach())
         if layer.clone_input:
             kept = kept.clone()
-        calls[module].append(_Call(kept, output, kept._version, output._version))
+        shared = len(layer_calls) < len(layer.shared) and layer.shared[len(layer_calls)]
+        if shared:  # every sample holds the shared input
+            kept = kept.reshape(1, -1).expand(B, -1)
+        call = _Call(kept, output, kept._version, output._version)
+        layer_calls.append(call)
+        if shared:
+            if output.dim() > 0 and output.shape[0] == 1:
+                return shared_outputs.expand(call, output, output)
+            shared_outputs.follow(call, output)
+            return None
         # Downstream in-place operations then modify the copy, not the captured output.
         return output.clone() if layer.clone_output else None
 
@@ -416,9 +572,12 @@ def capture(fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kind) -> 
         return call.output.clone() if layer.clone_output else None
 
     with ExitStack() as stack, torch.enable_grad():
-        for m in calls:
-            if not isinstance(m, OpSite):
-                stack.callback(m.register_forward_hook(record, with_kwargs=True).remove)
+        for layer in layers:
+            if not isinstance(layer.module, OpSite):
+                for m in layer.modules:
+                    stack.callback(m.register_forward_hook(record, with_kwargs=True).remove)
+        if any(layer.shared for layer in layers):
+            stack.enter_context(shared_outputs)
         if sites:
             names = [n for layer, _ in sites.values() for n in layer.names]
             stack.enter_context(OperationCalls({id(params[n]): n for n in names}, record_operation))
@@ -430,10 +589,12 @@ def capture(fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kind) -> 
                     f"the {module} was called {len(module_calls)} times on a block of {B} samples but "
                     f"{len(module.layouts)} times on the probe; use engine='jacobian'"
                 )
-            for c in module_calls:
+            shared = by_module[module].shared if not operation else ()
+            for k, c in enumerate(module_calls):
                 if (
                     c.input.shape[0] != B
                     or (c.output.shape[0] != B and not operation)
+                    or (k < len(shared) and shared[k] and c.source is None)
                     or c.input_modified
                     or c.output_modified
                 ):
@@ -441,18 +602,25 @@ def capture(fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kind) -> 
                         f"{type(module).__name__} behaved differently on a block of {B} samples than on the "
                         "probe of one and two samples (layout or in-place modification); use engine='jacobian'"
                     )
-        zs = [c.output for layer in layers for c in calls[layer.module]]
+        all_calls = [c for layer in layers for c in calls[layer.module]]
+        zs = [c.output for c in all_calls]
         R = outputs_per_sample(fm, kind)
         dzs: list[Tensor | None] = [None] * len(zs)
+        # The views between a shared output and its expansion are differentiated again below.
+        retain = any(c.source is not None and c.source[0] is not c.source[1] for c in all_calls)
         if zs and out.requires_grad:
             if kind is Kind.PNTK:
+                weights = out.new_ones(B) if sample_weights is None else sample_weights
+                cotangent = (weights / math.sqrt(O)).reshape(B, *[1] * (out.dim() - 1)).expand_as(out)
                 dzs = [
                     None if d is None else d.unsqueeze(0)
-                    for d in torch.autograd.grad(out, zs, torch.full_like(out, 1 / math.sqrt(O)), allow_unused=True)
+                    for d in torch.autograd.grad(out, zs, cotangent, allow_unused=True, retain_graph=retain)
                 ]
             else:
                 basis = torch.eye(O, dtype=out.dtype, device=out.device).unsqueeze(1).expand(O, B, O)
-                dzs = list(torch.autograd.grad(out, zs, basis, is_grads_batched=True, allow_unused=True))
+                dzs = list(
+                    torch.autograd.grad(out, zs, basis, is_grads_batched=True, allow_unused=True, retain_graph=retain)
+                )
         # The hooks stay on during the backward pass to see layers that it recomputes: those would run
         # outside ``fm``'s tensors, with the module's own parameters.
         if sum(map(len, calls.values())) != len(zs):
@@ -461,16 +629,81 @@ def capture(fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kind) -> 
                 "use the module's own parameters instead of the kernel's; compute the kernel without "
                 "checkpointing"
             )
-    cotangents = [z.new_zeros(R, *z.shape) if d is None else d for z, d in zip(zs, dzs)]
+        cotangents = [
+            _unexpanded(c, z.new_zeros(R, *z.shape) if d is None else d, R, B) for c, z, d in zip(all_calls, zs, dzs)
+        ]
     result, k = [], 0
     for layer in layers:
         n = len(calls[layer.module])
         layer_dzs = cotangents[k : k + n]
         if isinstance(layer.module, OpSite):  # cotangents [R, B, T, m], as the rule reads a dense layer's
             layer_dzs = [
-                samples_first(d, out, B, lead=1)  # type: ignore[arg-type]  # filled with zeros above
-                for d, (_, out) in zip(layer_dzs, layer.module.layouts)
+                samples_first(d, out_layout, B, lead=1) for d, (_, out_layout) in zip(layer_dzs, layer.module.layouts)
             ]
         result.append(([c.input for c in calls[layer.module]], layer_dzs))
         k += n
-    return result
+    return result, out.detach()
+
+
+def _unexpanded(call: _Call, d: Tensor, R: int, B: int) -> Tensor:
+    """The cotangent ``[R, B, ...]`` of a call's output; for a shared call, of the output ``z`` itself, from that
+    of the expanded view ``y`` (a batched backward pass through the views from ``z`` to ``y``)."""
+    if call.source is None or call.source[0] is call.source[1]:
+        return d
+    z, y = call.source
+    (dz,) = torch.autograd.grad(y, z, d.reshape(R * B, *y.shape), is_grads_batched=True)
+    return dz.reshape(R, B, *z.shape)
+
+
+#: Functions that make a view or a copy of one tensor's numbers, without mixing in others: what a shared
+#: output may go through before it meets the samples.
+_VIEWS = {
+    "permute",
+    "unsqueeze",
+    "squeeze",
+    "view",
+    "reshape",
+    "transpose",
+    "movedim",
+    "flatten",
+    "unflatten",
+    "contiguous",
+    "__getitem__",
+    "to",
+    "type_as",
+}
+
+
+class _SharedOutputs(TorchFunctionMode):
+    """Follows the outputs of shared calls through views, and expands the first with a leading axis of 1 to the
+    ``B`` samples (see the note [Calls shared by all samples])."""
+
+    def __init__(self, B: int) -> None:
+        super().__init__()
+        self.B = B
+        self.followed: dict[int, tuple[_Call, Tensor, Tensor]] = {}  # id(view): (call, output, view)
+
+    def follow(self, call: _Call, z: Tensor) -> None:
+        self.followed[id(z)] = (call, z, z)
+
+    def expand(self, call: _Call, z: Tensor, view: Tensor) -> Tensor:
+        """``view`` expanded to the samples, recorded as the call's output."""
+        y = view.expand(self.B, *view.shape[1:])
+        call.output, call.output_version, call.source = y, y._version, (z, view)
+        return y
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        if (
+            self.followed
+            and args
+            and isinstance(result, Tensor)
+            and id(args[0]) in self.followed
+            and getattr(func, "__name__", None) in _VIEWS
+        ):
+            call, z, _ = self.followed[id(args[0])]
+            if call.source is None:
+                if result.dim() > 0 and result.shape[0] == 1:
+                    return self.expand(call, z, result)
+                self.followed[id(result)] = (call, z, result)
+        return result

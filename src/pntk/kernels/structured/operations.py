@@ -4,7 +4,9 @@ module owns it.
 ``F.linear(x, W, b)``, ``torch.addmm(b, x, W)`` and ``x @ W`` (``torch.matmul``, ``mm``; ``W`` a 2-d parameter
 or its ``.T``/``.mT``/``.t()``) compute ``z_t = W a_t + b`` at every row ``t`` of ``x``, exactly what the
 dense rule factors: GPT-2's ``Conv1D`` (``addmm`` on ``x.view(-1, n)``), hand-written LoRA adapters
-(``x @ A.T``), custom layers of model zoos. A ``TorchFunctionMode`` sees every such call made by Python code
+(``x @ A.T``), custom layers of model zoos. ``w * x`` (``torch.mul``) with a parameter ``w`` that broadcasts
+against ``x`` is an elementwise scale (T5's ``T5LayerNorm``, a layer scale), which ``ScaleRule`` materialises.
+A ``TorchFunctionMode`` sees every such call made by Python code
 of the model, and those inside ``F.multi_head_attention_forward`` and the recurrent layers' kernels, which it
 replays (:mod:`pntk.kernels.structured.replays`); not those inside another torch function implemented in
 Python, whose parameters then fall back.
@@ -23,6 +25,7 @@ Python, whose parameters then fall back.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,10 +34,12 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from .replays import replay
-from .rules import LinearRule
+from .rules import LinearRule, ScaleRule
 
 #: A sample axis: ``("axis", k)``, or the leading axis merging samples and positions, ``("major",)`` or
-#: ``("minor",)``.
+#: ``("minor",)``; for a scale ``w * x``, ``("scale", S, perm, T)``: samples on axis 0, the per-sample shape
+#: ``S`` of the product, its axes ordered ``perm`` (those along which ``w`` broadcasts, then ``w``'s own) and
+#: ``T`` positions along the first ones.
 Layout = tuple
 
 #: The operations with a weight operand, by name: (index of the input, index of the weight, index of the bias).
@@ -45,6 +50,9 @@ _OPERATIONS = {
     "__matmul__": (0, 1, None),
     "mm": (0, 1, None),
 }
+
+#: Elementwise products: a parameter operand is a scale (either operand).
+_PRODUCTS = {"mul", "__mul__", "__rmul__"}
 
 #: Views that keep every number of a 2-d weight (a transpose): an operation on them uses the weight.
 _TRANSPOSES = {"T", "mT", "t"}
@@ -118,6 +126,11 @@ class OperationCalls(TorchFunctionMode):
         if name in _TRANSPOSES and args and id(args[0]) in self.names and isinstance(result, Tensor):
             self.names[id(result)] = self.names[id(args[0])]
             self._views.append(result)
+        elif name in _PRODUCTS and not kwargs and len(args) == 2 and isinstance(result, Tensor):
+            w = [k for k, a in enumerate(args) if isinstance(a, Tensor) and id(a) in self.names]
+            x = args[1 - w[0]] if len(w) == 1 else None
+            if isinstance(x, Tensor):  # a product with a number or of two parameters is not a scale
+                result = self._record(OpCall(self.names[id(args[w[0]])], None, x, result, "mul"))
         elif name in _OPERATIONS and not kwargs and isinstance(result, Tensor):
             i, w, b = _OPERATIONS[name]
             weight = args[w] if len(args) > w else None
@@ -129,15 +142,18 @@ class OperationCalls(TorchFunctionMode):
                     if len(bias.shape) != 1:
                         return result  # not a per-feature bias that the rule knows: not recorded, so not ruled
                     bias_name = self.names[id(bias)]
-                call = OpCall(self.names[id(weight)], bias_name, args[i], result, name.strip("_"))
-                self.calls.append(call)
-                if self.on_call is not None:
-                    replaced = self.on_call(call)
-                    result = result if replaced is None else replaced
+                result = self._record(OpCall(self.names[id(weight)], bias_name, args[i], result, name.strip("_")))
         return result
 
+    def _record(self, call: OpCall) -> Tensor:
+        """Records ``call``; its output, as :attr:`on_call` may replace it."""
+        self.calls.append(call)
+        replaced = None if self.on_call is None else self.on_call(call)
+        return call.output if replaced is None else replaced
 
-def _close(a: Tensor, b: Tensor) -> bool:
+
+def nearly_equal(a: Tensor, b: Tensor) -> bool:
+    """Same shape, and equal to ``1e-4`` of ``a``'s largest magnitude: the same numbers computed another way."""
     scale = a.abs().max().clamp(min=torch.finfo(a.dtype).tiny) if a.numel() else 1.0
     return a.shape == b.shape and bool(((a - b).abs() <= 1e-4 * scale).all())
 
@@ -155,17 +171,39 @@ def layout(one: Tensor, two: Tensor) -> Layout | None:
         return ("axis", k)
     if one.dim() == 2 and two.shape[0] == 2 * one.shape[0]:
         L = one.shape[0]
-        major = _close(two[:L], one) and _close(two[L:], one)
-        minor = _close(two[0::2], one) and _close(two[1::2], one)
+        major = nearly_equal(two[:L], one) and nearly_equal(two[L:], one)
+        minor = nearly_equal(two[0::2], one) and nearly_equal(two[1::2], one)
         if major != minor:
             return ("major",) if major else ("minor",)
     return None
+
+
+def scale_layout(weight: torch.Size, x1: Tensor, x2: Tensor, z1: Tensor, z2: Tensor) -> Layout | None:
+    """The layout of a scale ``z = w * x`` from its operand and product on one sample and on two, or ``None``
+    unless both have their samples on axis 0 and ``w`` broadcasts against the per-sample shape ``S``."""
+    if z1.dim() != x1.dim() or any(t.dim() == 0 for t in (z1, x1)):
+        return None
+    if (z1.shape[0], z2.shape[0], x1.shape[0], x2.shape[0]) != (1, 2, 1, 2):
+        return None
+    S = tuple(z1.shape[1:])
+    if z2.shape[1:] != z1.shape[1:] or x1.shape[1:] != x2.shape[1:] or len(weight) > len(S):
+        return None
+    w = (1,) * (len(S) - len(weight)) + tuple(weight)
+    if any(a not in (1, s) for a, s in zip(w, S)):
+        return None
+    broadcast = [k for k in range(len(S)) if w[k] == 1]
+    own = [k for k in range(len(S)) if w[k] != 1]
+    return ("scale", S, tuple(broadcast + own), math.prod(S[k] for k in broadcast))
 
 
 def samples_first(t: Tensor, where: Layout, B: int, lead: int = 0) -> Tensor:
     """``t`` with its ``B`` samples on axis ``lead`` and its positions flattened after them:
     ``[*lead, B, T, features]``."""
     head = t.shape[:lead]
+    if where[0] == "scale":
+        _, S, perm, T = where
+        t = t.expand(*head, B, *S).permute(*range(lead + 1), *(lead + 1 + k for k in perm))
+        return t.reshape(*head, B, T, -1)
     if where[0] == "axis":
         t = t.movedim(lead + where[1], lead)
         return t.reshape(*head, B, -1, t.shape[-1])
@@ -186,3 +224,5 @@ class OperationRule(LinearRule):
 
 
 OPERATION_RULE = OperationRule()
+
+SCALE_RULE = ScaleRule()

@@ -75,9 +75,19 @@ class Rule:
     #: Whether the factored form exists (normalisation layers only have the materialised one).
     factorable = True
 
+    #: Whether a call may take the same input for every sample (no sample axis, e.g. an embedding of
+    #: positions ``arange(T)`` shared by all samples): its output is then shared too, and the plan checks that
+    #: its per-sample cotangents can be found (see the note [Calls shared by all samples] in ``capture``).
+    shared_inputs = False
+
     def applies(self, module: nn.Module) -> bool:
         """Whether this rule computes ``module`` exactly: its exact type, or an NTK-scaled subclass."""
         raise NotImplementedError(f"{type(self).__name__} must say which modules it applies to")
+
+    def compatible(self, module: nn.Module, other: nn.Module) -> bool:
+        """Whether ``other``, which holds the same parameters as ``module``, computes what ``module`` computes
+        (its calls are then more positions of one layer): the same type and scales by default."""
+        return type(other) is type(module) and scales(other) == scales(module)
 
     def shape(self, module: nn.Module, inputs: list[torch.Size], outputs: list[torch.Size]) -> LayerShape | None:
         """The sizes, from each call's per-sample input and output shapes; ``None`` for calls it cannot read."""
@@ -318,11 +328,18 @@ class EmbeddingRule(Rule):
     """``nn.Embedding``: ``A`` is one-hot, so its Gram is token equality and ``Dᵀ A`` a scatter.
 
     Without ``max_norm`` (which rewrites the weight in the forward pass) or ``scale_grad_by_freq`` (which
-    rescales the gradient); padding tokens (id ``-1`` in ``A``) have no gradient.
+    rescales the gradient); padding tokens (id ``-1`` in ``A``) have no gradient. A call may take ids shared by
+    all samples (positions, a relative-position bucket matrix): every sample then holds those ids, each with its
+    own cotangents.
     """
+
+    shared_inputs = True
 
     def applies(self, module):
         return type(module) is nn.Embedding and module.max_norm is None and not module.scale_grad_by_freq
+
+    def compatible(self, module, other):
+        return super().compatible(module, other) and other.padding_idx == module.padding_idx
 
     def shape(self, module, inputs, outputs):
         T = sum(math.prod(s) for s in inputs)
@@ -456,6 +473,29 @@ class PReLURule(ElementwiseRule):
 
     def keep(self, module, x):
         return x.clamp(max=0)
+
+
+class ScaleRule(ElementwiseRule):
+    """A parameter ``w`` that multiplies a tensor ``x`` elementwise in an operation (``w * x``), whatever module
+    owns it: T5's ``T5LayerNorm`` (``weight * hidden_states``), a layer scale ``γ [C, 1, 1]``.
+
+    ``w`` broadcasts against the per-sample shape ``S`` of the product, so ``∂g/∂w = Σ_t D_t ⊙ x_t`` over the
+    positions ``t`` along which it broadcasts: what a hook keeps of ``x`` and the output cotangent are put
+    ``[B, T, P_w]`` (samples first, ``w``'s axes last) when they are captured (see
+    :func:`pntk.kernels.structured.operations.samples_first`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(nn.Module)
+
+    def applies(self, module):
+        return False  # never by type: sites come from the plan
+
+    def inputs(self, module, xs):
+        return _cat([x.unsqueeze(0) for x in xs], 2)
+
+    def cotangents(self, module, dzs):
+        return _cat([dz.transpose(0, 1).unsqueeze(0) for dz in dzs], 3)
 
 
 #: Every rule, tried in order; a module gets the first that applies.

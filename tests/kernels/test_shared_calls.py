@@ -1,0 +1,318 @@
+"""Rules for parameters that enter a network in ways a per-layer hook alone cannot read, against the float64
+brute force: embeddings of ids shared by all samples (positions, relative-position buckets), one parameter
+held by several modules (tied embeddings), and elementwise scales ``w * x`` by a parameter."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import pntk
+from pntk.kernels import Inputs, Kind, functional_model
+from pntk.kernels.structured import capture
+from reference import reference_kernel, rel_err
+
+KINDS = ["entk", "trace", "pntk"]
+VOCAB, T = 7, 5
+
+
+def plan(model, x) -> tuple[list[capture.Layer], list[str]]:
+    X = Inputs.from_user(x)
+    return capture.plan(functional_model(model, X[:2]), X, Kind.PNTK)
+
+
+def fallback(model, x) -> set[str]:
+    return set(plan(model, x)[1])
+
+
+def tokens(n: int, seed: int = 0):
+    """``(ids [n, T], mask [n, T])``: some samples end in padding (id 0, mask 0)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, VOCAB, (n, T), generator=g)
+    lengths = torch.randint(2, T + 1, (n,), generator=g)
+    lengths[0] = T
+    mask = (torch.arange(T) < lengths[:, None]).long()
+    return ids * mask, mask
+
+
+def assert_exact(model, x1, x2, engine="structured"):
+    for kind in KINDS:
+        for b in (None, x2):
+            got = pntk.kernel(model, x1, b, kind=kind, engine=engine, dtype=torch.float64, batch_size=2)
+            assert rel_err(got, reference_kernel(model, x1, b, kind)) <= 1e-10, (kind, b is None)
+
+
+class Positions(nn.Module):
+    """Token and position embeddings (BERT-style): the position ids are a buffer ``[1, T]`` that every sample
+    shares; ``positions`` may repeat a position. A padding mask enters after the embeddings."""
+
+    def __init__(self, positions: list[int], d: int = 4):
+        super().__init__()
+        self.tokens = nn.Embedding(VOCAB, d, padding_idx=0)
+        self.positions = nn.Embedding(max(positions) + 1, d)
+        self.register_buffer("position_ids", torch.tensor(positions)[None], persistent=False)
+        self.head = nn.Linear(d, 3)
+
+    def embed(self, ids):
+        return self.tokens(ids) + self.positions(self.position_ids[:, : ids.shape[1]])
+
+    def forward(self, ids, mask):
+        h = torch.tanh(self.embed(ids)) * mask[..., None]
+        return self.head(h.sum(1) / mask.sum(1, keepdim=True))
+
+
+class RelativeBias(nn.Module):
+    """T5-style attention: scores plus an embedding of a bucket matrix ``[T, T]`` shared by all samples,
+    permuted to ``[1, H, T, T]`` and reused by two attention layers, with a padding mask."""
+
+    def __init__(self, d: int = 4, heads: int = 2, buckets: int = 5):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, d)
+        self.bias = nn.Embedding(buckets, heads)
+        self.layers = nn.ModuleList(nn.Linear(d, d) for _ in range(2))
+        offsets = torch.arange(T)[None, :] - torch.arange(T)[:, None]
+        self.register_buffer("buckets", offsets.clamp(-(buckets // 2), buckets // 2) + buckets // 2, persistent=False)
+        self.head = nn.Linear(d, 3)
+
+    def forward(self, ids, mask):
+        h = self.embed(ids)  # [B, T, d]
+        position_bias = self.bias(self.buckets).permute(2, 0, 1).unsqueeze(0)  # [1, H, T, T]
+        padding = (1.0 - mask[:, None, None, :].to(h.dtype)) * -1e4
+        for layer in self.layers:
+            scores = (h @ h.transpose(1, 2)).unsqueeze(1) / 2 + position_bias + padding  # [B, H, T, T]
+            h = h + torch.tanh(layer(torch.softmax(scores, -1).mean(1) @ h))
+        return self.head(h[:, 0])
+
+
+class UnbatchedPositions(Positions):
+    """Positions ``arange(T)`` without a leading axis: the output ``[T, d]`` has none to expand, so the
+    embedding falls back."""
+
+    def embed(self, ids):
+        return self.tokens(ids) + self.positions(torch.arange(ids.shape[1]))
+
+
+class FirstRowMisuse(Positions):
+    """The position embeddings' first row is also used on its own: its expansion would give that path's
+    cotangents of every sample to the first."""
+
+    def embed(self, ids):
+        pe = self.positions(self.position_ids)
+        return self.tokens(ids) + pe * pe[0].mean()
+
+
+class SummedMisuse(Positions):
+    """The position embeddings summed over their leading axis: expanding it would change the output."""
+
+    def embed(self, ids):
+        pe = self.positions(self.position_ids)
+        return self.tokens(ids) + pe.sum(0)
+
+
+class TwoUses(Positions):
+    """The position embeddings also enter without the leading axis: that use would miss its cotangents."""
+
+    def embed(self, ids):
+        pe = self.positions(self.position_ids)
+        return self.tokens(ids) + pe + torch.sin(pe[0])
+
+
+@pytest.mark.parametrize(
+    "model, shared",
+    [
+        (lambda: Positions([0, 1, 2, 3, 4]), "positions"),
+        (lambda: Positions([0, 1, 1, 2, 0]), "positions"),  # repeated positions
+        (RelativeBias, "bias"),
+    ],
+    ids=["positions", "repeated-positions", "relative-bias"],
+)
+def test_shared_ids_are_ruled_and_exact(model, shared, form):
+    torch.manual_seed(0)
+    net = model().eval()
+    x1, x2 = tokens(5, 1), tokens(3, 2)
+    layers, rest = plan(net, x1)
+    assert rest == []
+    (layer,) = [layer for layer in layers if layer.weight == f"{shared}.weight"]
+    assert layer.shared == (True,) and layer.factored == (form == "factored")
+    assert_exact(net, x1, x2)
+
+
+@pytest.mark.parametrize("model", [UnbatchedPositions, FirstRowMisuse, SummedMisuse, TwoUses])
+def test_shared_ids_that_cannot_be_expanded_fall_back(model):
+    """Where the expansion is not used as the model used the shared output, the check refuses it."""
+    torch.manual_seed(0)
+    net = model([0, 1, 2, 3, 4]).eval()
+    x1, x2 = tokens(5, 1), tokens(3, 2)
+    assert fallback(net, x1) == {"positions.weight"}
+    assert_exact(net, x1, x2)
+
+
+def test_shared_ids_on_every_engine():
+    torch.manual_seed(0)
+    net = RelativeBias().eval()
+    x = tokens(4, 3)
+    for engine in ("auto", "jacobian", "vp"):
+        got = pntk.trace_ntk(net, x, engine=engine, dtype=torch.float64, batch_size=3)
+        assert rel_err(got, reference_kernel(net, x, None, "trace")) <= 1e-10, engine
+
+
+class Tied(nn.Module):
+    """An encoder and a decoder embedding that hold one shared table (T5's ``shared.weight``)."""
+
+    def __init__(self, d: int = 4):
+        super().__init__()
+        self.shared = nn.Embedding(VOCAB, d)
+        self.encoder = nn.Embedding(VOCAB, d)
+        self.decoder = nn.Embedding(VOCAB, d)
+        self.encoder.weight = self.decoder.weight = self.shared.weight
+        self.head = nn.Linear(d, 3)
+
+    def forward(self, ids, mask):
+        h = torch.tanh(self.encoder(ids)).mean(1)
+        return self.head(h * torch.tanh(self.decoder(ids.flip(1))).mean(1) + h)
+
+
+class TiedHead(nn.Module):
+    """An embedding tied to an output layer (a language model's head): no one rule computes both."""
+
+    def __init__(self, d: int = 4):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, d)
+        self.out = nn.Linear(d, VOCAB, bias=False)
+        self.out.weight = self.embed.weight
+
+    def forward(self, ids, mask):
+        return self.out(torch.tanh(self.embed(ids)).mean(1))
+
+
+def test_tied_modules_are_one_layer(form):
+    torch.manual_seed(0)
+    net = Tied().eval()
+    x1, x2 = tokens(5, 1), tokens(3, 2)
+    layers, rest = plan(net, x1)
+    assert rest == []
+    (layer,) = [layer for layer in layers if layer.weight == "shared.weight"]
+    assert layer.shape.T == 2 * T and set(layer.modules) == {net.encoder, net.decoder, net.shared}
+    assert_exact(net, x1, x2)
+
+
+def test_tied_modules_of_different_kinds_fall_back():
+    torch.manual_seed(0)
+    net = TiedHead().eval()
+    x1, x2 = tokens(4, 1), tokens(3, 2)
+    assert fallback(net, x1) == {"embed.weight"}
+    assert_exact(net, x1, x2)
+
+
+class Scales(nn.Module):
+    """Elementwise scales by parameters: T5's ``T5LayerNorm`` (``weight * x̂``), a layer scale ``γ [C, 1, 1]``
+    on a convolution's output (``x * γ``), and one ``s`` applied twice."""
+
+    def __init__(self, c: int = 3, size: int = 4):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+        self.gamma = nn.Parameter(torch.rand(c, 1, 1) + 0.5)
+        self.weight = nn.Parameter(torch.rand(size) + 0.5)
+        self.s = nn.Parameter(torch.rand(size) + 0.5)
+        self.head = nn.Linear(size, 2)
+
+    def forward(self, x):
+        h = x + torch.tanh(self.conv(x)) * self.gamma  # [B, C, H, W]
+        h = h.flatten(1, 2)  # [B, C·H, W]
+        h = self.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6))
+        h = torch.tanh(self.s * torch.tanh(self.s * h))
+        return self.head(h.mean(1))
+
+
+class NotScales(Scales):
+    """A parameter times itself, and one times a number, are no scales of a tensor by a parameter."""
+
+    def forward(self, x):
+        h = (x + torch.tanh(self.conv(x)) * self.gamma * 2.0).flatten(1, 2)
+        return self.head(torch.tanh(self.weight * self.weight * h + self.s.mul(2.0) * h).mean(1))
+
+
+def images(n: int, seed: int = 0):
+    return torch.randn(n, 3, 4, 4, generator=torch.Generator().manual_seed(seed))
+
+
+def test_scales_are_ruled_and_exact():
+    torch.manual_seed(0)
+    net = Scales().eval()
+    x1, x2 = images(5, 1), images(3, 2)
+    layers, rest = plan(net, x1)
+    assert rest == []
+    scales = {layer.weight: layer for layer in layers if layer.module.__class__.__name__ == "OpSite"}
+    assert set(scales) == {"gamma", "weight", "s"}
+    assert scales["s"].shape.T == 2 * 3 * 4 and scales["gamma"].shape.T == 16 and not scales["s"].factored
+    assert_exact(net, x1, x2)
+
+
+def test_products_that_are_not_scales_fall_back():
+    torch.manual_seed(0)
+    net = NotScales().eval()
+    x1, x2 = images(4, 1), images(3, 2)
+    assert fallback(net, x1) == {"weight", "s"}
+    assert_exact(net, x1, x2)
+
+
+def test_operator_products():
+    """The kernel operator's products read the same factors: exact with shared ids and with scales."""
+    torch.manual_seed(0)
+    net = RelativeBias().eval()
+    x = tokens(6, 4)
+    K = reference_kernel(net, x, None, "pntk")
+    v = torch.randn(6, 1, dtype=torch.float64)
+    op = pntk.operator(net, x, kind="pntk", dtype=torch.float64)
+    assert rel_err(op @ v, K @ v) <= 1e-10
+    net2 = Scales().eval()
+    y = images(6, 5)
+    K2 = reference_kernel(net2, y, None, "pntk")
+    assert rel_err(pntk.operator(net2, y, kind="pntk", dtype=torch.float64) @ v, K2 @ v) <= 1e-10
+
+
+class Broadcast(nn.Module):
+    """``w * x`` (or ``x * w``) for a parameter ``w`` of any shape that broadcasts against the per-sample shape
+    ``S`` of ``x``; ``x`` itself may be broadcast along some axes (size 1 there)."""
+
+    def __init__(self, S: tuple[int, ...], w: tuple[int, ...], x: tuple[int, ...], w_first: bool):
+        super().__init__()
+        self.x_shape, self.w_first = x, w_first
+        self.inp = nn.Linear(3, math.prod(x))
+        self.w = nn.Parameter(torch.rand(w) + 0.5)
+        self.head = nn.Linear(math.prod(S), 2)
+
+    def forward(self, v):
+        x = torch.tanh(self.inp(v)).reshape(-1, *self.x_shape)
+        z = self.w * x if self.w_first else x * self.w
+        return self.head(torch.tanh(z).flatten(1))
+
+
+@st.composite
+def broadcasts(draw):
+    S = tuple(draw(st.lists(st.integers(1, 3), min_size=1, max_size=3)))
+    w = tuple(draw(st.sampled_from([1, s])) for s in S)[draw(st.integers(0, len(S) - 1)) :]
+    padded = (1,) * (len(S) - len(w)) + w
+    x = tuple(1 if padded[k] == s and draw(st.booleans()) else s for k, s in enumerate(S))  # w gives the size
+    return S, w, x, draw(st.booleans()), draw(st.integers(0, 2**16))
+
+
+@settings(max_examples=25, deadline=None)
+@given(broadcasts())
+def test_scales_of_any_broadcast_are_exact(case):
+    """Wherever ``w`` and ``x`` broadcast, the scale rule's per-sample gradient ``Σ_t D_t ⊙ x_t`` over the
+    broadcast positions is the brute force's."""
+    S, w, x_shape, w_first, seed = case
+    torch.manual_seed(seed)
+    net = Broadcast(S, w, x_shape, w_first).eval()
+    v = torch.randn(4, 3, generator=torch.Generator().manual_seed(seed))
+    layers, rest = plan(net, v)
+    assert "w" not in rest
+    for kind in KINDS:
+        got = pntk.kernel(net, v, kind=kind, engine="structured", dtype=torch.float64, batch_size=3)
+        assert rel_err(got, reference_kernel(net, v, None, kind)) <= 1e-10, (kind, S, w, x_shape)
