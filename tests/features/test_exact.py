@@ -152,3 +152,33 @@ def test_rows_agree_to_rounding_for_any_batch_and_bitwise_for_the_same_batches()
     assert torch.equal(FeatureMap(model, k=64, seed=0)(x, batch_size=4), whole)
     for b in (1, 2, 5, 9):
         assert torch.allclose(fmap(x, batch_size=b), whole, rtol=1e-13, atol=1e-15)
+
+
+def shared_case(name: str):
+    """The structured engine's newer rules: ids shared by all samples (with a repeated position), a relative
+    bias, tied embeddings and scales by parameters (their kernels are tested in tests/kernels)."""
+    import shared_models as shared
+
+    torch.manual_seed(0)
+    model = {
+        "positions": lambda: shared.Positions([0, 1, 2, 2, 3]),
+        "relative_bias": shared.RelativeBias,
+        "tied": shared.Tied,
+        "scales": shared.Scales,
+    }[name]()
+    x = shared.images(5, 1) if name == "scales" else shared.tokens(5, 1)
+    if isinstance(x, tuple):
+        return model.double().eval(), tuple(t.double() if t.is_floating_point() else t for t in x)
+    return model.double().eval(), x.double()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("method", ["kronecker", "dense"])
+@pytest.mark.parametrize("name", ["positions", "relative_bias", "tied", "scales"])
+def test_features_on_shared_ids_tied_modules_and_scales_are_J_R(name, method, kind):
+    model, x = shared_case(name)
+    options = {"block": (4, 4)} if method == "kronecker" else {}
+    fmap = FeatureMap(model, k=64, kind=kind, seed=1, method=method, **options)
+    Phi = call(fmap, x, batch_size=2)
+    expected = reference_features(fmap, model, x)
+    assert torch.allclose(Phi, expected, rtol=1e-10, atol=1e-12 * expected.abs().max().item())
