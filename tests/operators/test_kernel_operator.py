@@ -288,6 +288,10 @@ def test_auto_gives_an_uncached_entk_vector_products_and_keeps_factor_columns():
     assert rel_err(tight @ V, Theta @ V) < TOL
     index = torch.tensor([5, 0, 17, 5])
     assert rel_err(tight.columns(index), Theta[:, index]) < TOL
+    assert rel_err(tight.diagonal(), Theta.diagonal()) < TOL
+    # engine="vp" asked for: per-sample gradients, a few samples at a time within the budget
+    asked = pntk.operator(model, x, kind="entk", engine="vp", memory="40KB", batch_size=4)
+    assert rel_err(asked.diagonal(), Theta.diagonal()) < TOL
     K = tight.with_kind("pntk")
     assert K.engine.value == "structured" and rel_err(K @ V[:12], pntk.pntk(model, x) @ V[:12]) < TOL
 

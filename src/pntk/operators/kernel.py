@@ -318,8 +318,9 @@ class KernelOperator(LinearOperator):
         """The exact diagonal, from per-sample gradient norms: ``K(x_n, x_n)`` for ``x_n`` in ``x1`` (pNTK,
         trace), ``Θ(x_n, x_n)_{aa}`` at row ``n·O + a`` (eNTK). Defined for ``x2 = None`` only.
 
-        Cost: one pass over the samples (none with cached factors); the structured engine's factors, or
-        per-sample gradients with ``engine="vp"``.
+        Cost: one pass over the samples (none with cached factors); the structured engine's factors (also when
+        ``"auto"`` chose vector products), or per-sample gradients with ``engine="vp"`` asked for, as many
+        samples at a time as their ``R·P`` numbers fit half of the memory budget.
 
         Raises:
             ValueError: the operator is rectangular (``x2`` given).
@@ -327,11 +328,16 @@ class KernelOperator(LinearOperator):
         if not self.symmetric:
             raise ValueError("the diagonal of K(x1, x2) is defined only for x2 = None; build the operator on x1 alone")
         out = torch.zeros(len(self.rows.x), self.R, dtype=self.dtype, device=self.device)
+        prepared = Kind.PNTK if self.kind is Kind.PNTK else Kind.ENTK
+        P = sum(p.numel() for p in self.fm.params.values())
+        # Per-sample gradients and their squares, 2·R·P numbers a sample, in half of the budget.
+        step = max(1, self.plan.memory // (4 * self.R * P * self.dtype.itemsize))
         for rows in self._chunks_of(self.rows, "diagonal"):
-            if self.engine is Engine.VP:
-                prepared = Kind.PNTK if self.kind is Kind.PNTK else Kind.ENTK
-                J = JacobianEngine().prepare(self.fm, self.rows.x[rows], prepared)
-                out[rows] = sum(j.square().sum(-1) for j in J)
+            if self.engine is Engine.VP and not self.automatic:
+                for s in range(rows.start, rows.stop, step):
+                    part = slice(s, min(s + step, rows.stop))
+                    J = JacobianEngine().prepare(self.fm, self.rows.x[part], prepared)
+                    out[part] = sum(j.square().sum(-1) for j in J)
             else:
                 out[rows] = factors.squared_norms(self._block(self.rows, rows))
         out = _all_reduce([out])[0]
