@@ -156,13 +156,14 @@ def pcg(
             run = _cg(A, X, R, safe, options.tol * safe, M, maxiter, bar)
             iterations, history, refinements = run.iterations, run.history, 0
             products += run.products
-            true = (B - A(X)).norm(dim=0) / safe
+            R_true = B - A(X)
+            true = R_true.norm(dim=0) / safe
             products += B.shape[1]
             if not run.active.any() and bool((true > options.tol).any()):
                 # The recurrence's residual drifted from the true one (rounding of the products): restart from
                 # the true residual, as refinement with the same operator, while that still lowers it.
                 X, true, more, tail, refinements, used = _refine(
-                    A, A, B, X, safe, options.tol, M, maxiter - iterations, bar
+                    A, A, B, X, safe, options.tol, M, maxiter - iterations, bar, R=R_true
                 )
                 iterations, products = iterations + more, products + used
                 history.extend(tail[1:])
@@ -288,16 +289,20 @@ def _refine(
     M: Callable[[Tensor], Tensor] | None,
     maxiter: int,
     bar: Any,
+    R: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, int, list[float], int, int]:
     """Iterative refinement: residuals with ``A_exact``, corrections by CG with ``A`` to :data:`INNER_TOL`
     (or to what ``tol`` still asks, if less). Stops at ``tol``, at ``maxiter`` inner iterations in all, after
-    :data:`MAX_REFINEMENTS` steps, or when a step no longer lowers the residual.
+    :data:`MAX_REFINEMENTS` steps, or when a step no longer lowers the residual. ``R``: the residual
+    ``B − A_exact X`` when the caller has it already.
 
     Returns:
         ``(X, relative residuals [c], inner iterations, history, outer steps, products)``.
     """
-    R = B - A_exact(X)
-    products = B.shape[1]
+    products = 0
+    if R is None:
+        R = B - A_exact(X)
+        products = B.shape[1]
     rel = R.norm(dim=0) / safe
     history = [rel.max().item()]
     iterations = steps = 0
