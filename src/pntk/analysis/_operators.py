@@ -84,7 +84,7 @@ def kernel_regression(
             K_train_train, K_test_train, Y_train, ridge=ridge, f0_train=f0_train, f0_test=f0_test, options=options
         )
     if not result.cg.converged and on_singular is OnSingular.RAISE:
-        if result.cg.iterations < (maxiter or 1000):  # stopped by the products' rounding, not the cap
+        if result.cg.rounding_limited:
             advice = (
                 f"the rounding of the kernel's {str(kernel_dtype_of(K_train_train)).removeprefix('torch.')} "
                 "products stops it there: build the operator in float64, or pass a larger rtol"

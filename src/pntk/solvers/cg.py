@@ -36,6 +36,8 @@ class CGResult:
             included.
         refinements: outer steps of iterative refinement with ``exact``, or restarts from the true residual
             without it.
+        rounding_limited: not converged before ``maxiter``: the rounding of the products, not the iteration
+            cap, stopped the solve above ``tol``.
     """
 
     solution: Tensor
@@ -45,6 +47,7 @@ class CGResult:
     converged: bool
     products: int
     refinements: int = 0
+    rounding_limited: bool = False
 
 
 #: The relative accuracy each inner solve of iterative refinement asks for: an outer step gains up to four
@@ -174,8 +177,9 @@ def pcg(
             )
             products += used
             converged = bool((true <= options.tol).all())
+    rounding_limited = not converged and iterations < maxiter
     if not converged:
-        if iterations < maxiter:
+        if rounding_limited:
             advice = (
                 f"the rounding of the kernel's {str(op.dtype).removeprefix('torch.')} products stops it there; pass "
                 "exact= (the same kernel with float64 products) to pcg or ridge_regression for iterative "
@@ -191,7 +195,14 @@ def pcg(
         )
     solution = X[:, 0] if squeeze else X
     return CGResult(
-        solution, iterations, true, torch.tensor(history, dtype=torch.float64), converged, products, refinements
+        solution,
+        iterations,
+        true,
+        torch.tensor(history, dtype=torch.float64),
+        converged,
+        products,
+        refinements,
+        rounding_limited,
     )
 
 
