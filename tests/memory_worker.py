@@ -33,6 +33,8 @@ CASES = {
     "mlp": (256, 3200, 320, "32MB"),
     "convnet": (8, 3200, 320, "32MB"),
 }
+#: Samples of the vector-product engine's pNTK (a tenth for the eNTK), which costs a pass per column.
+VP_SAMPLES = 400
 
 
 def status(field: str) -> int:
@@ -61,6 +63,7 @@ def main() -> None:
     for kind in ("pntk", "entk"):  # warm-up: every code path once, on a few samples
         compute(model, x[:6], kind=kind, out=out / f"warm-{kind}.zarr", batch_size=3)
         kernel(model, x[:6], kind=kind, batch_size=3)
+        kernel(model, x[:6], kind=kind, batch_size=3, engine="vp")
     for kind, n in ((Kind.PNTK, n_pntk), (Kind.ENTK, n_entk)):
         planned = plan(model, x[:n], kind=kind, memory=memory, executor="store")
         measure(
@@ -77,6 +80,15 @@ def main() -> None:
             planned.kernel_bytes + parse_bytes(memory),
             planned.kernel_bytes + int(planned.tile_bytes / DEFAULT_OPTIONS.safety),
             lambda n=n, kind=kind: kernel(model, x[:n], kind=kind, memory=memory),
+        )
+    # Vector products hold no prepared blocks but a chunk of parameter-space vectors and their passes' activations.
+    for kind, n in ((Kind.PNTK, VP_SAMPLES), (Kind.ENTK, VP_SAMPLES // 10)):
+        planned = plan(model, x[:n], kind=kind, memory=memory, engine="vp")
+        measure(
+            f"kernel {kind.value} vp",
+            planned.kernel_bytes + parse_bytes(memory),
+            planned.kernel_bytes + int(planned.tile_bytes / DEFAULT_OPTIONS.safety),
+            lambda n=n, kind=kind: kernel(model, x[:n], kind=kind, memory=memory, engine="vp"),
         )
 
 

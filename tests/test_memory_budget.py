@@ -36,7 +36,7 @@ def measurements(model: str, workdir: str) -> dict[str, dict]:
 CASES = [
     (model, case)
     for model in ("mlp", "convnet")
-    for case in ("compute pntk", "compute entk", "kernel pntk", "kernel entk")
+    for case in ("compute pntk", "compute entk", "kernel pntk", "kernel entk", "kernel pntk vp", "kernel entk vp")
 ]
 
 

@@ -10,10 +10,11 @@ built on them — asks this module how to split its work under one memory budget
 # numbers (E = O² for the eNTK, 1 otherwise): in memory, the tile being computed and, on the diagonal, the two
 # temporaries of its symmetrisation; in a store, also the previous tile, which the background writer holds
 # with its mirror image and Zarr's chunk buffer. The structured engine also holds its bounded working memory W
-# (a pass's activations, unfolded inputs, a contraction's Grams). Options.safety covers what the estimate
-# leaves out (temporaries around the bounded parts, and the allocator's slack: with glibc's heap, a 32 MB
-# budget's resident peak varied by 5 MB from run to run, while the bytes held stayed below the estimate). The
-# tile is the largest edge whose estimate fits:
+# (a pass's activations, unfolded inputs, a contraction's Grams), the vector-product engine its chunk of
+# columns (the contraction's part of W: parameter-space vectors and the activations of their passes).
+# Options.safety covers what the estimate leaves out (temporaries around the bounded parts, and the allocator's
+# slack: with glibc's heap, a 32 MB budget's resident peak varied by 5 MB from run to run, while the bytes held
+# stayed below the estimate). The tile is the largest edge whose estimate fits:
 #     safety · (buffers · t²·E·itemsize + 2 · block_bytes(t) + W) ≤ memory.
 #
 # NOTE: [operator memory]
@@ -51,6 +52,7 @@ from .kernels.registry import ENGINES
 from .kernels.selection import ParamsLike
 from .kernels.structured import StructuredEngine, WorkingMemory
 from .kernels.structured.capture import pairs_per_sample
+from .kernels.vp import VPEngine
 from .tiling import Tile, format_bytes, largest_tile, parse_bytes, tile_plan
 
 
@@ -74,7 +76,10 @@ class Options:
             hold a Jacobian) are chosen.
         product_columns: the most columns of ``V`` that share one pass over the samples in a kernel
             operator's product (more are split into groups of this many; :func:`plan_product`).
-        working: the most working memory the structured engine uses beyond its blocks and tiles
+        vp_columns: the share of the budget that the vector-product engine's chunk of columns takes (its
+            parameter-space vectors and the activations of their passes); more columns share each pass.
+        working: the most working memory the structured and vector-product engines use beyond their blocks
+            and tiles
             (:class:`~pntk.kernels.structured.WorkingMemory`); a plan lowers each part to a share of its
             budget (an eighth for a pass's activations and a contraction's Grams, a sixteenth for unfolded
             inputs) and counts what it keeps in the tile's memory.
@@ -88,6 +93,7 @@ class Options:
     store_buffers: int = 7
     auto_jacobian_edge: int = 64
     product_columns: int = 32
+    vp_columns: float = 0.25
     working: WorkingMemory = field(default_factory=WorkingMemory)
 
 
@@ -242,7 +248,8 @@ class Plan:
         kernel_bytes: the bytes of the whole kernel (what :func:`pntk.kernel` returns).
         executor: the loop that runs the plan.
         dtype: the dtype of the computation.
-        working: the structured engine's working memory under this plan's budget (part of ``tile_bytes``).
+        working: the structured and vector-product engines' working memory under this plan's budget (part of
+            ``tile_bytes``).
         seconds: the predicted time, when measured (:func:`plan` with ``measure=True``): a probe tile's
             preparation per sample and contraction per pair of samples, scaled to the plan's counts.
     """
@@ -378,7 +385,11 @@ def make_plan(
     eng = resolve_engine(engine, fm, kind, budget, buffers=buffers, options=options, samples=samples, pairs=pairs)
     n = max(N1, N2)
     working = working_memory(budget, options)
-    extra = working.total if eng.name == Engine.STRUCTURED.value else 0
+    if eng.name == Engine.VP.value:
+        # Vector products prepare nothing, so their chunk of columns may take a larger share.
+        working = dataclasses.replace(working, contract_bytes=max(1, int(budget * options.vp_columns)))
+    # The structured engine's passes and contractions, or the vector products' chunk of columns.
+    extra = {Engine.STRUCTURED.value: working.total, Engine.VP.value: working.contract_bytes}.get(eng.name, 0)
 
     def need(t: int, blocks: int = 2) -> int:
         return tile_memory(fm, eng, kind, t, buffers=buffers, blocks=blocks, working=extra, options=options)
@@ -439,6 +450,8 @@ def engine_of(plan: Plan | str) -> KernelEngine:
     if isinstance(plan, Plan):
         if plan.engine == Engine.STRUCTURED.value:
             return StructuredEngine(plan.working)
+        if plan.engine == Engine.VP.value:
+            return VPEngine(plan.working)
         return ENGINES[Engine(plan.engine)]
     return ENGINES[Engine(plan)]
 

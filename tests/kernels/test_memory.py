@@ -48,3 +48,34 @@ def test_structured_block_bytes_count_what_a_block_holds():
         assert held * 4 <= engine.block_bytes(fm, 5, kind) <= held * 4 * 1.01
         R = 1 if kind is Kind.PNTK else 2
         assert held >= R * 5 * (16 * 16 + 16)  # the first layer (T = 8) is materialised
+
+
+def test_vp_activation_bytes_count_the_tensors_a_pass_creates():
+    """One sample through Linear–ReLU–Linear creates three results; the transposed weights are views."""
+    from pntk.kernels import Inputs, functional_model
+    from pntk.kernels.vp import activation_bytes
+
+    model = nn.Sequential(nn.Linear(40, 512), nn.ReLU(), nn.Linear(512, 10))
+    fm = functional_model(model, Inputs.from_user(torch.randn(2, 40)))
+    assert activation_bytes(fm) == 4 * (512 + 512 + 10)
+
+
+@pytest.mark.parametrize("kind", ["pntk", "trace", "entk"])
+def test_vp_columns_one_at_a_time_equal_the_jacobian_engine(kind):
+    """A working memory too small for two columns vectorises one at a time, with the same tile."""
+    from pntk.kernels import Inputs, Kind, functional_model
+    from pntk.kernels.jacobian import JacobianEngine
+    from pntk.kernels.structured import WorkingMemory
+    from pntk.kernels.vp import VPEngine, column_chunk
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    a, b = Inputs.from_user(torch.randn(4, 3).double()), Inputs.from_user(torch.randn(3, 3).double())
+    fm = functional_model(model, a[:2])
+    tiny = WorkingMemory(contract_bytes=1)
+    assert column_chunk(fm, 7, tiny) == 1
+    k = Kind(kind)
+    tile = VPEngine(tiny).contract(fm, a, b, k, same=False)
+    jac = JacobianEngine()
+    reference = jac.contract(fm, jac.prepare(fm, a, k), jac.prepare(fm, b, k), k, same=False)
+    torch.testing.assert_close(tile, reference, rtol=1e-12, atol=1e-12)
