@@ -138,17 +138,18 @@ _activations: dict[int, int] = {}
 
 def activation_bytes(fm: FunctionalModel) -> int:
     """The floating-point tensors one sample's forward pass creates, in bytes: every intermediate result of
-    every operation (``fm.sample``'s first sample, measured once per model). It bounds what a pass keeps for
-    its backward pass, and what forward-mode AD holds beside the values as their tangents."""
+    every operation (measured once per model on the samples it was checked on, ``fm.sample``, and divided
+    among them). It bounds what a pass keeps for its backward pass, and what forward-mode AD holds beside the
+    values as their tangents."""
     if fm.sample is None:
         return 0
     cached = _activations.get(id(fm))
     if cached is None:
         counter = _CreatedBytes()
         with torch.no_grad(), counter:
-            fm(fm.params, fm.sample[:1])
+            fm(fm.params, fm.sample)
         weakref.finalize(fm, _activations.pop, id(fm), None)
-        cached = _activations[id(fm)] = counter.bytes
+        cached = _activations[id(fm)] = -(-counter.bytes // len(fm.sample))
     return cached
 
 
