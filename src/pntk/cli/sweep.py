@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from ..experiments.claims import sweep_claims
@@ -11,13 +12,19 @@ from ..experiments.progress import printing_log
 from ..experiments.results import write_json
 from ..experiments.runtime import analysis_threads, default_device
 from ..experiments.width_sweep import WidthSweep, width_sweep
+from .flags import positive_int, seed
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 16,32,64, got {text!r}") from None
+def _list_of(item: Callable[[str], int], example: str) -> Callable[[str], tuple[int, ...]]:
+    """An ``argparse`` type: comma-separated values, each checked by ``item`` (a positive integer, a seed)."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            return tuple(item(v) for v in text.split(","))
+        except argparse.ArgumentTypeError as err:
+            raise argparse.ArgumentTypeError(f"{err} in the list {text!r}; write values like {example}") from None
+
+    return parse
 
 
 def register(subparsers) -> None:
@@ -32,11 +39,14 @@ def register(subparsers) -> None:
     )
     p.add_argument("--dataset", required=True, help="digits, mnist1d, cifar10, ... (file-based ones need --data-root)")
     p.add_argument("--model", required=True, help="mlp, convnet, resnet18 or wrn")
-    p.add_argument("--widths", type=_ints, required=True, help="ascending widths, e.g. 16,32,64")
-    p.add_argument("--seed", type=_ints, default=(0, 1, 2), help="model initialisation seeds (default: 0,1,2)")
-    p.add_argument("--data-seed", type=_ints, default=(0, 1), help="seeds of the input sets (default: 0,1)")
-    p.add_argument("--num-samples", type=int, default=64, help="number of inputs N per input set (default: 64)")
-    p.add_argument("--depth", type=int, help="the model's depth (default: the model's)")
+    widths, seeds = _list_of(positive_int, "16,32,64"), _list_of(seed, "0,1,2")
+    p.add_argument("--widths", type=widths, required=True, help="ascending widths, e.g. 16,32,64")
+    p.add_argument("--seed", type=seeds, default=(0, 1, 2), help="model initialisation seeds (default: 0,1,2)")
+    p.add_argument("--data-seed", type=seeds, default=(0, 1), help="seeds of the input sets (default: 0,1)")
+    p.add_argument(
+        "--num-samples", type=positive_int, default=64, help="number of inputs N per input set (default: 64)"
+    )
+    p.add_argument("--depth", type=positive_int, help="the model's depth (default: the model's)")
     p.add_argument(
         "--parametrization",
         default="standard",
