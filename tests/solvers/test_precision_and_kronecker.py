@@ -144,6 +144,34 @@ def test_kronecker_preconditioned_entk_regression_equals_dense_and_cuts_iteratio
         pcg(pntk.operator(m64, x), Y, ridge=ridge, options=SolverOptions(preconditioner="kronecker"))
 
 
+def test_the_kronecker_option_factors_the_trace_ntk_which_beats_the_pntk():
+    """``Θ ≈ K ⊗ I_O`` is nearest in Frobenius norm for the trace NTK, the mean of Θ's diagonal blocks; where
+    the off-diagonal blocks are not small (width 64), its factor cuts PCG's iterations against the pNTK's."""
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    nn = torch.nn
+    m64 = nn.Sequential(nn.Linear(5, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)).double()
+    x = torch.randn(80, 5, generator=g, dtype=F64)
+    y = torch.nn.functional.one_hot(torch.randint(0, 10, (80,), generator=g), 10).to(F64).reshape(-1)
+    Theta = pntk.entk(m64, x)  # [N, N, O, O]
+    diagonal_mean = Theta.diagonal(dim1=2, dim2=3).mean(-1)
+    torch.testing.assert_close(pntk.kernel(m64, x, kind="trace"), diagonal_mean, rtol=1e-12, atol=1e-12)
+    op = pntk.operator(m64, x, kind="entk")
+    ridge = 1e-3 * op.diagonal().mean().item()
+    options = SolverOptions(tol=1e-10, maxiter=3000, preconditioner="none")
+    iterations = {}
+    for kind in ("trace", "pntk"):
+        M = kronecker(pntk.operator(m64, x, kind=kind), 10, ridge, rank=40)
+        run = pcg(op, y, ridge=ridge, preconditioner=M, options=options)
+        assert run.converged
+        iterations[kind] = run.iterations
+    option = pcg(
+        op, y, ridge=ridge, options=SolverOptions(tol=1e-10, maxiter=3000, rank=40, preconditioner="kronecker")
+    )
+    assert option.iterations == iterations["trace"]
+    assert iterations["trace"] < 0.8 * iterations["pntk"]  # 197 against 282 when written
+
+
 def test_with_kind_gives_the_pntk_beside_the_entk(pair):
     _, m64, x, xt, _ = pair
     x, xt = x.double(), xt.double()

@@ -61,7 +61,7 @@ def register(subparsers) -> None:
         "--preconditioner",
         default=Preconditioner(defaults.preconditioner).value,
         choices=[p.value for p in Preconditioner],
-        help=f"(default: {Preconditioner(defaults.preconditioner).value}; kronecker: the pNTK's ⊗ I_O, for entk)",
+        help=f"(default: {Preconditioner(defaults.preconditioner).value}; kronecker: the trace NTK's ⊗ I_O, for entk)",
     )
     r.add_argument(
         "--rank", type=int, default=defaults.rank, help=f"rank of the preconditioner (default: {defaults.rank})"

@@ -2,7 +2,7 @@
 
 - :func:`eigsh`: extreme eigenpairs by block Lanczos with full reorthogonalisation and thick restarts;
 - :func:`pcg`: ``(K + λI) W = Y`` by preconditioned conjugate gradients (:func:`nystrom`,
-  :func:`pivoted_cholesky` preconditioners, :func:`kronecker` for an eNTK from its pNTK; iterative refinement
+  :func:`pivoted_cholesky` preconditioners, :func:`kronecker` for an eNTK from its trace NTK; iterative refinement
   against a higher-precision operator), :func:`ridge_regression` on top of it;
 - :func:`hutchpp`, :func:`spectral_density`, :func:`effective_rank`: traces and spectra;
 - :func:`gradient_flow`: the linearised network at time ``t`` by Lanczos on ``exp(−ηtK)``.

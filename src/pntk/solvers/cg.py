@@ -261,7 +261,8 @@ def _has_diagonal(op: Any) -> bool:
 
 
 def _scalar_kernel(op: Any) -> Any:
-    """The pNTK operator beside an eNTK operator, for the Kronecker preconditioner.
+    """The trace NTK operator beside an eNTK operator, for the Kronecker preconditioner (the note [Which K for
+    Θ ≈ K ⊗ I]).
 
     Raises:
         ValueError: ``op`` is not a pntk eNTK operator.
@@ -271,11 +272,11 @@ def _scalar_kernel(op: Any) -> Any:
 
     if not (isinstance(op, KernelOperator) and op.kind is Kind.ENTK):
         raise ValueError(
-            "preconditioner='kronecker' needs an eNTK operator (pntk.operator(model, x, kind='entk')), whose pNTK "
-            "it factors; for another eNTK, build one with pntk.solvers.kronecker(K_pntk, O, ridge, rank=...) and "
-            "pass it as preconditioner="
+            "preconditioner='kronecker' needs an eNTK operator (pntk.operator(model, x, kind='entk')), whose "
+            "trace NTK it factors; for another eNTK, build one with pntk.solvers.kronecker(K_trace, O, ridge, "
+            "rank=...) and pass it as preconditioner="
         )
-    return op.with_kind(Kind.PNTK)
+    return op.with_kind(Kind.TRACE)
 
 
 def _exact(exact: Any, op: Any, ridge: float) -> Callable[[Tensor], Tensor]:

@@ -21,9 +21,10 @@ class Preconditioner(str, enum.Enum):
       columns (Frangella, Tropp & Udell 2023); best when the spectrum decays fast.
     - ``PIVOTED_CHOLESKY``: randomised pivoted Cholesky ``K ≈ F Fᵀ`` (Chen, Epperly, Tropp & Webber 2024):
       pivots drawn by the residual diagonal, ``rank`` columns read in blocks; needs the exact diagonal.
-    - ``KRONECKER``: for an eNTK operator ``Θ`` (``pntk.operator(..., kind="entk")``): the pNTK's randomised
-      pivoted Cholesky of rank ``rank``, ``⊗ I_O`` (:func:`pntk.solvers.kronecker`), since ``Θ ≈ K ⊗ I_O``;
-      its columns cost ``O²`` times less than the eNTK's. For an eNTK given otherwise, build it with
+    - ``KRONECKER``: for an eNTK operator ``Θ`` (``pntk.operator(..., kind="entk")``): the trace NTK's
+      randomised pivoted Cholesky of rank ``rank``, ``⊗ I_O`` (:func:`pntk.solvers.kronecker`), since
+      ``Θ ≈ K ⊗ I_O`` with the trace NTK the best such ``K``; its factor holds ``N × rank`` numbers where the
+      eNTK's would hold ``N·O × rank``. For an eNTK given otherwise, build it with
       :func:`pntk.solvers.kronecker` and pass it as ``preconditioner=``.
     - ``NONE``: plain conjugate gradients.
     """

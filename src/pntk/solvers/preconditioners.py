@@ -10,9 +10,17 @@ the inverse of ``U Λ̂ Uᵀ + λI`` with the unresolved part of the spectrum ta
 eigenvalue (Frangella, Tropp & Udell 2023). Conjugate gradients then converge at the rate of
 ``(λ̂_r + λ) / λ`` instead of ``(λ_1 + λ) / λ``.
 
-For an eNTK ``Θ`` ``[N·O, N·O]`` (row ``n·O + a``), :func:`kronecker` applies the pNTK's preconditioner to
-every output: ``Θ ≈ K ⊗ I_O`` (the pNTK paper's approximation), so ``P⁻¹ ⊗ I_O`` preconditions ``Θ + λI`` from
-``N × r`` numbers and columns of the ``N × N`` pNTK, which are ``O²`` times cheaper than the eNTK's.
+For an eNTK ``Θ`` ``[N·O, N·O]`` (row ``n·O + a``), :func:`kronecker` applies a scalar kernel's
+preconditioner to every output: ``Θ ≈ K ⊗ I_O``, so ``P⁻¹ ⊗ I_O`` preconditions ``Θ + λI`` from ``N × r``
+numbers and columns of an ``N × N`` kernel. See the note [Which K for Θ ≈ K ⊗ I].
+
+# NOTE: [Which K for Θ ≈ K ⊗ I]
+# The K that minimises ‖Θ − K ⊗ I_O‖_F is the mean of Θ's diagonal blocks, (1/O) Σ_a Θ_aa: the trace NTK.
+# The pNTK, (1/O) Σ_ab Θ_ab, adds the off-diagonal blocks, which vanish only as the readout widens. Measured on
+# MNIST-1D's MLP 40-512-512-10 at initialisation (float64, λ = 10⁻³ · mean diagonal, relative residual 10⁻⁴):
+# with the trace NTK's rank-300 pivoted Cholesky ⊗ I_O, 72 PCG iterations at N = 2,000 against 116 with the
+# pNTK's (and 205 with the eNTK's own rank-300 factor); at N = 5,000 and rank 500, 157 against 347. Its columns
+# cost O vector products where the pNTK's cost one, which the saved iterations repay many times.
 """
 
 from __future__ import annotations
@@ -171,10 +179,11 @@ def kronecker(
     preconditioner: Preconditioner | str = Preconditioner.PIVOTED_CHOLESKY,
     seed: int = 0,
 ) -> KroneckerPreconditioner:
-    """A preconditioner of the eNTK system ``Θ + λI`` from the scalar kernel ``K`` (the pNTK), ``⊗ I_O``.
+    """A preconditioner of the eNTK system ``Θ + λI`` from a scalar kernel ``K``, ``⊗ I_O``.
 
     Args:
-        K: ``[N, N]`` the pNTK of the same model and inputs (a tensor, array, operator or store).
+        K: ``[N, N]`` the trace NTK of the same model and inputs (best: the note [Which K for Θ ≈ K ⊗ I]), or
+            its pNTK (a tensor, array, operator or store).
         num_outputs: ``O``; the eNTK is ``[N·O, N·O]``, row ``n·O + a``.
         ridge: the eNTK system's ``λ > 0``.
         rank: the rank of ``K``'s preconditioner.
