@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench venv clean lint typecheck doctest docs
+.PHONY: demo test test-all explore bench venv clean lint typecheck doctest docs
 
 venv: $(STAMP)
 
@@ -46,6 +46,12 @@ docs: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q
+
+# The property tests with newly drawn examples, ROUNDS times (the suite's own examples are fixed).
+ROUNDS ?= 20
+explore: $(STAMP)
+	for round in $$(seq $(ROUNDS)); do PNTK_HYPOTHESIS=explore $(PY) -m pytest -q -x -m "not slow" \
+		$$(grep -rl "@given" tests) || exit 1; done
 
 clean:
 	rm -rf $(VENV) results site .pytest_cache .hypothesis .mypy_cache .ruff_cache
