@@ -255,3 +255,29 @@ def test_a_float32_solve_is_not_called_converged_while_its_true_residual_is_abov
     refined = pcg(K.float(), Y, ridge=1.0, options=options, exact=K)
     true = (Y - (K + torch.eye(300, dtype=F64)) @ refined.solution).norm(dim=0) / Y.norm(dim=0)
     assert refined.converged and true.max() <= 1e-4
+
+
+def test_pivoted_cholesky_reads_an_uncached_operator_in_few_blocks(monkeypatch):
+    """Every block of columns of an operator without cached factors is a pass over its samples: the factor then
+    takes at most 16 blocks, with the same preconditioner up to the pivots drawn."""
+    from pntk.solvers import pivoted_cholesky
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+    x = torch.randn(700, 3, dtype=F64)
+    cached, uncached = pntk.operator(model, x), pntk.operator(model, x, memory=20_000)
+    assert cached.plan.cache and not uncached.plan.cache
+    blocks: list[int] = []
+    columns = type(uncached).columns
+    monkeypatch.setattr(
+        type(uncached), "columns", lambda self, index: blocks.append(len(index)) or columns(self, index)
+    )
+    ridge = 1e-3 * cached.diagonal().mean().item()
+    M = pivoted_cholesky(uncached, 640, ridge)
+    assert blocks and max(blocks) == 40 and len(blocks) <= 16
+    blocks.clear()
+    pivoted_cholesky(cached, 640, ridge)
+    assert max(blocks) == 32
+    Y = torch.randn(700, 2, dtype=F64, generator=torch.Generator().manual_seed(1))
+    run = pcg(cached, Y, ridge=ridge, preconditioner=M, options=SolverOptions(tol=1e-8))
+    assert run.converged

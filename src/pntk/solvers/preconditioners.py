@@ -89,7 +89,9 @@ def nystrom(op: Any, rank: int, ridge: float, *, seed: int = 0) -> LowRankPrecon
     return LowRankPreconditioner(U, (S.square() - nu).clamp(min=0), ridge, r)
 
 
-def pivoted_cholesky(op: Any, rank: int, ridge: float, *, block: int = 32, seed: int = 0) -> LowRankPreconditioner:
+def pivoted_cholesky(
+    op: Any, rank: int, ridge: float, *, block: int | None = None, seed: int = 0
+) -> LowRankPreconditioner:
     """Randomised pivoted Cholesky preconditioner: ``K ≈ F Fᵀ`` from ``rank`` columns of ``K``.
 
     Pivots are drawn ``block`` at a time with probability proportional to the diagonal of the residual
@@ -102,7 +104,9 @@ def pivoted_cholesky(op: Any, rank: int, ridge: float, *, block: int = 32, seed:
             exact diagonal.
         rank: the most columns read, at most ``n``.
         ridge: ``λ > 0``.
-        block: pivots per product.
+        block: pivots per block of columns; default 32, or, for a kernel operator whose factors are not
+            cached (each block of columns is then a pass over its samples), ``rank/16``, so that the factor
+            takes at most 16 passes.
         seed: the seed of the pivot draws.
 
     Returns:
@@ -111,8 +115,18 @@ def pivoted_cholesky(op: Any, rank: int, ridge: float, *, block: int = 32, seed:
         a float32 kernel). See the note [A preconditioner in float32].
     """
     # F (n × rank) is the preconditioner's whole memory: its eigenbasis is written over it.
-    F = rpcholesky(op, rank, block=block, seed=seed).F
+    F = rpcholesky(op, rank, block=block or _block(op, rank), seed=seed).F
     return _eigenbasis(F, ridge, F.shape[1])
+
+
+def _block(op: Any, rank: int) -> int:
+    """Pivots per block: 32, or ``rank/16`` for a kernel operator that prepares its factors for every block of
+    columns (at N = 10⁵ the trace NTK's pass takes seconds, and rank 2,000 in blocks of 32 would be 63 passes)."""
+    from ..operators.kernel import KernelOperator
+
+    if isinstance(op, KernelOperator) and not op.plan.cache:
+        return max(32, -(-rank // 16))
+    return 32
 
 
 # NOTE: [A preconditioner in float32]
