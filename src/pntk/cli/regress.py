@@ -61,7 +61,8 @@ def register(subparsers) -> None:
         "--preconditioner",
         default=Preconditioner(defaults.preconditioner).value,
         choices=[p.value for p in Preconditioner],
-        help=f"(default: {Preconditioner(defaults.preconditioner).value}; kronecker: the trace NTK's ⊗ I_O, for entk)",
+        help=f"(default: {Preconditioner(defaults.preconditioner).value}: kronecker, the trace NTK's ⊗ I_O, for the "
+        "entk, else pivoted_cholesky)",
     )
     r.add_argument(
         "--rank", type=int, default=defaults.rank, help=f"rank of the preconditioner (default: {defaults.rank})"

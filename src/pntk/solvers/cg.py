@@ -76,8 +76,10 @@ def pcg(
     rounding leave a column above ``tol``.
 
     The preconditioner (``options.preconditioner``, of rank ``options.rank``) is built from the operator:
-    pivoted Cholesky (the default) reads ``rank`` columns in blocks, Nyström (which stands in for an operator
-    without an exact diagonal) costs one product with ``rank`` columns; both need ``λ > 0``. Pass
+    pivoted Cholesky reads ``rank`` columns in blocks, Nyström (which stands in for an operator without an
+    exact diagonal) costs one product with ``rank`` columns, and for an eNTK operator the Kronecker
+    preconditioner factors its trace NTK (``"auto"``, the default, takes it there and pivoted Cholesky
+    elsewhere); all need ``λ > 0``. Pass
     ``preconditioner`` (a callable ``R ↦ P⁻¹R``, e.g. one built earlier) to reuse one.
 
     With ``exact`` (the same kernel with products in a higher precision, e.g. ``pntk.operator(..., dtype=
@@ -128,6 +130,8 @@ def pcg(
     products = 0
     M = preconditioner
     kind = parse_enum(Preconditioner, options.preconditioner, "preconditioner")
+    if kind is Preconditioner.AUTO:
+        kind = Preconditioner.KRONECKER if _is_entk_operator(op) else Preconditioner.PIVOTED_CHOLESKY
     if M is None and kind is not Preconditioner.NONE:
         if ridge <= 0:
             raise ValueError(
@@ -260,6 +264,13 @@ def _has_diagonal(op: Any) -> bool:
     return type(op).diagonal is not LinearOperator.diagonal
 
 
+def _is_entk_operator(op: Any) -> bool:
+    from ..kernels.kinds import Kind
+    from ..operators.kernel import KernelOperator
+
+    return isinstance(op, KernelOperator) and op.kind is Kind.ENTK
+
+
 def _scalar_kernel(op: Any) -> Any:
     """The trace NTK operator beside an eNTK operator, for the Kronecker preconditioner (the note [Which K for
     Θ ≈ K ⊗ I]).
@@ -268,9 +279,8 @@ def _scalar_kernel(op: Any) -> Any:
         ValueError: ``op`` is not a pntk eNTK operator.
     """
     from ..kernels.kinds import Kind
-    from ..operators.kernel import KernelOperator
 
-    if not (isinstance(op, KernelOperator) and op.kind is Kind.ENTK):
+    if not _is_entk_operator(op):
         raise ValueError(
             "preconditioner='kronecker' needs an eNTK operator (pntk.operator(model, x, kind='entk')), whose "
             "trace NTK it factors; for another eNTK, build one with pntk.solvers.kronecker(K_trace, O, ridge, "
