@@ -22,7 +22,9 @@ def _list_of(item: Callable[[str], int], example: str) -> Callable[[str], tuple[
         try:
             return tuple(item(v) for v in text.split(","))
         except argparse.ArgumentTypeError as err:
-            raise argparse.ArgumentTypeError(f"{err} in the list {text!r}; write values like {example}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated integers like {example}, got {text!r} ({err})"
+            ) from None
 
     return parse
 
