@@ -79,3 +79,19 @@ def test_vp_columns_one_at_a_time_equal_the_jacobian_engine(kind):
     jac = JacobianEngine()
     reference = jac.contract(fm, jac.prepare(fm, a, k), jac.prepare(fm, b, k), k, same=False)
     torch.testing.assert_close(tile, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_vp_activation_bytes_of_a_model_that_refuses_the_count_is_a_gradients_size(monkeypatch):
+    """An operation that fails under the counting mode leaves the estimate at ``P`` numbers, not at zero."""
+    from pntk.kernels import Inputs, functional_model, vp
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    fm = functional_model(model, Inputs.from_user(torch.randn(2, 4)))
+
+    def refuse(self, func, types, args=(), kwargs=None):
+        raise NotImplementedError("no dispatch for this operation")
+
+    monkeypatch.setattr(vp._CreatedBytes, "__torch_dispatch__", refuse)
+    assert vp.activation_bytes(fm) == 4 * fm.num_params
+    tile = pntk.kernel(model, torch.randn(5, 4), kind="pntk", engine="vp", memory="1MB")  # small chunks
+    assert tile.shape == (5, 5)

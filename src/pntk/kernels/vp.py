@@ -140,17 +140,28 @@ def activation_bytes(fm: FunctionalModel) -> int:
     """The floating-point tensors one sample's forward pass creates, in bytes: every intermediate result of
     every operation (measured once per model on the samples it was checked on, ``fm.sample``, and divided
     among them). It bounds what a pass keeps for its backward pass, and what forward-mode AD holds beside the
-    values as their tangents."""
-    if fm.sample is None:
-        return 0
+    values as their tangents. A model that cannot be run under the count (or was checked on no samples) is
+    taken at a per-sample gradient's size, ``P`` numbers."""
     cached = _activations.get(id(fm))
     if cached is None:
-        counter = _CreatedBytes()
+        cached = _count(fm) if fm.sample is not None else None
+        if cached is None:
+            cached = fm.num_params * fm.dtype.itemsize
+        weakref.finalize(fm, _activations.pop, id(fm), None)
+        _activations[id(fm)] = cached
+    return cached
+
+
+def _count(fm: FunctionalModel) -> int | None:
+    """:func:`activation_bytes` measured on ``fm.sample``; ``None`` where an operation refuses the count."""
+    assert fm.sample is not None
+    counter = _CreatedBytes()
+    try:
         with torch.no_grad(), counter:
             fm(fm.params, fm.sample)
-        weakref.finalize(fm, _activations.pop, id(fm), None)
-        cached = _activations[id(fm)] = -(-counter.bytes // len(fm.sample))
-    return cached
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None
+    return -(-counter.bytes // len(fm.sample))
 
 
 class _CreatedBytes(TorchDispatchMode):
