@@ -27,8 +27,10 @@ class Preconditioner(str, enum.Enum):
       eNTK's would hold ``N·O × rank``. For an eNTK given otherwise, build it with
       :func:`pntk.solvers.kronecker` and pass it as ``preconditioner=``.
     - ``NONE``: plain conjugate gradients.
-    - ``AUTO``: ``KRONECKER`` for an eNTK operator (at N = 10,000 on MNIST-1D's MLP, 301 iterations where the
-      eNTK's own rank-1,000 pivoted Cholesky needed 514, with a tenth of its memory), else ``PIVOTED_CHOLESKY``.
+    - ``AUTO``: ``KRONECKER`` for an eNTK operator, else ``PIVOTED_CHOLESKY``. For the same memory the Kronecker
+      factor has ``O`` times the rank of the eNTK's own: on MNIST-1D's MLP at N = 2,000 (``O = 10``) it needed
+      72 iterations at initialisation and 682 after training, against 205 and 500 for the eNTK's own factor of
+      the same rank (ten times the memory) and 1,418 after training for one of the same memory.
     """
 
     AUTO = "auto"

@@ -20,7 +20,10 @@ numbers and columns of an ``N × N`` kernel. See the note [Which K for Θ ≈ K 
 # MNIST-1D's MLP 40-512-512-10 at initialisation (float64, λ = 10⁻³ · mean diagonal, relative residual 10⁻⁴):
 # with the trace NTK's rank-300 pivoted Cholesky ⊗ I_O, 72 PCG iterations at N = 2,000 against 116 with the
 # pNTK's (and 205 with the eNTK's own rank-300 factor); at N = 5,000 and rank 500, 157 against 347. Its columns
-# cost O vector products where the pNTK's cost one, which the saved iterations repay many times.
+# cost O vector products where the pNTK's cost one, which the saved iterations repay many times. After training
+# (10 epochs, 85% train accuracy; N = 2,000, rank 300) Θ is farther from K ⊗ I: 682 iterations with the trace
+# NTK's factor, 708 with the pNTK's, 500 with the eNTK's own factor of the same rank (O times the memory), 1,418
+# with the eNTK's own factor of the same memory (rank 30).
 """
 
 from __future__ import annotations
