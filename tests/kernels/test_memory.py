@@ -95,3 +95,17 @@ def test_vp_activation_bytes_of_a_model_that_refuses_the_count_is_a_gradients_si
     assert vp.activation_bytes(fm) == 4 * fm.num_params
     tile = pntk.kernel(model, torch.randn(5, 4), kind="pntk", engine="vp", memory="1MB")  # small chunks
     assert tile.shape == (5, 5)
+
+
+def test_vp_activation_bytes_are_counted_on_the_path_with_gradients():
+    """In eval mode without gradients nn.TransformerEncoderLayer takes a fused path whose only result is its
+    output; the vector products run with gradients, through the feed-forward hidden layer among the rest."""
+    from pntk.kernels import Inputs, functional_model
+    from pntk.kernels.vp import activation_bytes
+
+    torch.manual_seed(0)
+    T, d, hidden = 6, 8, 32
+    layer = nn.TransformerEncoderLayer(d, nhead=2, dim_feedforward=hidden, batch_first=True, dropout=0.0)
+    model = nn.Sequential(layer, nn.Flatten(), nn.Linear(T * d, 2)).eval()
+    fm = functional_model(model, Inputs.from_user(torch.randn(2, T, d)))
+    assert activation_bytes(fm) >= 4 * T * (hidden + 2 * T + 4 * d)  # FFN hidden, attention weights, q, k, v, out
