@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -53,9 +53,9 @@ class VPEngine:
         cols = attempt(
             self.name,
             fm,
-            lambda: _forward_over_reverse(fm, a, b, columns.chunks(column_chunk(fm, B1 + B2, self.memory))),
+            lambda: _forward_over_reverse(fm, a, b, columns, column_chunk(fm, B1 + B2, self.memory)),
             # Reverse-over-reverse also keeps the graph of the first backward pass, about twice the activations.
-            lambda: _reverse_over_reverse(fm, a, b, columns.chunks(column_chunk(fm, 2 * (B1 + B2), self.memory))),
+            lambda: _reverse_over_reverse(fm, a, b, columns, column_chunk(fm, 2 * (B1 + B2), self.memory)),
             "computing Jacobian-vector products by reverse-over-reverse (double VJP) instead",
         )  # [B2·rows, B1] for the pNTK, [B2·rows, B1, O] otherwise
         if kind is Kind.PNTK:
@@ -81,18 +81,6 @@ def column_chunk(fm: FunctionalModel, samples: int, memory: WorkingMemory) -> in
 
 
 @dataclass(frozen=True)
-class Chunk:
-    """Cotangents ``[c, B2, O]`` of ``c`` columns of a tile, and how a column is read from ``J(a) t``."""
-
-    cotangents: Tensor
-    summed: bool
-
-    def read(self, out: Tensor) -> Tensor:
-        """A column's values from ``J(a) t`` (``[..., B1, O]``): summed over outputs for the pNTK."""
-        return out.sum(-1) / math.sqrt(out.shape[-1]) if self.summed else out
-
-
-@dataclass(frozen=True)
 class Columns:
     """The unit cotangents of a tile's columns, one per (sample ``j`` of the column block, output direction):
     ``e_j ⊗ 1/√O`` for the pNTK, whose column is then read as the summed output ``1ᵀ J(a) t / √O``;
@@ -105,8 +93,8 @@ class Columns:
     dtype: torch.dtype
     device: torch.device
 
-    def chunks(self, size: int) -> Iterator[Chunk]:
-        """``size`` columns at a time, their cotangents made as they are used."""
+    def chunks(self, size: int) -> Iterator[Tensor]:
+        """The cotangents ``[c, B2, O]`` of ``size`` columns at a time, made as they are used."""
         n = self.samples * self.rows
         for start in range(0, n, size):
             stop = min(start + size, n)
@@ -115,21 +103,22 @@ class Columns:
             unit = unit.view(stop - start, self.samples, self.rows)
             if self.summed:
                 unit = unit.expand(-1, -1, self.outputs) / math.sqrt(self.outputs)
-            yield Chunk(unit, self.summed)
+            yield unit
+
+    def read(self, out: Tensor) -> Tensor:
+        """Columns' values from ``J(a) t`` (``[..., B1, O]``): summed over outputs for the pNTK."""
+        return out.sum(-1) / math.sqrt(self.outputs) if self.summed else out
 
 
-def _forward_over_reverse(fm: FunctionalModel, a: Inputs, b: Inputs, chunks: Iterable[Chunk]) -> Tensor:
-    """``J(a) J(b)ᵀ c`` for each cotangent ``c`` by a ``vjp`` then a ``jvp``, vectorised over each chunk."""
+def _forward_over_reverse(fm: FunctionalModel, a: Inputs, b: Inputs, columns: Columns, size: int) -> Tensor:
+    """``J(a) J(b)ᵀ c`` for each cotangent ``c`` by a ``vjp`` then a ``jvp``, vectorised ``size`` at a time."""
     pullback = vjp(lambda p: fm(p, b), fm.params)[1]
-    columns = []
-    for chunk in chunks:
 
-        def column(cotangent: Tensor, chunk: Chunk = chunk) -> Tensor:
-            (tangent,) = pullback(cotangent)
-            return chunk.read(jvp(lambda p: fm(p, a), (fm.params,), (tangent,))[1])
+    def column(cotangent: Tensor) -> Tensor:
+        (tangent,) = pullback(cotangent)
+        return columns.read(jvp(lambda p: fm(p, a), (fm.params,), (tangent,))[1])
 
-        columns.append(vmap(column)(chunk.cotangents))
-    return torch.cat(columns)
+    return torch.cat([vmap(column)(c) for c in columns.chunks(size)])
 
 
 #: The activation bytes of one sample of each live model (by ``id`` of its ``fm``).
@@ -144,7 +133,7 @@ def activation_bytes(fm: FunctionalModel) -> int:
     taken at a per-sample gradient's size, ``P`` numbers."""
     cached = _activations.get(id(fm))
     if cached is None:
-        cached = _count(fm) if fm.sample is not None else None
+        cached = _count(fm, fm.sample) if fm.sample is not None else None
         if cached is None:
             cached = fm.num_params * fm.dtype.itemsize
         weakref.finalize(fm, _activations.pop, id(fm), None)
@@ -152,18 +141,17 @@ def activation_bytes(fm: FunctionalModel) -> int:
     return cached
 
 
-def _count(fm: FunctionalModel) -> int | None:
-    """:func:`activation_bytes` measured on ``fm.sample``; ``None`` where an operation refuses the count."""
-    assert fm.sample is not None
+def _count(fm: FunctionalModel, sample: Inputs) -> int | None:
+    """:func:`activation_bytes` measured on ``sample``; ``None`` where an operation refuses the count."""
     counter = _CreatedBytes()
     try:
         # With gradients, as the vector products run: without them some modules take fused paths that create
         # few tensors (nn.TransformerEncoderLayer in eval mode: a tenth of the bytes).
         with torch.enable_grad(), counter:
-            fm(leaves(fm.params), fm.sample)
+            fm(leaves(fm.params), sample)
     except (RuntimeError, NotImplementedError, TypeError):
         return None
-    return -(-counter.bytes // len(fm.sample))
+    return -(-counter.bytes // len(sample))
 
 
 class _CreatedBytes(TorchDispatchMode):
@@ -183,12 +171,12 @@ class _CreatedBytes(TorchDispatchMode):
         return out
 
 
-def _reverse_over_reverse(fm: FunctionalModel, a: Inputs, b: Inputs, chunks: Iterable[Chunk]) -> Tensor:
+def _reverse_over_reverse(fm: FunctionalModel, a: Inputs, b: Inputs, columns: Columns, size: int) -> Tensor:
     """``J(a) J(b)ᵀ c`` for each cotangent ``c`` with reverse mode only.
 
     ``h(u) = J(a)ᵀ u`` is linear in ``u``, so its vector-Jacobian product with a tangent ``t`` is ``J(a) t``:
     one backward pass of ``f(b)`` gives ``t = J(b)ᵀ c``, one backward pass through the graph of ``h`` gives
-    the column. Both are vectorised over each chunk of cotangents where ``vmap`` can, one at a time otherwise. Scaled
+    the column. Both are vectorised over ``size`` cotangents where ``vmap`` can, one at a time otherwise. Scaled
     dot-product attention runs on its math backend, the one with a double backward.
 
     Raises:
@@ -210,20 +198,20 @@ def _reverse_over_reverse(fm: FunctionalModel, a: Inputs, b: Inputs, chunks: Ite
                 "engine='structured', which need only one reverse pass"
             ) from error
         used = [k for k, g in enumerate(h) if g is not None and g.requires_grad]
-        columns = []
-        for chunk in chunks:
+        values = []
+        for c in columns.chunks(size):
             if not used or not out_b.requires_grad:  # no parameter reaches both outputs: zero columns
-                columns.append(chunk.read(out_a.new_zeros(len(chunk.cotangents), *out_a.shape)))
+                values.append(columns.read(out_a.new_zeros(len(c), *out_a.shape)))
                 continue
-            t = _batched_grad(out_b, [params[names[k]] for k in used], chunk.cotangents)
+            t = _batched_grad(out_b, [params[names[k]] for k in used], c)
             try:
-                columns.append(chunk.read(_batched_grad([h[k] for k in used], [u], t)[0]))
+                values.append(columns.read(_batched_grad([h[k] for k in used], [u], t)[0]))
             except RuntimeError as error:
                 raise ValueError(
                     f"engine 'vp' found neither forward-mode AD nor a double backward for an operation of this "
                     f"model ({cause(error)}); use engine='jacobian' or engine='structured'"
                 ) from error
-    return torch.cat(columns).detach()
+    return torch.cat(values).detach()
 
 
 def _batched_grad(outputs, inputs: list[Tensor], cotangents) -> list[Tensor]:
