@@ -94,6 +94,13 @@ class BatchMean(Net):
         return self.b(h - h.mean(0))
 
 
+class ByPosition(Net):
+    """Adds each sample's position in the batch: the same samples, in another order, give other outputs."""
+
+    def forward(self, x):
+        return super().forward(x) + torch.arange(len(x), dtype=x.dtype).unsqueeze(1)
+
+
 class OutputsFirst(Net):
     def forward(self, x):
         return super().forward(x).T  # [O, B]
@@ -122,6 +129,7 @@ class Attention(nn.Module):
 SAMPLE_DEPENDENCE = {
     "functional dropout": (FunctionalDropout, "random.*F.dropout"),
     "batch mean": (BatchMean, "depends on the other samples.*batch statistics"),
+    "batch position": (ByPosition, "depends on the other samples"),
     "output [O, B]": (OutputsFirst, r"first axis is not the sample axis.*\[O, B\]"),
     "BatchNorm without statistics": (BatchNormWithoutStatistics, "BatchNorm.*running statistics"),
 }
@@ -148,6 +156,19 @@ def test_one_sample_is_checked_too():
         pntk.pntk(BatchMean(), x[:1])
     with pytest.raises(ModelError, match="first axis"):
         pntk.pntk(OutputsFirst(), x[:1])
+
+
+def test_a_model_that_passes_costs_two_more_forward_passes():
+    """The output on the probe batch comes from the model's first forward; the check adds the first sample
+    alone and the batch reversed, and runs more passes only to name a failure."""
+    calls = []
+    model = Net()
+    model.register_forward_pre_hook(lambda m, args: calls.append(len(args[0])))
+    functional_model(model, Inputs((x[:2],)), check_samples=False)
+    assert calls == [2]
+    calls.clear()
+    functional_model(model, Inputs((x[:2],)))
+    assert calls == [2, 1, 2]
 
 
 def test_check_samples_false_skips_the_check():

@@ -202,7 +202,7 @@ def functional_model(
     if check_samples:
         from ..probe import check_samples as check  # the probe module builds on this one
 
-        check(fm, x)
+        check(fm, x, out)
     return fm
 
 

@@ -194,8 +194,8 @@ def _plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list
     first = torch.zeros(1, dtype=torch.long, device=fm.device)
     ops1 = OperationCalls({id(params[n]): n for n in operands})
     ops2 = OperationCalls({id(fm.params[n]): n for n in operands})
-    one = _probe(fm, params, x[first], owner, uses, ops1)
-    two = _probe(fm, fm.params, x[first.repeat(2)], owner, None, ops2)
+    one, out_one = _probe(fm, params, x[first], owner, uses, ops1)
+    two, _ = _probe(fm, fm.params, x[first.repeat(2)], owner, None, ops2)
     Q = pairs_per_sample(fm, kind)
     layers, ruled = [], set()
     for modules, rule, weight, bias in candidates:
@@ -231,7 +231,7 @@ def _plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list
                 shared=shared if any(shared) else (),
             )
         )
-    for layer in _unshareable(fm, x[first], [layer for layer in layers if layer.shared]):
+    for layer in _unshareable(fm, x[first], [layer for layer in layers if layer.shared], one, out_one):
         layers.remove(layer)
         ruled.difference_update(layer.names)
     sizes = {n: p.shape for n, p in fm.params.items()}
@@ -253,12 +253,15 @@ def _plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list
     return layers, [n for n in fm.params if n not in ruled]
 
 
-def _unshareable(fm: FunctionalModel, x: Inputs, layers: list[Layer]) -> list[Layer]:
+def _unshareable(
+    fm: FunctionalModel, x: Inputs, layers: list[Layer], one: dict[Any, list[_Call] | None], out: Tensor
+) -> list[Layer]:
     """The layers among ``layers`` (each with calls shared by all samples) whose per-sample cotangents the
-    capture cannot find, by the check of the note [Calls shared by all samples] on one sample ``x``."""
+    capture cannot find, by the check of the note [Calls shared by all samples] on one sample ``x``, whose
+    probe (calls ``one`` and output ``out``, with autograd's graph) gives the plain cotangents."""
     if not layers:
         return []
-    expected_out, expected = _plain_cotangents(fm, x, layers)
+    expected_out, expected = _plain_cotangents(fm, layers, one, out)
     weights = torch.arange(1, 3, dtype=fm.dtype, device=fm.device)
     two = x[torch.zeros(2, dtype=torch.long, device=fm.device)]
     try:
@@ -279,17 +282,13 @@ def _unshareable(fm: FunctionalModel, x: Inputs, layers: list[Layer]) -> list[La
     return failed
 
 
-def _plain_cotangents(fm: FunctionalModel, x: Inputs, layers: list[Layer]) -> tuple[Tensor, list[list[Tensor]]]:
-    """The output on ``x`` and, per layer, the gradient of ``g = O^{-1/2} Σ_a f_a`` with respect to the output
-    of each of its shared calls, in a forward pass that changes nothing."""
-    params = _differentiable(fm, [n for layer in layers for n in layer.names])
-    outputs: dict[Any, list[Tensor]] = {layer.module: [] for layer in layers}
-    owner = {m: layer.module for layer in layers for m in layer.modules}
-    with ExitStack() as stack, torch.enable_grad():
-        for m in owner:
-            stack.callback(m.register_forward_hook(lambda m, args, out: outputs[owner[m]].append(out)).remove)
-        out = fm(params, x)
-    zs = [z for layer in layers for z, shared in zip(outputs[layer.module], layer.shared) if shared]
+def _plain_cotangents(
+    fm: FunctionalModel, layers: list[Layer], one: dict[Any, list[_Call] | None], out: Tensor
+) -> tuple[Tensor, list[list[Tensor]]]:
+    """The output ``out`` of a probe on one sample that recorded autograd's graph (:func:`_probe` with uses),
+    and per layer the gradient of ``g = O^{-1/2} Σ_a f_a`` with respect to the output of each of its shared
+    calls ``one[layer.module]`` there."""
+    zs = [c.output for layer in layers for c, shared in zip(one[layer.module] or [], layer.shared) if shared]
     cotangent = torch.full_like(out, 1 / math.sqrt(fm.num_outputs))
     grads = torch.autograd.grad(out, zs, cotangent, allow_unused=True)
     found = iter(torch.zeros_like(z) if g is None else g for z, g in zip(zs, grads))
@@ -375,9 +374,10 @@ def _probe(
     owner: dict[nn.Module, nn.Module],
     uses: _ParameterUses | None = None,
     operations: OperationCalls | None = None,
-) -> dict[nn.Module, list[_Call] | None]:
+) -> tuple[dict[nn.Module, list[_Call] | None], Tensor]:
     """Every call of the modules in one forward pass on ``x``, in order, under the module that ``owner`` maps
-    each to (the first of those holding the same parameters); ``None`` for one called on non-tensors.
+    each to (the first of those holding the same parameters); ``None`` for one called on non-tensors. And the
+    model's output.
 
     With ``uses``, the pass records autograd's graph (on parameters that require grad) and counts uses;
     ``operations`` records the linear operations on candidate weights.
@@ -401,8 +401,8 @@ def _probe(
             stack.enter_context(uses)
         if operations is not None:
             stack.enter_context(operations)
-        fm(params, x)
-    return calls
+        out = fm(params, x)
+    return calls, out
 
 
 def _shape(
