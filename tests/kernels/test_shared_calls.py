@@ -110,7 +110,7 @@ def test_shared_ids_on_every_engine():
 
 
 class TiedHead(nn.Module):
-    """An embedding tied to an output layer (a language model's head): no one rule computes both."""
+    """An embedding tied to an output layer (a language model's head)."""
 
     def __init__(self, d: int = 4):
         super().__init__()
@@ -120,6 +120,13 @@ class TiedHead(nn.Module):
 
     def forward(self, ids, mask):
         return self.out(torch.tanh(self.embed(ids)).mean(1))
+
+
+class TiedHeadAlsoRead(TiedHead):
+    """The tied weight also read outside the two layers: no rule sees that use."""
+
+    def forward(self, ids, mask):
+        return super().forward(ids, mask) * self.embed.weight.mean()
 
 
 def test_tied_modules_are_one_layer(form):
@@ -133,9 +140,22 @@ def test_tied_modules_are_one_layer(form):
     assert_exact(net, x1, x2)
 
 
-def test_tied_modules_of_different_kinds_fall_back():
+def test_an_embedding_tied_to_a_linear_head_is_one_layer(form):
+    """The head reads every row (all logits are outputs): each is one more lookup of the embedding."""
     torch.manual_seed(0)
     net = TiedHead().eval()
+    x1, x2 = tokens(4, 1), tokens(3, 2)
+    layers, rest = plan(net, x1)
+    assert rest == []
+    (layer,) = [layer for layer in layers if layer.heads]
+    assert layer.weight == "embed.weight" and layer.heads == (net.out,) and layer.support == tuple(range(VOCAB))
+    assert layer.shape.T == T + VOCAB
+    assert_exact(net, x1, x2)
+
+
+def test_a_tied_weight_read_elsewhere_falls_back():
+    torch.manual_seed(0)
+    net = TiedHeadAlsoRead().eval()
     x1, x2 = tokens(4, 1), tokens(3, 2)
     assert fallback(net, x1) == {"embed.weight"}
     assert_exact(net, x1, x2)

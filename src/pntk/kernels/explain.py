@@ -151,6 +151,8 @@ def explain(
     for layer in layers:
         cost = (factored_cost if layer.factored else materialised_cost)(layer.rule, layer.shape, Q)
         what = str(layer.module) if isinstance(layer.module, OpSite) else type(layer.module).__name__
+        if layer.heads:
+            what += f" tied to {len(layer.heads)} Linear head(s), {len(layer.support)} of their rows"
         form = "factored rule" if layer.factored else "materialised rule"
         for name in layer.names:
             paths[name] = ParameterPath(name, fm.params[name].numel(), form, what, cost)
@@ -158,7 +160,7 @@ def explain(
         paths[name] = ParameterPath(name, fm.params[name].numel(), "fallback", "", Q * fm.params[name].numel())
     parameters = [paths[n] for n in fm.params if n in paths]
     ruled = sum(p.numel for p in parameters if p.path != "fallback") / max(1, P)
-    layer_costs = {id(layer): paths[layer.names[0]].cost for layer in layers}
+    layer_costs = {id(layer): paths[layer.names[0]].cost for layer in layers if layer.names}
     per_pair = sum(layer_costs.values()) + sum(p.cost for p in parameters if p.path == "fallback")
 
     reason = _reason(engine, chosen, ruled, fm, kind, N)

@@ -62,7 +62,16 @@ from .operations import (
     scale_layout,
 )
 from .replays import replay
-from .rules import LayerShape, Rule, rule_for
+from .rules import (
+    LINEAR_RULE,
+    TIED_LOOKUP_RULE,
+    EmbeddingRule,
+    LayerShape,
+    LinearRule,
+    Rule,
+    rule_for,
+    scales,
+)
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,11 @@ class Layer:
         also: other modules holding the same parameters, whose calls are this layer's calls too.
         shared: per call (in the order of the forward pass), whether its input is the same for every sample
             (see the note [Calls shared by all samples]); empty if none is.
+        heads: linear layers that use this embedding's weight as theirs (a language model's head tied to its
+            input embedding), whose gradient entries at the vocabulary rows ``support`` are more positions of
+            this layer (:class:`~pntk.kernels.structured.rules.TiedLookupRule`). Each head is also a layer of
+            its own, without a weight, so that its calls are captured (and its bias, if differentiated, ruled).
+        support: the vocabulary rows where the heads' output cotangents may be nonzero, as the plan found them.
     """
 
     module: Any  # an nn.Module, or an OpSite for a rule by operation
@@ -91,6 +105,8 @@ class Layer:
     clone_output: bool = False
     also: tuple[nn.Module, ...] = ()
     shared: tuple[bool, ...] = ()
+    heads: tuple[nn.Module, ...] = ()
+    support: tuple[int, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -133,6 +149,120 @@ def _tied_groups(
         if all(r is rule and (w, b) == (weight, bias) and rule.compatible(module, m) for m, r, w, b in members):
             result.append((tuple(m for m, *_ in members), rule, weight, bias))
     return result
+
+
+@dataclass(frozen=True)
+class _Tie:
+    """Embeddings and linear heads that hold the same weight ``W [V, d]`` (see :class:`TiedLookupRule`)."""
+
+    lookups: tuple[nn.Module, ...]
+    heads: tuple[nn.Module, ...]
+    weight: str
+    bias: str | None  # the heads' bias, if differentiated
+
+
+def _lookup_ties(candidates: list[tuple[nn.Module, Rule, str | None, str | None]]) -> list[_Tie]:
+    """The weights held by embeddings (one rule computes them all) and by plain ``nn.Linear`` heads (all with
+    the same bias), and by nothing else among ``candidates``: what :func:`_tied_groups` leaves out, and the
+    embedding's rule can compute with the heads' rows (see :class:`TiedLookupRule`)."""
+    groups: dict[str, list[tuple[nn.Module, Rule, str | None, str | None]]] = {}
+    for c in candidates:
+        if c[2] is not None:
+            groups.setdefault(c[2], []).append(c)
+    ties = []
+    for weight, members in groups.items():
+        lookups = [m for m, rule, _, bias in members if isinstance(rule, EmbeddingRule) and bias is None]
+        heads = [m for m, rule, *_ in members if isinstance(rule, LinearRule) and type(m) is nn.Linear]
+        head_biases = {bias for m, _, _, bias in members if m in heads}
+        if (
+            lookups
+            and heads
+            and len(lookups) + len(heads) == len(members)
+            and len(head_biases) == 1
+            and all(members[0][1].compatible(lookups[0], m) for m in lookups)
+            and all(scales(m) == (1.0, 1.0) for m in lookups + heads)
+        ):
+            ties.append(_Tie(tuple(lookups), tuple(heads), weight, head_biases.pop()))
+    return ties
+
+
+def _tie_layers(
+    tie: _Tie,
+    one: dict[Any, list[_Call] | None],
+    two: dict[Any, list[_Call] | None],
+    uses: _ParameterUses,
+    out: Tensor,
+    Q: int,
+) -> list[Layer] | None:
+    """The layers of a tie, as the probes on one and on two copies of a sample found it (``out``: the output
+    of the first, with autograd's graph), or ``None`` if it cannot be ruled: the lookup layer (every lookup
+    call, then the heads' rows) and one layer per head for its calls and its bias."""
+    lookup = tie.lookups[0]
+    found = _shape(TIED_LOOKUP_RULE, lookup, one[lookup], two[lookup])
+    calls = one[lookup]
+    if found is None or calls is None or not calls or any(found[1]):
+        return None
+    heads = []
+    for head in tie.heads:
+        head_found, head_calls = _shape(LINEAR_RULE, head, one[head], two[head]), one[head]
+        if head_found is None or head_calls is None or any(head_found[1]):
+            return None
+        heads.append((head, head_found[0], head_calls))
+    head_calls = [c for *_, hc in heads for c in hc]
+    if (
+        uses.counts[tie.weight] != len(calls) + len(head_calls)
+        or (tie.bias is not None and uses.counts[tie.bias] != len(head_calls))
+        or not all(c.output.requires_grad for c in calls + head_calls)
+    ):
+        return None
+    support = _support(out, [c.output for c in head_calls])
+    lookup_shape = found[0]
+    shape = LayerShape(T=lookup_shape.T + len(support), G=1, n=lookup_shape.n, m=lookup_shape.m)
+    layers = [
+        Layer(
+            lookup,
+            TIED_LOOKUP_RULE,
+            tie.weight,
+            None,
+            shape,
+            factored_cost(TIED_LOOKUP_RULE, shape, Q) < materialised_cost(TIED_LOOKUP_RULE, shape, Q),
+            clone_input=any(c.input_modified for c in calls),
+            clone_output=any(c.output_modified for c in calls),
+            also=tie.lookups[1:],
+            heads=tie.heads,
+            support=tuple(support),
+        )
+    ]
+    for head, head_shape, hc in heads:
+        layers.append(
+            Layer(
+                head,
+                LINEAR_RULE,
+                None,
+                tie.bias,
+                head_shape,
+                False,
+                clone_input=any(c.input_modified for c in hc),
+                clone_output=any(c.output_modified for c in hc),
+            )
+        )
+    return layers
+
+
+def _support(out: Tensor, zs: list[Tensor]) -> list[int]:
+    """The vocabulary rows (last axis of the heads' outputs ``zs``) where the gradient of ``Σ_a w_a f_a``, with
+    weights ``w`` drawn from a fixed seed, is nonzero in a probe with output ``out``: where some output
+    depends on a logit. (Random weights, so that no row is lost to outputs that cancel.)"""
+    if not zs or not out.requires_grad:
+        return []
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(0), dtype=out.dtype).to(out.device)
+    grads = torch.autograd.grad(out, zs, weights, retain_graph=True, allow_unused=True)
+    V = zs[0].shape[-1]
+    used = torch.zeros(V, dtype=torch.bool, device=out.device)
+    for d in grads:
+        if d is not None:
+            used |= d.reshape(-1, V).ne(0).any(0)
+    return used.nonzero().flatten().tolist()
 
 
 #: Multiply-adds that one term of the factored form's elementwise product and sum ``Σ_tu (A A'ᵀ)_tu (D D'ᵀ)_tu``
@@ -184,9 +314,13 @@ def plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list[
 
 
 def _plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list[str]]:
-    candidates = _tied_groups(list(ruled_modules(fm)))
+    by_type = list(ruled_modules(fm))
+    candidates, ties = _tied_groups(by_type), _lookup_ties(by_type)
     owner = {m: modules[0] for modules, *_ in candidates for m in modules}
+    owner.update({m: tie.lookups[0] for tie in ties for m in tie.lookups})
+    owner.update({m: m for tie in ties for m in tie.heads})
     claimed = [n for *_, weight, bias in candidates for n in (weight, bias) if n is not None]
+    claimed += [n for tie in ties for n in (tie.weight, tie.bias) if n is not None]
     # Every other parameter may enter through a linear operation or a scale (rules by operation).
     operands = [n for n in fm.params if n not in set(claimed)]
     params = _differentiable(fm, claimed + operands)
@@ -231,6 +365,11 @@ def _plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list
                 shared=shared if any(shared) else (),
             )
         )
+    for tie in ties:
+        tied = _tie_layers(tie, one, two, uses, out_one, Q)
+        if tied is not None:
+            layers += tied
+            ruled.update(n for layer in tied for n in layer.names)
     for layer in _unshareable(fm, x[first], [layer for layer in layers if layer.shared], one, out_one):
         layers.remove(layer)
         ruled.difference_update(layer.names)

@@ -376,6 +376,31 @@ class EmbeddingRule(Rule):
         return _deliver([dW.reshape(B, R, V * m)], out)
 
 
+class TiedLookupRule(EmbeddingRule):
+    """An embedding whose weight ``W [V, d]`` a linear layer also uses as its weight (a language model's head
+    tied to its input embedding, ``logits_t = W h_t + b``).
+
+    The head adds ``Σ_t D_t h_tᵀ`` to the gradient of ``W``, with ``D_t ∈ R^V`` the cotangent of its logits.
+    Where ``D_t`` is zero outside a few vocabulary rows ``S`` (the label words an output selects), that is
+    ``Σ_{c∈S} e_c (Σ_t D_t[c] h_t)ᵀ``: one lookup of row ``c`` per ``c ∈ S`` with the cotangent
+    ``Σ_t D_t[c] h_t``. So the head's part of the gradient is ``|S|`` more positions of the embedding, and the
+    embedding's Gram of token equality and its scatter compute the whole gradient of ``W``. The last of a
+    call's kept inputs holds the rows ``S`` ``[B, |S|]``; unlike the lookups' ids, a row equal to the
+    ``padding_idx`` keeps its gradient (the head's use of that row is not a padding lookup).
+    """
+
+    def applies(self, module):
+        return False  # never by type: the plan ties a head to an embedding
+
+    def inputs(self, module, xs):
+        ids = super().inputs(module, xs[:-1])
+        return torch.cat([ids, xs[-1].reshape(1, ids.shape[1], -1)], 2)
+
+
+#: The rule of an embedding tied to a linear head (see :class:`TiedLookupRule`).
+TIED_LOOKUP_RULE = TiedLookupRule()
+
+
 class ElementwiseRule(Rule):
     """A parameter ``γ`` that multiplies a feature ``φ(x)`` of the input elementwise, and maybe a bias ``β``.
 
@@ -498,9 +523,12 @@ class ScaleRule(ElementwiseRule):
         return _cat([dz.transpose(0, 1).unsqueeze(0) for dz in dzs], 3)
 
 
+#: The rule of ``nn.Linear`` (and of the heads of :class:`TiedLookupRule`).
+LINEAR_RULE = LinearRule()
+
 #: Every rule, tried in order; a module gets the first that applies.
 RULES: tuple[Rule, ...] = (
-    LinearRule(),
+    LINEAR_RULE,
     ConvRule(nn.Conv1d, 1),
     ConvRule(nn.Conv2d, 2),
     ConvRule(nn.Conv3d, 3),

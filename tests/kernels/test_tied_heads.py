@@ -1,0 +1,118 @@
+"""Language models whose head shares its weight with the input embedding (BERT's masked-LM head, GPT-2's
+``lm_head``): the structured engine rules the shared weight as lookups plus the head's rows, against the
+float64 brute force, in both forms and for every kind."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import pntk
+from architectures import VOCAB, gpt2_lm, token_inputs
+from pntk.kernels import Inputs, functional_model
+from pntk.kernels.kinds import Kind
+from pntk.kernels.outputs import LabelWords
+from pntk.kernels.structured.capture import plan
+from reference import reference_kernel, rel_err
+
+pytest.importorskip("transformers")
+
+KINDS = ["entk", "trace", "pntk"]
+
+
+def bert_mlm() -> nn.Module:
+    """A tiny masked language model; its word embedding has ``padding_idx = 0`` and its head a bias."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    config = BertConfig(
+        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
+    torch.manual_seed(0)
+    return BertForMaskedLM._from_config(config, attn_implementation="eager").eval()
+
+
+# Row 0 is the padding id: the head's row 0 keeps its gradient although the lookups of id 0 have none.
+MODELS = {
+    "bert-mlm": (bert_mlm, LabelWords(ids=[0, 5, 11], position=2), True),
+    "gpt2-lm": (gpt2_lm, LabelWords(ids=[5, 11], position=-1), False),
+}
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def word_embedding(model: nn.Module) -> str:
+    return next(n for n, p in model.named_parameters() if p is model.get_input_embeddings().weight)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_tied_weight_is_ruled(name):
+    build, select, _ = MODELS[name]
+    model = build()
+    x = token_inputs(2, 0, pad=False)
+    fm = functional_model(model, Inputs.from_user(x), output=select)
+    layers, fallback = plan(fm, fm.sample, Kind.ENTK)
+    assert fallback == []
+    (tied,) = [layer for layer in layers if layer.heads]
+    assert tied.weight == word_embedding(model)
+    assert tied.heads == (model.get_output_embeddings(),)
+    assert tied.support == tuple(sorted(select.ids))
+    explained = pntk.explain(model, x, kind="entk", output=select)
+    assert explained.ruled_fraction == 1.0
+    assert "tied to 1 Linear head" in str(explained)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_tied_heads_equal_the_brute_force(name, kind, form):
+    build, select, pad = MODELS[name]
+    model = build()
+    x1, x2 = token_inputs(5, 1, pad=pad), token_inputs(3, 2, pad=pad)
+    for a, b in ((x1, None), (x1, x2)):
+        got = pntk.kernel(model, a, b, kind=kind, engine="structured", dtype=torch.float64, output=select, batch_size=2)
+        assert rel_err(got, reference_kernel(model, a, b, kind, output=select)) <= 1e-10
+
+
+def test_an_output_over_every_logit():
+    """Every vocabulary row is in the support: the head's whole gradient, as rows of the lookup layer."""
+    model = gpt2_lm()
+    x = token_inputs(4, 3, pad=False)
+
+    def select(out):
+        return out.logits[:, -1].logsumexp(-1, keepdim=True)
+
+    fm = functional_model(model, Inputs.from_user(x), output=select)
+    (tied,) = [layer for layer in plan(fm, fm.sample, Kind.PNTK)[0] if layer.heads]
+    assert tied.support == tuple(range(VOCAB))
+    got = pntk.pntk(model, x, engine="structured", dtype=torch.float64, output=select)
+    assert rel_err(got, reference_kernel(model, x, None, "pntk", output=select)) <= 1e-10
+
+
+class OwnWord(nn.Module):
+    """Each sample's logit of its own first token at the last position: the rows of the head that the output
+    reads depend on the sample."""
+
+    def __init__(self):
+        super().__init__()
+        self.lm = gpt2_lm()
+
+    def forward(self, input_ids):
+        logits = self.lm(input_ids=input_ids).logits[:, -1]
+        return logits.gather(1, input_ids[:, :1])
+
+
+def test_rows_that_depend_on_the_sample_are_refused_with_what_to_use():
+    model = OwnWord()
+    ids = token_inputs(4, 4, pad=False)["input_ids"]
+    ids[:, 0] = torch.tensor([3, 3, 8, 9])  # the plan probes the first sample: row 3
+    with pytest.raises(RuntimeError, match="outside the 1 vocabulary rows.*engine='jacobian'"):
+        pntk.pntk(model, ids, engine="structured", dtype=torch.float64)
+    got = pntk.pntk(model, ids, engine="jacobian", dtype=torch.float64)
+    assert rel_err(got, reference_kernel(model, ids, None, "pntk")) <= 1e-10
