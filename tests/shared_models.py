@@ -78,6 +78,22 @@ class Tied(nn.Module):
         return self.head(h * torch.tanh(self.decoder(ids.flip(1))).mean(1) + h)
 
 
+class TiedHead(nn.Module):
+    """An embedding tied to an output layer (a language model's head); ``rows``: the logits returned (all by
+    default)."""
+
+    def __init__(self, d: int = 4, rows: list[int] | None = None):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, d)
+        self.out = nn.Linear(d, VOCAB, bias=False)
+        self.out.weight = self.embed.weight
+        self.rows = rows
+
+    def forward(self, ids, mask):
+        logits = self.out(torch.tanh(self.embed(ids)).mean(1))
+        return logits if self.rows is None else logits[:, self.rows]
+
+
 class Scales(nn.Module):
     """Elementwise scales by parameters: T5's ``T5LayerNorm`` (``weight * x̂``), a layer scale ``γ [C, 1, 1]``
     on a convolution's output (``x * γ``), and one ``s`` applied twice."""

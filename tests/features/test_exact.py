@@ -164,6 +164,7 @@ def shared_case(name: str):
         "positions": lambda: shared.Positions([0, 1, 2, 2, 3]),
         "relative_bias": shared.RelativeBias,
         "tied": shared.Tied,
+        "tied_head": lambda: shared.TiedHead(rows=[0, 3, 5]),
         "scales": shared.Scales,
     }[name]()
     x = shared.images(5, 1) if name == "scales" else shared.tokens(5, 1)
@@ -174,7 +175,7 @@ def shared_case(name: str):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("method", ["kronecker", "dense"])
-@pytest.mark.parametrize("name", ["positions", "relative_bias", "tied", "scales"])
+@pytest.mark.parametrize("name", ["positions", "relative_bias", "tied", "tied_head", "scales"])
 def test_features_on_shared_ids_tied_modules_and_scales_are_J_R(name, method, kind):
     model, x = shared_case(name)
     options = {"block": (4, 4)} if method == "kronecker" else {}

@@ -16,7 +16,7 @@ import pntk
 from pntk.kernels import Inputs, Kind, functional_model
 from pntk.kernels.structured import capture
 from reference import reference_kernel, rel_err
-from shared_models import VOCAB, Positions, RelativeBias, Scales, T, Tied, images, tokens
+from shared_models import VOCAB, Positions, RelativeBias, Scales, T, Tied, TiedHead, images, tokens
 
 KINDS = ["entk", "trace", "pntk"]
 
@@ -109,19 +109,6 @@ def test_shared_ids_on_every_engine():
         assert rel_err(got, reference_kernel(net, x, None, "trace")) <= 1e-10, engine
 
 
-class TiedHead(nn.Module):
-    """An embedding tied to an output layer (a language model's head)."""
-
-    def __init__(self, d: int = 4):
-        super().__init__()
-        self.embed = nn.Embedding(VOCAB, d)
-        self.out = nn.Linear(d, VOCAB, bias=False)
-        self.out.weight = self.embed.weight
-
-    def forward(self, ids, mask):
-        return self.out(torch.tanh(self.embed(ids)).mean(1))
-
-
 class TiedHeadAlsoRead(TiedHead):
     """The tied weight also read outside the two layers: no rule sees that use."""
 
@@ -140,16 +127,18 @@ def test_tied_modules_are_one_layer(form):
     assert_exact(net, x1, x2)
 
 
-def test_an_embedding_tied_to_a_linear_head_is_one_layer(form):
-    """The head reads every row (all logits are outputs): each is one more lookup of the embedding."""
+@pytest.mark.parametrize("rows", [None, [5, 0, 3]])
+def test_an_embedding_tied_to_a_linear_head_is_one_layer(rows, form):
+    """Each row of the head that the output reads (all of them without ``rows``) is one more lookup."""
     torch.manual_seed(0)
-    net = TiedHead().eval()
+    net = TiedHead(rows=rows).eval()
     x1, x2 = tokens(4, 1), tokens(3, 2)
     layers, rest = plan(net, x1)
     assert rest == []
     (layer,) = [layer for layer in layers if layer.heads]
-    assert layer.weight == "embed.weight" and layer.heads == (net.out,) and layer.support == tuple(range(VOCAB))
-    assert layer.shape.T == T + VOCAB
+    support = tuple(range(VOCAB)) if rows is None else (0, 3, 5)
+    assert layer.weight == "embed.weight" and layer.heads == (net.out,) and layer.support == support
+    assert layer.shape.T == T + len(support)
     assert_exact(net, x1, x2)
 
 

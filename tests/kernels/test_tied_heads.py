@@ -116,3 +116,17 @@ def test_rows_that_depend_on_the_sample_are_refused_with_what_to_use():
         pntk.pntk(model, ids, engine="structured", dtype=torch.float64)
     got = pntk.pntk(model, ids, engine="jacobian", dtype=torch.float64)
     assert rel_err(got, reference_kernel(model, ids, None, "pntk")) <= 1e-10
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_by_layer_parts_sum_to_the_kernel(kind, form):
+    """The tied weight is its embedding's part; the head's bias (BERT's) is the head's."""
+    model = bert_mlm()
+    select = MODELS["bert-mlm"][1]
+    x = token_inputs(4, 5)
+    parts = pntk.kernel(model, x, kind=kind, by_layer=True, engine="structured", dtype=torch.float64, output=select)
+    whole = pntk.kernel(model, x, kind=kind, engine="structured", dtype=torch.float64, output=select)
+    assert {"bert.embeddings.word_embeddings", "cls.predictions"} <= set(parts)
+    assert rel_err(sum(parts.values()), whole) <= 1e-12
+    ref = reference_kernel(model, x, None, kind, names=["cls.predictions.bias"], output=select)
+    assert rel_err(parts["cls.predictions"], ref) <= 1e-10

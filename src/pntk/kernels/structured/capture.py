@@ -784,6 +784,52 @@ def _capture(
     return result, out.detach()
 
 
+def with_heads(
+    layers: list[Layer], captured: list[tuple[list[Tensor], list[Tensor]]]
+) -> list[tuple[Layer, list[Tensor], list[Tensor]]]:
+    """What :func:`capture` kept of each layer, ``(layer, inputs, cotangents)``, for the layers with a
+    differentiated parameter: a tied lookup layer's followed by its heads' rows (:func:`_with_head_rows`); a
+    tied head without a differentiated bias has nothing of its own."""
+    kept = {layer.module: (layer, xs, dzs) for layer, (xs, dzs) in zip(layers, captured)}
+    result = []
+    for layer, (xs, dzs) in zip(layers, captured):
+        if layer.heads:
+            xs, dzs = _with_head_rows(layer, [kept[h] for h in layer.heads], xs, dzs)
+        if layer.names:
+            result.append((layer, xs, dzs))
+    return result
+
+
+def _with_head_rows(
+    layer: Layer, heads: list[tuple[Layer, list[Tensor], list[Tensor]]], xs: list[Tensor], dzs: list[Tensor]
+) -> tuple[list[Tensor], list[Tensor]]:
+    """A tied lookup layer's captured inputs ``xs`` and cotangents ``dzs``, followed by its heads' rows: the rows
+    ``S`` of its support ``[B, |S|]``, and their cotangents ``Σ_heads Σ_t D_t[c] h_t`` ``[R, B, |S|, d]`` (see
+    :class:`~pntk.kernels.structured.rules.TiedLookupRule`).
+
+    Raises:
+        RuntimeError: a head's output cotangent is nonzero outside the support that the plan found on one
+            sample: the output depends on other vocabulary rows for other samples.
+    """
+    B, R, d = dzs[0].shape[1], dzs[0].shape[0], dzs[0].shape[-1]
+    support = torch.tensor(layer.support, dtype=torch.long, device=dzs[0].device)
+    rows = dzs[0].new_zeros(R, B, len(layer.support), d)
+    for head, head_xs, head_dzs in heads:
+        A = head.rule.inputs(head.module, head_xs)[0]  # [B, T, d]
+        D = head.rule.cotangents(head.module, head_dzs)[0]  # [B, R, T, V]
+        outside = torch.ones(D.shape[-1], dtype=torch.bool, device=D.device)
+        outside[support] = False
+        if bool(D[..., outside].ne(0).any()):
+            raise RuntimeError(
+                f"the output depends on logits of {head.module} outside the {len(layer.support)} vocabulary "
+                "rows it depended on for the sample the plan probed (an output that selects other rows for "
+                "other samples), so the head's rows tied to the embedding are not known in advance; use "
+                "engine='jacobian'"
+            )
+        rows += torch.einsum("brtv,btd->rbvd", D.index_select(-1, support), A)
+    return [*xs, support.expand(B, -1)], [*dzs, rows]
+
+
 def _unexpanded(call: _Call, d: Tensor, R: int, B: int) -> Tensor:
     """The cotangent ``[R, B, ...]`` of a call's output; for a shared call, of the output ``z`` itself, from that
     of the expanded view ``y`` (a batched backward pass through the views from ``z`` to ``y``)."""

@@ -47,6 +47,7 @@ from .capture import (
     pairs_per_sample,
     plan,
     ruled_modules,
+    with_heads,
 )
 
 #: Tensors the size of a ruled layer's output that a pass holds per layer (its output, the activation after
@@ -176,13 +177,7 @@ class StructuredEngine:
         B, R = len(x), outputs_per_sample(fm, kind)
         parts: list[tuple[Tensor, int]] = []
         materialised = []
-        captured = list(zip(layers, capture(fm, x, layers, kind)))
-        kept = {layer.module: (layer, xs, dzs) for layer, (xs, dzs) in captured}
-        for layer, (xs, dzs) in captured:
-            if layer.heads:
-                xs, dzs = _with_head_rows(layer, [kept[h] for h in layer.heads], (xs, dzs))
-            if not layer.names:
-                continue  # a tied head without a differentiated bias: its lookup layer holds its gradient
+        for layer, xs, dzs in with_heads(layers, capture(fm, x, layers, kind)):
             D = layer.rule.cotangents(layer.module, dzs)  # [G, B, R, T, m]
             if not layer.factored:
                 materialised.append((layer, xs, D))
@@ -349,37 +344,6 @@ class Costs:
     pair: int
     sample: int
     fallback: int
-
-
-def _with_head_rows(
-    layer: Layer, heads: list[tuple[Layer, list[Tensor], list[Tensor]]], captured: tuple[list[Tensor], list[Tensor]]
-) -> tuple[list[Tensor], list[Tensor]]:
-    """A tied lookup layer's ``captured`` inputs and cotangents, followed by its heads' rows: the rows ``S`` of
-    its support ``[B, |S|]``, and their cotangents ``Σ_heads Σ_t D_t[c] h_t`` ``[R, B, |S|, d]`` (see
-    :class:`~pntk.kernels.structured.rules.TiedLookupRule`).
-
-    Raises:
-        RuntimeError: a head's output cotangent is nonzero outside the support that the plan found on one
-            sample: the output depends on other vocabulary rows for other samples.
-    """
-    xs, dzs = captured
-    B, R, d = dzs[0].shape[1], dzs[0].shape[0], dzs[0].shape[-1]
-    support = torch.tensor(layer.support, dtype=torch.long, device=dzs[0].device)
-    rows = dzs[0].new_zeros(R, B, len(layer.support), d)
-    for head, head_xs, head_dzs in heads:
-        A = head.rule.inputs(head.module, head_xs)[0]  # [B, T, d]
-        D = head.rule.cotangents(head.module, head_dzs)[0]  # [B, R, T, V]
-        outside = torch.ones(D.shape[-1], dtype=torch.bool, device=D.device)
-        outside[support] = False
-        if bool(D[..., outside].ne(0).any()):
-            raise RuntimeError(
-                f"the output depends on logits of {head.module} outside the {len(layer.support)} vocabulary "
-                "rows it depended on for the sample the plan probed (an output that selects other rows for "
-                "other samples), so the head's rows tied to the embedding are not known in advance; use "
-                "engine='jacobian'"
-            )
-        rows += torch.einsum("brtv,btd->rbvd", D.index_select(-1, support), A)
-    return [*xs, support.expand(B, -1)], [*dzs, rows]
 
 
 def _materialise(
