@@ -193,10 +193,13 @@ def _tie_layers(
     uses: _ParameterUses,
     out: Tensor,
     Q: int,
+    other: list[int] | None = None,
 ) -> list[Layer] | None:
     """The layers of a tie, as the probes on one and on two copies of a sample found it (``out``: the output
     of the first, with autograd's graph), or ``None`` if it cannot be ruled: the lookup layer (every lookup
-    call, then the heads' rows) and one layer per head for its calls and its bias."""
+    call, then the heads' rows) and one layer per head for its calls and its bias. ``other``: the heads'
+    support on another sample, if there is one; a support that differs depends on the sample, and the tie
+    falls back."""
     lookup = tie.lookups[0]
     found = _shape(TIED_LOOKUP_RULE, lookup, one[lookup], two[lookup])
     calls = one[lookup]
@@ -216,6 +219,8 @@ def _tie_layers(
     ):
         return None
     support = _support(out, [c.output for c in head_calls])
+    if other is not None and other != support:
+        return None
     lookup_shape = found[0]
     shape = LayerShape(T=lookup_shape.T + len(support), G=1, n=lookup_shape.n, m=lookup_shape.m)
     layers = [
@@ -247,6 +252,16 @@ def _tie_layers(
             )
         )
     return layers
+
+
+def _head_support(fm: FunctionalModel, params: dict[str, Tensor], x: Inputs, heads: tuple[nn.Module, ...]) -> list[int]:
+    """:func:`_support` of the ``heads`` on a forward pass over ``x`` (``params`` as the probes take them)."""
+    outputs: list[Tensor] = []
+    with ExitStack() as stack, torch.enable_grad():
+        for head in heads:
+            stack.callback(head.register_forward_hook(lambda m, args, z: outputs.append(z)).remove)
+        out = fm(params, x)
+    return _support(out, outputs)
 
 
 def _support(out: Tensor, zs: list[Tensor]) -> list[int]:
@@ -366,7 +381,8 @@ def _plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list
             )
         )
     for tie in ties:
-        tied = _tie_layers(tie, one, two, uses, out_one, Q)
+        other = _head_support(fm, params, x[1:2], tie.heads) if len(x) > 1 else None
+        tied = _tie_layers(tie, one, two, uses, out_one, Q, other)
         if tied is not None:
             layers += tied
             ruled.update(n for layer in tied for n in layer.names)
