@@ -94,6 +94,19 @@ class TiedHead(nn.Module):
         return logits if self.rows is None else logits[:, self.rows]
 
 
+class TwoTiedHeads(TiedHead):
+    """Two heads tied to one embedding, each over other positions and reading its own rows, one with a bias."""
+
+    def __init__(self, d: int = 4):
+        super().__init__(d)
+        self.second = nn.Linear(d, VOCAB)
+        self.second.weight = self.embed.weight
+
+    def forward(self, ids, mask):
+        h = torch.tanh(self.embed(ids))
+        return torch.cat([self.out(h[:, :2]).sum(1)[:, [1, 4]], self.second(h[:, 2:])[:, -1, [4, 6]]], 1)
+
+
 class Scales(nn.Module):
     """Elementwise scales by parameters: T5's ``T5LayerNorm`` (``weight * x̂``), a layer scale ``γ [C, 1, 1]``
     on a convolution's output (``x * γ``), and one ``s`` applied twice."""

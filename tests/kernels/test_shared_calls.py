@@ -16,7 +16,7 @@ import pntk
 from pntk.kernels import Inputs, Kind, functional_model
 from pntk.kernels.structured import capture
 from reference import reference_kernel, rel_err
-from shared_models import VOCAB, Positions, RelativeBias, Scales, T, Tied, TiedHead, images, tokens
+from shared_models import VOCAB, Positions, RelativeBias, Scales, T, Tied, TiedHead, TwoTiedHeads, images, tokens
 
 KINDS = ["entk", "trace", "pntk"]
 
@@ -139,6 +139,29 @@ def test_an_embedding_tied_to_a_linear_head_is_one_layer(rows, form):
     support = tuple(range(VOCAB)) if rows is None else (0, 3, 5)
     assert layer.weight == "embed.weight" and layer.heads == (net.out,) and layer.support == support
     assert layer.shape.T == T + len(support)
+    assert_exact(net, x1, x2)
+
+
+def test_two_heads_tied_to_one_embedding(form):
+    """The rows either head reads; the second head's bias is ruled with it."""
+    torch.manual_seed(0)
+    net = TwoTiedHeads().eval()
+    x1, x2 = tokens(4, 1), tokens(3, 2)
+    layers, rest = plan(net, x1)
+    assert rest == []
+    (layer,) = [layer for layer in layers if layer.heads]
+    assert layer.heads == (net.out, net.second) and layer.support == (1, 4, 6)
+    assert [h.bias for h in layers if h.module is net.second] == ["second.bias"]
+    assert_exact(net, x1, x2)
+
+
+def test_tied_heads_that_share_a_bias_fall_back():
+    torch.manual_seed(0)
+    net = TwoTiedHeads().eval()
+    net.out = nn.Linear(4, VOCAB)
+    net.out.weight, net.second.bias = net.embed.weight, net.out.bias
+    x1, x2 = tokens(4, 1), tokens(3, 2)
+    assert fallback(net, x1) == {"embed.weight", "out.bias"}
     assert_exact(net, x1, x2)
 
 

@@ -158,13 +158,14 @@ class _Tie:
     lookups: tuple[nn.Module, ...]
     heads: tuple[nn.Module, ...]
     weight: str
-    bias: str | None  # the heads' bias, if differentiated
+    biases: tuple[str | None, ...]  # each head's bias, if differentiated
 
 
 def _lookup_ties(candidates: list[tuple[nn.Module, Rule, str | None, str | None]]) -> list[_Tie]:
-    """The weights held by embeddings (one rule computes them all) and by plain ``nn.Linear`` heads (all with
-    the same bias), and by nothing else among ``candidates``: what :func:`_tied_groups` leaves out, and the
-    embedding's rule can compute with the heads' rows (see :class:`TiedLookupRule`)."""
+    """The weights held by embeddings (one rule computes them all) and by plain ``nn.Linear`` heads (each with
+    a bias of its own, or none), and by nothing else among ``candidates``: what :func:`_tied_groups` leaves out,
+    and the embedding's rule can compute with the heads' rows (see :class:`TiedLookupRule`). Heads that share a
+    bias are left out: a bias is one layer's parameter."""
     groups: dict[str, list[tuple[nn.Module, Rule, str | None, str | None]]] = {}
     for c in candidates:
         if c[2] is not None:
@@ -173,16 +174,17 @@ def _lookup_ties(candidates: list[tuple[nn.Module, Rule, str | None, str | None]
     for weight, members in groups.items():
         lookups = [m for m, rule, _, bias in members if isinstance(rule, EmbeddingRule) and bias is None]
         heads = [m for m, rule, *_ in members if isinstance(rule, LinearRule) and type(m) is nn.Linear]
-        head_biases = {bias for m, _, _, bias in members if m in heads}
+        biases = [bias for m, _, _, bias in members if m in heads]
+        named = [b for b in biases if b is not None]
         if (
             lookups
             and heads
             and len(lookups) + len(heads) == len(members)
-            and len(head_biases) == 1
+            and len(set(named)) == len(named)
             and all(members[0][1].compatible(lookups[0], m) for m in lookups)
             and all(scales(m) == (1.0, 1.0) for m in lookups + heads)
         ):
-            ties.append(_Tie(tuple(lookups), tuple(heads), weight, head_biases.pop()))
+            ties.append(_Tie(tuple(lookups), tuple(heads), weight, tuple(biases)))
     return ties
 
 
@@ -214,7 +216,7 @@ def _tie_layers(
     head_calls = [c for *_, hc in heads for c in hc]
     if (
         uses.counts[tie.weight] != len(calls) + len(head_calls)
-        or (tie.bias is not None and uses.counts[tie.bias] != len(head_calls))
+        or any(b is not None and uses.counts[b] != len(hc) for b, (*_, hc) in zip(tie.biases, heads))
         or not all(c.output.requires_grad for c in calls + head_calls)
     ):
         return None
@@ -238,13 +240,13 @@ def _tie_layers(
             support=tuple(support),
         )
     ]
-    for head, head_shape, hc in heads:
+    for (head, head_shape, hc), bias in zip(heads, tie.biases):
         layers.append(
             Layer(
                 head,
                 LINEAR_RULE,
                 None,
-                tie.bias,
+                bias,
                 head_shape,
                 False,
                 clone_input=any(c.input_modified for c in hc),
@@ -335,7 +337,7 @@ def _plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list
     owner.update({m: tie.lookups[0] for tie in ties for m in tie.lookups})
     owner.update({m: m for tie in ties for m in tie.heads})
     claimed = [n for *_, weight, bias in candidates for n in (weight, bias) if n is not None]
-    claimed += [n for tie in ties for n in (tie.weight, tie.bias) if n is not None]
+    claimed += [n for tie in ties for n in (tie.weight, *tie.biases) if n is not None]
     # Every other parameter may enter through a linear operation or a scale (rules by operation).
     operands = [n for n in fm.params if n not in set(claimed)]
     params = _differentiable(fm, claimed + operands)
