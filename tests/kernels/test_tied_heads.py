@@ -130,3 +130,19 @@ def test_rows_that_depend_on_other_samples_are_refused_with_what_to_use():
         pntk.pntk(model, ids, engine="structured", dtype=torch.float64)
     got = pntk.pntk(model, ids, engine="jacobian", dtype=torch.float64)
     assert rel_err(got, reference_kernel(model, ids, None, "pntk")) <= 1e-10
+
+
+@pytest.mark.parametrize("kind", ["pntk", "entk"])
+def test_operator_products_with_a_tied_head(kind):
+    """``op @ V`` contracts the tied layer's factors like any other: equal to the brute-force kernel times V."""
+    model, select = gpt2_lm(), MODELS["gpt2-lm"][1]
+    x1, x2 = token_inputs(5, 6, pad=False), token_inputs(3, 7, pad=False)
+    op = pntk.operator(model, x1, x2, kind=kind, output=select, dtype=torch.float64, batch_size=2)
+    ref = reference_kernel(model, x1, x2, kind, output=select)
+    g = torch.Generator().manual_seed(0)
+    if kind == "pntk":
+        V = torch.randn(3, 4, generator=g, dtype=torch.float64)
+        assert rel_err(op @ V, ref @ V) <= 1e-10
+    else:
+        V = torch.randn(3, 2, 4, generator=g, dtype=torch.float64)
+        assert rel_err(op @ V, torch.einsum("ijab,jbk->iak", ref, V)) <= 1e-10
