@@ -8,6 +8,8 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import pntk
@@ -146,3 +148,48 @@ def test_operator_products_with_a_tied_head(kind):
     else:
         V = torch.randn(3, 2, 4, generator=g, dtype=torch.float64)
         assert rel_err(op @ V, torch.einsum("ijab,jbk->iak", ref, V)) <= 1e-10
+
+
+class DrawnHead(nn.Module):
+    """An embedding (maybe with a padding id) tied to a head (maybe with a bias) over a few tokens; the output
+    is the logits of ``rows``, at the last position or summed over positions."""
+
+    def __init__(self, V: int, d: int, padding: bool, bias: bool, rows: list[int], pooled: bool, seed: int):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.embed = nn.Embedding(V, d, padding_idx=0 if padding else None)
+        self.mix = nn.Linear(d, d)
+        self.head = nn.Linear(d, V, bias=bias)
+        self.head.weight = self.embed.weight
+        self.rows, self.pooled = rows, pooled
+
+    def forward(self, ids):
+        logits = self.head(torch.tanh(self.mix(self.embed(ids))))
+        return (logits.sum(1) if self.pooled else logits[:, -1])[:, self.rows]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    V=st.integers(2, 9),
+    d=st.integers(1, 4),
+    T=st.integers(1, 4),
+    padding=st.booleans(),
+    bias=st.booleans(),
+    pooled=st.booleans(),
+    picks=st.lists(st.integers(0, 8), min_size=1, max_size=4),
+    N=st.tuples(st.integers(1, 5), st.integers(1, 4)),
+    batch_size=st.integers(1, 4),
+    kind=st.sampled_from(KINDS),
+    seed=st.integers(0, 2**16),
+)
+def test_drawn_tied_heads_equal_the_brute_force(V, d, T, padding, bias, pooled, picks, N, batch_size, kind, seed):
+    rows = [p % V for p in picks]
+    model = DrawnHead(V, d, padding, bias, rows, pooled, seed).eval()
+    g = torch.Generator().manual_seed(seed)
+    x1, x2 = (torch.randint(0, V, (n, T), generator=g) for n in N)
+    fm = functional_model(model, Inputs.from_user(x1))
+    assert [layer.support for layer in plan(fm, fm.sample, Kind(kind))[0] if layer.heads] == [tuple(sorted(set(rows)))]
+    for a, b in ((x1, None), (x1, x2)):
+        got = pntk.kernel(model, a, b, kind=kind, engine="structured", dtype=torch.float64, batch_size=batch_size)
+        ref = reference_kernel(model, a, b, kind)
+        assert rel_err(got, ref) <= 1e-10 or (ref.abs().max() == 0 and got.abs().max() == 0)
