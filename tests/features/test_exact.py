@@ -165,6 +165,7 @@ def shared_case(name: str):
         "relative_bias": shared.RelativeBias,
         "tied": shared.Tied,
         "tied_head": lambda: shared.TiedHead(rows=[0, 3, 5]),
+        "two_tied_heads": shared.TwoTiedHeads,
         "scales": shared.Scales,
     }[name]()
     x = shared.images(5, 1) if name == "scales" else shared.tokens(5, 1)
@@ -175,7 +176,7 @@ def shared_case(name: str):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("method", ["kronecker", "dense"])
-@pytest.mark.parametrize("name", ["positions", "relative_bias", "tied", "tied_head", "scales"])
+@pytest.mark.parametrize("name", ["positions", "relative_bias", "tied", "tied_head", "two_tied_heads", "scales"])
 def test_features_on_shared_ids_tied_modules_and_scales_are_J_R(name, method, kind):
     model, x = shared_case(name)
     options = {"block": (4, 4)} if method == "kronecker" else {}

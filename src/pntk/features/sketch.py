@@ -31,7 +31,7 @@ from ..kernels.kinds import Kind
 from ..kernels.model import FunctionalModel, functional_model
 from ..kernels.outputs import OutputLike
 from ..kernels.selection import ParamsLike
-from ..kernels.structured.capture import Layer, capture, plan, with_heads
+from ..kernels.structured.capture import Layer, capture, gradient_numel, plan, with_heads
 from ..kernels.structured.rules import ConvRule, EmbeddingRule, LinearRule, scales
 from ..planning import pass_chunk
 from .projection import DenseProjection, Distribution, KroneckerProjection, contract
@@ -227,8 +227,8 @@ class FeatureMap:
                 per_sample += shape.G * shape.T * (shape.n + R * b * self.block[0] + b * self.block[1])
             else:
                 for n in layer.names:
-                    dense_sizes[n] = fm.params[n].numel() * rows_per_param
-                    per_sample += R * fm.params[n].numel()
+                    dense_sizes[n] = gradient_numel(fm, layer, n) * rows_per_param
+                    per_sample += R * gradient_numel(fm, layer, n)
             per_sample += shape.G * shape.T * shape.m * (3 + R)  # activations and cotangents of the passes
         for n in fallback:
             dense_sizes[n] = fm.params[n].numel() * rows_per_param

@@ -34,6 +34,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import weakref
 from collections import Counter
@@ -92,7 +93,9 @@ class Layer:
             input embedding), whose gradient entries at the vocabulary rows ``support`` are more positions of
             this layer (:class:`~pntk.kernels.structured.rules.TiedLookupRule`). Each head is also a layer of
             its own, without a weight, so that its calls are captured (and its bias, if differentiated, ruled).
-        support: the vocabulary rows where the heads' output cotangents may be nonzero, as the plan found them.
+        support: the vocabulary rows where the heads' output cotangents may be nonzero, as the plan found them;
+            for a wide dense layer without heads, the rows of its own output that the model's output reads, to
+            which its factors and gradients are restricted (``shape.m`` counts them).
     """
 
     module: Any  # an nn.Module, or an OpSite for a rule by operation
@@ -220,7 +223,7 @@ def _tie_layers(
         or not all(c.output.requires_grad for c in calls + head_calls)
     ):
         return None
-    support = _support(out, [c.output for c in head_calls])
+    (support,) = _supports(out, [[c.output for c in head_calls]])
     if other is not None and other != support:
         return None
     lookup_shape = found[0]
@@ -256,30 +259,89 @@ def _tie_layers(
     return layers
 
 
-def _head_support(fm: FunctionalModel, params: dict[str, Tensor], x: Inputs, heads: tuple[nn.Module, ...]) -> list[int]:
-    """:func:`_support` of the ``heads`` on a forward pass over ``x`` (``params`` as the probes take them)."""
-    outputs: list[Tensor] = []
+def _supports_on(
+    fm: FunctionalModel, params: dict[str, Tensor], x: Inputs, groups: list[tuple[nn.Module, ...]]
+) -> list[list[int]]:
+    """:func:`_supports` of each group of modules' outputs on a forward pass over ``x`` (``params`` as the
+    probes take them)."""
+    outputs: list[list[Tensor]] = [[] for _ in groups]
     with ExitStack() as stack, torch.enable_grad():
-        for head in heads:
-            stack.callback(head.register_forward_hook(lambda m, args, z: outputs.append(z)).remove)
+        for k, modules in enumerate(groups):
+            for m in modules:
+                stack.callback(m.register_forward_hook(lambda m, args, z, k=k: outputs[k].append(z)).remove)
         out = fm(params, x)
-    return _support(out, outputs)
+    return _supports(out, outputs)
 
 
-def _support(out: Tensor, zs: list[Tensor]) -> list[int]:
-    """The vocabulary rows (last axis of the heads' outputs ``zs``) where the gradient of ``Σ_a w_a f_a``, with
-    weights ``w`` drawn from a fixed seed, is nonzero in a probe with output ``out``: where some output
-    depends on a logit. (Random weights, so that no row is lost to outputs that cancel.)"""
+def _supports(out: Tensor, groups: list[list[Tensor]]) -> list[list[int]]:
+    """Per group of layer outputs ``zs``, the rows (last axis) where the gradient of ``Σ_a w_a f_a``, with
+    weights ``w`` drawn from a fixed seed, is nonzero in a probe with output ``out``: the rows that some output
+    depends on. (Random weights, so that no row is lost to outputs that cancel.)"""
+    zs = [z for group in groups for z in group]
     if not zs or not out.requires_grad:
-        return []
+        return [[] for _ in groups]
     weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(0), dtype=out.dtype).to(out.device)
-    grads = torch.autograd.grad(out, zs, weights, retain_graph=True, allow_unused=True)
-    V = zs[0].shape[-1]
-    used = torch.zeros(V, dtype=torch.bool, device=out.device)
-    for d in grads:
-        if d is not None:
-            used |= d.reshape(-1, V).ne(0).any(0)
-    return used.nonzero().flatten().tolist()
+    grads = iter(torch.autograd.grad(out, zs, weights, retain_graph=True, allow_unused=True))
+    result = []
+    for group in groups:
+        m = group[0].shape[-1] if group else 0
+        used = torch.zeros(m, dtype=torch.bool, device=out.device)
+        for d in (next(grads) for _ in group):
+            if d is not None:
+                used |= d.reshape(-1, m).ne(0).any(0)
+        result.append(used.nonzero().flatten().tolist())
+    return result
+
+
+#: Output widths from which a dense layer's rows are checked for the few that the model's output reads: a
+#: language model's head over its vocabulary, of which an output may read a few label words' logits.
+SPARSE_FROM = 1024
+
+
+def _restricted_to_rows(
+    fm: FunctionalModel,
+    params: dict[str, Tensor],
+    x: Inputs,
+    layers: list[Layer],
+    one: dict[Any, list[_Call] | None],
+    out: Tensor,
+    Q: int,
+) -> list[Layer]:
+    """``layers``, with each wide dense layer (``m ≥`` :data:`SPARSE_FROM`) whose output the model's output
+    reads in at most a quarter of its rows, on the probe of one sample (output ``out``, with autograd's graph)
+    and on the next sample of ``x``, restricted to those rows (:attr:`Layer.support`): its per-sample gradient
+    is zero in every other row of its weight and bias, so the kernel needs only those."""
+    wide = [
+        k
+        for k, layer in enumerate(layers)
+        if isinstance(layer.rule, LinearRule)
+        and not isinstance(layer.module, OpSite)
+        and not layer.shared
+        and layer.shape.G == 1
+        and layer.shape.m >= SPARSE_FROM
+    ]
+    supports = _supports(out, [[c.output for c in one[layers[k].module] or []] for k in wide])
+    few = [(k, s) for k, s in zip(wide, supports) if 0 < len(s) <= layers[k].shape.m // 4]
+    if few and len(x) > 1:
+        others = _supports_on(fm, params, x[1:2], [layers[k].modules for k, _ in few])
+        few = [(k, s) for (k, s), other in zip(few, others) if s == other]
+    result = list(layers)
+    for k, s in few:
+        layer = layers[k]
+        shape = dataclasses.replace(layer.shape, m=len(s))
+        factored = layer.weight is not None and factored_cost(layer.rule, shape, Q) < materialised_cost(
+            layer.rule, shape, Q
+        )
+        result[k] = dataclasses.replace(layer, shape=shape, factored=factored, support=tuple(s))
+    return result
+
+
+def gradient_numel(fm: FunctionalModel, layer: Layer, name: str) -> int:
+    """The numbers of parameter ``name``'s per-sample gradient (per output row) as the structured engine forms
+    it: a layer restricted to the rows of its output that the model's output reads holds those rows only."""
+    if layer.support and not layer.heads:
+        return layer.shape.m * (layer.shape.n if name == layer.weight else 1)
+    return fm.params[name].numel()
 
 
 #: Multiply-adds that one term of the factored form's elementwise product and sum ``Σ_tu (A A'ᵀ)_tu (D D'ᵀ)_tu``
@@ -382,8 +444,9 @@ def _plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list
                 shared=shared if any(shared) else (),
             )
         )
+    layers = _restricted_to_rows(fm, params, x, layers, one, out_one, Q)
     for tie in ties:
-        other = _head_support(fm, params, x[1:2], tie.heads) if len(x) > 1 else None
+        other = _supports_on(fm, params, x[1:2], [tie.heads])[0] if len(x) > 1 else None
         tied = _tie_layers(tie, one, two, uses, out_one, Q, other)
         if tied is not None:
             layers += tied
@@ -806,16 +869,41 @@ def with_heads(
     layers: list[Layer], captured: list[tuple[list[Tensor], list[Tensor]]]
 ) -> list[tuple[Layer, list[Tensor], list[Tensor]]]:
     """What :func:`capture` kept of each layer, ``(layer, inputs, cotangents)``, for the layers with a
-    differentiated parameter: a tied lookup layer's followed by its heads' rows (:func:`_with_head_rows`); a
-    tied head without a differentiated bias has nothing of its own."""
+    differentiated parameter: a tied lookup layer's followed by its heads' rows (:func:`_with_head_rows`), a
+    layer restricted to rows of its output with the cotangents of those rows; a tied head without a
+    differentiated bias has nothing of its own.
+
+    Raises:
+        RuntimeError: a cotangent is nonzero outside the rows that the plan found (see :func:`_check_rows`).
+    """
     kept = {layer.module: (layer, xs, dzs) for layer, (xs, dzs) in zip(layers, captured)}
     result = []
     for layer, (xs, dzs) in zip(layers, captured):
         if layer.heads:
             xs, dzs = _with_head_rows(layer, [kept[h] for h in layer.heads], xs, dzs)
+        elif layer.support:
+            rows = torch.tensor(layer.support, dtype=torch.long, device=dzs[0].device)
+            for dz in dzs:
+                _check_rows(dz, rows, layer.module)
+            dzs = [dz.index_select(-1, rows) for dz in dzs]
         if layer.names:
             result.append((layer, xs, dzs))
     return result
+
+
+def _check_rows(dz: Tensor, rows: Tensor, module: Any) -> None:
+    """Refuse a cotangent ``dz`` ``[..., m]`` of ``module``'s output that is nonzero outside ``rows``: the output
+    reads other rows of it for other samples than those the plan probed, so that they are not known in advance.
+    (Two reductions: no copy of ``dz``.)"""
+    axes = tuple(range(dz.dim() - 1))
+    read = dz.amax(dim=axes).ne(0) | dz.amin(dim=axes).ne(0)
+    read[rows] = False
+    if bool(read.any()):
+        raise RuntimeError(
+            f"the output depends on rows of {module}'s output outside the {len(rows)} it depended on for the "
+            "samples the plan probed (an output that selects other rows, e.g. other label words, for other "
+            "samples), so the rows are not known in advance; use engine='jacobian'"
+        )
 
 
 def _with_head_rows(
@@ -835,16 +923,7 @@ def _with_head_rows(
     for head, head_xs, head_dzs in heads:
         A = head.rule.inputs(head.module, head_xs)[0]  # [B, T, d]
         D = head.rule.cotangents(head.module, head_dzs)[0]  # [B, R, T, V]
-        # Rows with a nonzero cotangent, by two reductions: no copy of D, which is [B, R, T, V].
-        read = D.amax(dim=(0, 1, 2)).ne(0) | D.amin(dim=(0, 1, 2)).ne(0)
-        read[support] = False
-        if bool(read.any()):
-            raise RuntimeError(
-                f"the output depends on logits of {head.module} outside the {len(layer.support)} vocabulary "
-                "rows it depended on for the sample the plan probed (an output that selects other rows for "
-                "other samples), so the head's rows tied to the embedding are not known in advance; use "
-                "engine='jacobian'"
-            )
+        _check_rows(D, support, head.module)
         rows += torch.einsum("brtv,btd->rbvd", D.index_select(-1, support), A)
     return [*xs, support.expand(B, -1)], [*dzs, rows]
 

@@ -43,6 +43,7 @@ from .capture import (
     capture,
     channels_last,
     factored_cost,
+    gradient_numel,
     materialised_cost,
     pairs_per_sample,
     plan,
@@ -274,7 +275,7 @@ class StructuredEngine:
             numbers = sum(
                 layer.shape.G * layer.shape.T * (layer.rule.gram_width(layer.shape) + R * layer.shape.m)
                 if layer.factored
-                else R * sum(fm.params[p].numel() for p in layer.names)
+                else R * sum(gradient_numel(fm, layer, p) for p in layer.names)
                 for layer in layers
             )
             numbers += R * sum(fm.params[p].numel() for p in fallback)
@@ -315,7 +316,7 @@ class StructuredEngine:
         pair = sum(
             factored_cost(layer.rule, layer.shape, Q)
             if layer.factored
-            else Q * sum(fm.params[n].numel() for n in layer.names)
+            else Q * sum(gradient_numel(fm, layer, n) for n in layer.names)
             for layer in layers
         )
         fallback_numel = sum(fm.params[n].numel() for n in fallback)
