@@ -13,7 +13,7 @@ classifiers built from configs, ``nn.MultiheadAttention``, ``nn.TransformerEncod
 padding mask, ``nn.RNN``/``LSTM``/``GRU`` heads) at benchmark sizes (hidden 64, two layers, 16 tokens).
 ``bert-mlm`` is a masked language model of that size with BERT's 30,522-word vocabulary, its head tied to
 its input embedding, and the output two label words' logits at one position (prompt-based fine-tuning's
-kernel; run it as its own workload). ``bert-6x256`` is the 6-layer BERT-style encoder with hidden size 256 on 64 tokens (``--N 1024`` in the
+kernel; run it as its own workload), and ``bert-mlm-untied`` the same with a head of its own. ``bert-6x256`` is the 6-layer BERT-style encoder with hidden size 256 on 64 tokens (``--N 1024`` in the
 run as its own workload: ``--workloads bert-6x256 --N 1024 --memory 2GB --methods auto,jacobian --once``; the
 torch.func snippet holds all ``N·P`` numbers of its Jacobian at once, 3.3 GB already at ``N/4``). The peak
 resident memory of the process (``ru_maxrss``) is recorded after each method; it never decreases, so the first
@@ -95,6 +95,11 @@ def workloads() -> dict[str, tuple[Any, Any, Any]]:
         "gru": (seeded(lambda: arch.Recurrent(nn.GRU, d=64, hidden=64)), seq, None),
         "bert-6x256": (lambda: arch.bert("eager", hidden=256, layers=6, seq=64), lambda n: tokens(n, 64), "logits"),
         "bert-mlm": (bert_mlm, lambda n: tokens(n, vocab=MLM_VOCAB), pntk.LabelWords(ids=[2051, 2919], position=3)),
+        "bert-mlm-untied": (
+            lambda: bert_mlm(tied=False),
+            lambda n: tokens(n, vocab=MLM_VOCAB),
+            pntk.LabelWords(ids=[2051, 2919], position=3),
+        ),
     }
 
 
@@ -102,12 +107,18 @@ def workloads() -> dict[str, tuple[Any, Any, Any]]:
 MLM_VOCAB = 30_522
 
 
-def bert_mlm() -> nn.Module:
-    """A masked language model at benchmark size with BERT's vocabulary, its head tied to the embedding."""
+def bert_mlm(tied: bool = True) -> nn.Module:
+    """A masked language model at benchmark size with BERT's vocabulary, its head tied to the embedding (or
+    not)."""
     from transformers import BertConfig, BertForMaskedLM
 
     config = BertConfig(
-        vocab_size=MLM_VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128
+        vocab_size=MLM_VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        tie_word_embeddings=tied,
     )
     torch.manual_seed(0)
     return BertForMaskedLM._from_config(config, attn_implementation="eager").eval()

@@ -51,6 +51,7 @@ def test_the_rows_read_are_kept():
     layer = head_layer(model, ids(4, 0))
     assert layer.support == (2, 7, V - 1) and layer.shape.m == 3
     assert head_layer(Head(rows=None), ids(4, 0)).support == ()  # every row read: nothing to restrict
+    assert "Linear, the 3 rows of its output that the output reads" in str(pntk.explain(model, ids(4, 0), kind="pntk"))
 
 
 @pytest.mark.parametrize("kind", KINDS)

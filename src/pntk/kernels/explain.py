@@ -153,6 +153,8 @@ def explain(
         what = str(layer.module) if isinstance(layer.module, OpSite) else type(layer.module).__name__
         if layer.heads:
             what += f" tied to {len(layer.heads)} Linear head(s), {len(layer.support)} of their rows"
+        elif layer.support:
+            what += f", the {len(layer.support)} rows of its output that the output reads"
         form = "factored rule" if layer.factored else "materialised rule"
         for name in layer.names:
             paths[name] = ParameterPath(name, fm.params[name].numel(), form, what, cost)
