@@ -129,3 +129,32 @@ def test_rows_that_differ_for_later_samples_are_refused_with_what_to_use():
     with pytest.raises(RuntimeError, match="outside the 1 it depended on.*engine='jacobian'"):
         pntk.pntk(model, x, engine="structured")
     assert rel_err(pntk.pntk(model, x, engine="jacobian"), reference_kernel(model, x, None, "pntk")) <= 1e-10
+
+
+class Gated(nn.Module):
+    """A wide hidden layer whose units past the tenth switch on only for a large first input: the two probed
+    samples see the same ten active units, a later one more. Its rows are read through activations, not by a
+    selection of outputs, and it is not the last layer: it keeps all of them."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out = nn.Linear(2, V), nn.Linear(V, 3)
+        with torch.no_grad():
+            self.hidden.weight.zero_()
+            self.hidden.weight[10:, 0] = 1.0
+            self.hidden.bias.fill_(-5.0)
+            self.hidden.bias[:10] = 1.0
+            self.hidden.weight[:10, 1] = 0.5
+
+    def forward(self, x):
+        return self.out(torch.relu(self.hidden(x)))
+
+
+def test_a_hidden_layer_whose_rows_are_switched_by_activations_keeps_them_all():
+    model = Gated().double().eval()
+    x = torch.tensor([[0.0, 1.0], [0.5, -1.0], [9.0, 0.3], [0.1, 0.2]], dtype=torch.float64)
+    fm = functional_model(model, Inputs.from_user(x))
+    layers, _ = plan(fm, fm.sample, Kind.PNTK)
+    assert all(layer.support == () for layer in layers)
+    got = pntk.pntk(model, x, engine="structured", batch_size=2)
+    assert rel_err(got, reference_kernel(model, x, None, "pntk")) <= 1e-10

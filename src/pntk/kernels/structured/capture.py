@@ -218,7 +218,8 @@ def _tie_layers(
         heads.append((head, head_found[0], head_calls))
     head_calls = [c for *_, hc in heads for c in hc]
     if (
-        uses.counts[tie.weight] != len(calls) + len(head_calls)
+        tie.weight not in uses.last  # a head acts last, so that a selection of outputs reads its rows
+        or uses.counts[tie.weight] != len(calls) + len(head_calls)
         or any(b is not None and uses.counts[b] != len(hc) for b, (*_, hc) in zip(tie.biases, heads))
         or not all(c.output.requires_grad for c in calls + head_calls)
     ):
@@ -305,12 +306,15 @@ def _restricted_to_rows(
     layers: list[Layer],
     one: dict[Any, list[_Call] | None],
     out: Tensor,
+    uses: _ParameterUses,
     Q: int,
 ) -> list[Layer]:
-    """``layers``, with each wide dense layer (``m ≥`` :data:`SPARSE_FROM`) whose output the model's output
-    reads in at most a quarter of its rows, on the probe of one sample (output ``out``, with autograd's graph)
-    and on the next sample of ``x``, restricted to those rows (:attr:`Layer.support`): its per-sample gradient
-    is zero in every other row of its weight and bias, so the kernel needs only those."""
+    """``layers``, with the wide dense layer (``m ≥`` :data:`SPARSE_FROM`) whose parameters the forward pass
+    used last, if the model's output reads its output in at most a quarter of its rows, on the probe of one
+    sample (output ``out``, with autograd's graph) and on the next sample of ``x``, restricted to those rows
+    (:attr:`Layer.support`): its per-sample gradient is zero in every other row of its weight and bias, so the
+    kernel needs only those. Only the last layer: after it no parameter acts, so its rows are read by a
+    selection of outputs (label words), not switched off by activations of one sample or another."""
     wide = [
         k
         for k, layer in enumerate(layers)
@@ -319,6 +323,7 @@ def _restricted_to_rows(
         and not layer.shared
         and layer.shape.G == 1
         and layer.shape.m >= SPARSE_FROM
+        and uses.last & set(layer.names)
     ]
     supports = _supports(out, [[c.output for c in one[layers[k].module] or []] for k in wide])
     few = [(k, s) for k, s in zip(wide, supports) if 0 < len(s) <= layers[k].shape.m // 4]
@@ -444,7 +449,7 @@ def _plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list
                 shared=shared if any(shared) else (),
             )
         )
-    layers = _restricted_to_rows(fm, params, x, layers, one, out_one, Q)
+    layers = _restricted_to_rows(fm, params, x, layers, one, out_one, uses, Q)
     for tie in ties:
         other = _supports_on(fm, params, x[1:2], [tie.heads])[0] if len(x) > 1 else None
         tied = _tie_layers(tie, one, two, uses, out_one, Q, other)
@@ -656,7 +661,8 @@ def _shape(
 
 
 class _ParameterUses(TorchFunctionMode):
-    """Counts, per parameter, the torch functions that take it as an argument.
+    """Counts, per parameter, the torch functions that take it as an argument, and keeps the parameters of the
+    last function that took any (:attr:`last`).
 
     Reading an attribute such as ``shape`` is no use; reading a view such as ``weight.T`` is.
     """
@@ -665,6 +671,7 @@ class _ParameterUses(TorchFunctionMode):
         super().__init__()
         self.names = names
         self.counts: Counter[str] = Counter()
+        self.last: set[str] = set()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -674,9 +681,11 @@ class _ParameterUses(TorchFunctionMode):
                 return inside()
         result = func(*args, **kwargs)
         if getattr(func, "__name__", None) != "__get__" or isinstance(result, Tensor):
+            used = {self.names[id(t)] for t in _tensors((args, kwargs)) if id(t) in self.names}
             for t in _tensors((args, kwargs)):
                 if id(t) in self.names:
                     self.counts[self.names[id(t)]] += 1
+            self.last = used or self.last
         return result
 
 
