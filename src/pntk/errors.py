@@ -21,6 +21,7 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "StoreMismatchError",
+    "StructureChangedError",
 ]
 
 
@@ -61,3 +62,10 @@ class StoreMismatchError(PntkError, ValueError):
 
 class RankMismatchError(PntkError, RuntimeError):
     """The processes of one ``torch.distributed`` job disagree on the model, the inputs or the options."""
+
+
+class StructureChangedError(PntkError, RuntimeError):
+    """The model computed a block otherwise than the structured engine's plan found on its probe samples
+    (data-dependent control flow, an output that reads other rows for other samples): the engine's factors
+    would not be the model's. The Jacobian engine computes such a model exactly; ``engine="auto"`` switches to
+    it by itself in :func:`pntk.kernel`."""

@@ -158,3 +158,12 @@ def test_a_hidden_layer_whose_rows_are_switched_by_activations_keeps_them_all():
     assert all(layer.support == () for layer in layers)
     got = pntk.pntk(model, x, engine="structured", batch_size=2)
     assert rel_err(got, reference_kernel(model, x, None, "pntk")) <= 1e-10
+
+
+def test_auto_switches_to_the_jacobian_engine_when_the_rows_change():
+    model = OwnRow(rows=None).double()
+    x = ids(4, 6)
+    x[:, 0] = torch.tensor([3, 3, 8, 9])
+    with pytest.warns(UserWarning, match="computing the kernel with the Jacobian engine instead"):
+        got = pntk.pntk(model, x, batch_size=2)
+    assert rel_err(got, reference_kernel(model, x, None, "pntk")) <= 1e-10

@@ -14,6 +14,7 @@ from torch import nn
 
 import pntk
 from architectures import VOCAB, gpt2_lm, token_inputs
+from pntk.errors import StructureChangedError
 from pntk.kernels import Inputs, functional_model
 from pntk.kernels.kinds import Kind
 from pntk.kernels.outputs import LabelWords
@@ -193,3 +194,16 @@ def test_drawn_tied_heads_equal_the_brute_force(V, d, T, padding, bias, pooled, 
         got = pntk.kernel(model, a, b, kind=kind, engine="structured", dtype=torch.float64, batch_size=batch_size)
         ref = reference_kernel(model, a, b, kind)
         assert rel_err(got, ref) <= 1e-10 or (ref.abs().max() == 0 and got.abs().max() == 0)
+
+
+def test_auto_switches_to_the_jacobian_engine_when_the_rows_change():
+    """``auto`` chose the structured engine, whose plan does not hold for a later block: it says so and
+    computes the kernel with the Jacobian engine, exactly."""
+    model = OwnWord()
+    ids = token_inputs(4, 4, pad=False)["input_ids"]
+    ids[:, 0] = torch.tensor([3, 3, 8, 9])
+    with pytest.warns(UserWarning, match="computing the kernel with the Jacobian engine instead"):
+        got = pntk.pntk(model, ids, dtype=torch.float64)
+    assert rel_err(got, reference_kernel(model, ids, None, "pntk")) <= 1e-10
+    with pytest.raises(StructureChangedError):
+        pntk.pntk(model, ids, engine="structured", dtype=torch.float64)

@@ -7,6 +7,7 @@ lives in the engines.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -14,6 +15,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..choices import parse_enum
+from ..errors import StructureChangedError
 from ..planning import DEFAULT_OPTIONS, Executor, Options, Plan, engine_of, make_plan
 from ..sources import RowSource, row_source
 from ..tiling import Tile
@@ -65,7 +68,10 @@ def kernel(
         x2: the ``N2`` inputs likewise; ``None`` means ``x1`` and computes only the tiles on and above the
             diagonal, mirroring the rest.
         kind: ``"entk"``, ``"trace"`` or ``"pntk"`` (or a :class:`Kind`).
-        engine: ``"auto"``, ``"jacobian"``, ``"vp"`` or ``"structured"`` (or an :class:`Engine`).
+        engine: ``"auto"``, ``"jacobian"``, ``"vp"`` or ``"structured"`` (or an :class:`Engine`). When ``"auto"``
+            chose the structured engine and a block of the model does not follow the plan found on its probe
+            samples (:class:`~pntk.errors.StructureChangedError`), it warns and computes the kernel with the
+            Jacobian engine instead.
         batch_size: the tile edge ``B``; default: planned from ``memory`` (:func:`pntk.planning.make_plan`).
         memory: the budget for the tile work (bytes, or ``"4G"``, ``"512MB"``, ``"2GiB"``); default: half the
             machine's memory, at most 12 GiB (:func:`pntk.planning.memory_budget`). It does not cover the
@@ -111,23 +117,35 @@ def kernel(
     )
     X1 = _all_rows(fm, source1, "x1")
     X2 = X1 if x2 is None else _all_rows(fm, source2, "x2")
-    plan = make_plan(
-        fm,
-        kind,
-        len(X1),
-        len(X2),
-        symmetric=x2 is None,
-        engine=engine,
-        batch_size=batch_size,
-        memory=memory,
-        executor=Executor.KERNEL,
-        options=options,
-    )
-    if by_layer:
-        from .by_layer import tiled_parts
 
-        return tiled_parts(plan, fm, X1, X2, progress=progress)
-    return _tiled(plan, fm, X1, X2, progress=progress)
+    def run(engine: Engine | str) -> Tensor | dict[str, Tensor]:
+        plan = make_plan(
+            fm,
+            kind,
+            len(X1),
+            len(X2),
+            symmetric=x2 is None,
+            engine=engine,
+            batch_size=batch_size,
+            memory=memory,
+            executor=Executor.KERNEL,
+            options=options,
+        )
+        if by_layer:
+            from .by_layer import tiled_parts
+
+            return tiled_parts(plan, fm, X1, X2, progress=progress)
+        return _tiled(plan, fm, X1, X2, progress=progress)
+
+    try:
+        return run(engine)
+    except StructureChangedError as error:
+        if parse_enum(Engine, engine, "engine") is not Engine.AUTO:
+            raise
+        # The model's structure depends on its inputs: the structured engine's plan does not hold for every
+        # block, and the Jacobian engine, which has no plan, computes the kernel exactly.
+        warnings.warn(f"engine 'auto': {error}; computing the kernel with the Jacobian engine instead", stacklevel=2)
+        return run(Engine.JACOBIAN)
 
 
 def model_and_inputs(

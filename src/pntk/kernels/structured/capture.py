@@ -47,6 +47,7 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from ...errors import StructureChangedError
 from ..engine import outputs_per_sample
 from ..inputs import Inputs
 from ..kinds import Kind
@@ -789,7 +790,7 @@ def _capture(
         layer, site = sites[call.weight]
         k = len(calls[site])
         if k >= len(site.layouts) or call.bias != site.bias:
-            raise RuntimeError(
+            raise StructureChangedError(
                 f"the {site} was called differently on a block of {B} samples than on the probe of one and two "
                 "samples; use engine='jacobian'"
             )
@@ -814,7 +815,7 @@ def _capture(
         for module, module_calls in calls.items():
             operation = isinstance(module, OpSite)
             if operation and len(module_calls) != len(module.layouts):
-                raise RuntimeError(
+                raise StructureChangedError(
                     f"the {module} was called {len(module_calls)} times on a block of {B} samples but "
                     f"{len(module.layouts)} times on the probe; use engine='jacobian'"
                 )
@@ -827,7 +828,7 @@ def _capture(
                     or c.input_modified
                     or c.output_modified
                 ):
-                    raise RuntimeError(
+                    raise StructureChangedError(
                         f"{type(module).__name__} behaved differently on a block of {B} samples than on the "
                         "probe of one and two samples (layout or in-place modification); use engine='jacobian'"
                     )
@@ -908,7 +909,7 @@ def _check_rows(dz: Tensor, rows: Tensor, module: Any) -> None:
     read = dz.amax(dim=axes).ne(0) | dz.amin(dim=axes).ne(0)
     read[rows] = False
     if bool(read.any()):
-        raise RuntimeError(
+        raise StructureChangedError(
             f"the output depends on rows of {module}'s output outside the {len(rows)} it depended on for the "
             "samples the plan probed (an output that selects other rows, e.g. other label words, for other "
             "samples), so the rows are not known in advance; use engine='jacobian'"

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ...errors import StructureChangedError
 from ..engine import outputs_per_sample
 from ..inputs import Inputs
 from ..jacobian import JacobianEngine
@@ -215,7 +216,7 @@ class StructuredEngine:
         if [f.layer for f in a.factors] != [f.layer for f in b.factors] or [g.shape[-1] for g in a.J] != [
             g.shape[-1] for g in b.J
         ]:
-            raise RuntimeError(
+            raise StructureChangedError(
                 "the structured engine planned the two blocks of a tile differently, so the model's structure "
                 "depends on its inputs (data-dependent control flow); use engine='jacobian'"
             )
