@@ -31,7 +31,7 @@ from ..kernels.kinds import Kind
 from ..kernels.model import FunctionalModel, functional_model
 from ..kernels.outputs import OutputLike
 from ..kernels.selection import ParamsLike
-from ..kernels.structured.capture import Layer, capture, gradient_numel, plan, with_heads
+from ..kernels.structured.capture import Layer, capture, gradient_numel, layer_captures, plan
 from ..kernels.structured.rules import ConvRule, EmbeddingRule, LinearRule, scales
 from ..planning import pass_chunk
 from .projection import DenseProjection, Distribution, KroneckerProjection, contract
@@ -254,7 +254,7 @@ class FeatureMap:
         alpha, r = 1 / math.sqrt(self.k), out.shape[1]
         factored: list[tuple[KroneckerProjection, Tensor | None, Tensor]] = []
         dense: list[tuple[str, Tensor]] = []
-        for layer, xs, dzs in with_heads(p.layers, capture(fm, x, p.layers, kind) if p.layers else []):
+        for layer, xs, dzs in layer_captures(p.layers, capture(fm, x, p.layers, kind) if p.layers else []):
             D = layer.rule.cotangents(layer.module, dzs)  # [G, B, R, T, m]
             projection = p.kronecker.get(layer.module)
             if projection is not None:

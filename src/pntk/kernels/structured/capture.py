@@ -875,7 +875,7 @@ def _capture(
     return result, out.detach()
 
 
-def with_heads(
+def layer_captures(
     layers: list[Layer], captured: list[tuple[list[Tensor], list[Tensor]]]
 ) -> list[tuple[Layer, list[Tensor], list[Tensor]]]:
     """What :func:`capture` kept of each layer, ``(layer, inputs, cotangents)``, for the layers with a

@@ -45,11 +45,11 @@ from .capture import (
     channels_last,
     factored_cost,
     gradient_numel,
+    layer_captures,
     materialised_cost,
     pairs_per_sample,
     plan,
     ruled_modules,
-    with_heads,
 )
 
 #: Tensors the size of a ruled layer's output that a pass holds per layer (its output, the activation after
@@ -179,7 +179,7 @@ class StructuredEngine:
         B, R = len(x), outputs_per_sample(fm, kind)
         parts: list[tuple[Tensor, int]] = []
         materialised = []
-        for layer, xs, dzs in with_heads(layers, capture(fm, x, layers, kind)):
+        for layer, xs, dzs in layer_captures(layers, capture(fm, x, layers, kind)):
             D = layer.rule.cotangents(layer.module, dzs)  # [G, B, R, T, m]
             if not layer.factored:
                 materialised.append((layer, xs, D))
