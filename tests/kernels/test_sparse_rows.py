@@ -113,19 +113,22 @@ class OwnRow(Head):
         return logits.gather(1, ids[:, :1])
 
 
+def own_rows(first_tokens: list[int]) -> tuple[nn.Module, torch.Tensor]:
+    """:class:`OwnRow` and inputs whose first tokens, the rows read, are ``first_tokens``."""
+    x = ids(len(first_tokens), 6)
+    x[:, 0] = torch.tensor(first_tokens)
+    return OwnRow(rows=None).double(), x
+
+
 def test_rows_that_differ_between_probed_samples_keep_the_whole_layer():
-    model = OwnRow(rows=None).double()
-    x = ids(4, 6)
-    x[:, 0] = torch.tensor([3, 8, 9, 9])
+    model, x = own_rows([3, 8, 9, 9])
     assert head_layer(model, x).support == ()
     got = pntk.pntk(model, x, engine="structured")
     assert rel_err(got, reference_kernel(model, x, None, "pntk")) <= 1e-10
 
 
 def test_rows_that_differ_for_later_samples_are_refused_with_what_to_use():
-    model = OwnRow(rows=None).double()
-    x = ids(4, 6)
-    x[:, 0] = torch.tensor([3, 3, 8, 9])
+    model, x = own_rows([3, 3, 8, 9])
     with pytest.raises(RuntimeError, match="outside the 1 it depended on.*engine='jacobian'"):
         pntk.pntk(model, x, engine="structured")
     assert rel_err(pntk.pntk(model, x, engine="jacobian"), reference_kernel(model, x, None, "pntk")) <= 1e-10
@@ -161,9 +164,7 @@ def test_a_hidden_layer_whose_rows_are_switched_by_activations_keeps_them_all():
 
 
 def test_auto_switches_to_the_jacobian_engine_when_the_rows_change():
-    model = OwnRow(rows=None).double()
-    x = ids(4, 6)
-    x[:, 0] = torch.tensor([3, 3, 8, 9])
+    model, x = own_rows([3, 3, 8, 9])
     with pytest.warns(UserWarning, match="computing the kernel with the Jacobian engine instead"):
         got = pntk.pntk(model, x, batch_size=2)
     assert rel_err(got, reference_kernel(model, x, None, "pntk")) <= 1e-10

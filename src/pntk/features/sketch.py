@@ -227,8 +227,9 @@ class FeatureMap:
                 per_sample += shape.G * shape.T * (shape.n + R * b * self.block[0] + b * self.block[1])
             else:
                 for n in layer.names:
-                    dense_sizes[n] = gradient_numel(fm, layer, n) * rows_per_param
-                    per_sample += R * gradient_numel(fm, layer, n)
+                    numel = gradient_numel(fm, layer, n)
+                    dense_sizes[n] = numel * rows_per_param
+                    per_sample += R * numel
             per_sample += shape.G * shape.T * shape.m * (3 + R)  # activations and cotangents of the passes
         for n in fallback:
             dense_sizes[n] = fm.params[n].numel() * rows_per_param

@@ -139,6 +139,37 @@ def ruled_modules(fm: FunctionalModel) -> Iterator[tuple[nn.Module, Rule, str | 
             yield module, rule, weight, bias
 
 
+def _prefers_factored(rule: Rule, shape: LayerShape, Q: int, weight: str | None) -> bool:
+    """Whether a layer takes the factored form: its rule has one, its weight is differentiated, and the FLOP
+    count of ``Q`` output pairs favours it."""
+    return rule.factorable and weight is not None and factored_cost(rule, shape, Q) < materialised_cost(rule, shape, Q)
+
+
+def _new_layer(
+    module: Any,
+    rule: Rule,
+    weight: str | None,
+    bias: str | None,
+    shape: LayerShape,
+    calls: list[_Call],
+    Q: int,
+    **fields: Any,
+) -> Layer:
+    """A layer from its calls on the probe: in the form :func:`_prefers_factored` chooses, copying the tensors
+    that the model modifies in place later."""
+    return Layer(
+        module,
+        rule,
+        weight,
+        bias,
+        shape,
+        _prefers_factored(rule, shape, Q, weight),
+        clone_input=any(c.input_modified for c in calls),
+        clone_output=any(c.output_modified for c in calls),
+        **fields,
+    )
+
+
 def _tied_groups(
     candidates: list[tuple[nn.Module, Rule, str | None, str | None]],
 ) -> list[tuple[tuple[nn.Module, ...], Rule, str | None, str | None]]:
@@ -199,13 +230,10 @@ def _tie_layers(
     uses: _ParameterUses,
     out: Tensor,
     Q: int,
-    other: list[int] | None = None,
 ) -> list[Layer] | None:
     """The layers of a tie, as the probes on one and on two copies of a sample found it (``out``: the output
     of the first, with autograd's graph), or ``None`` if it cannot be ruled: the lookup layer (every lookup
-    call, then the heads' rows) and one layer per head for its calls and its bias. ``other``: the heads'
-    support on another sample, if there is one; a support that differs depends on the sample, and the tie
-    falls back."""
+    call, then the heads' rows) and one layer per head for its calls and its bias."""
     lookup = tie.lookups[0]
     found = _shape(TIED_LOOKUP_RULE, lookup, one[lookup], two[lookup])
     calls = one[lookup]
@@ -226,39 +254,25 @@ def _tie_layers(
     ):
         return None
     (support,) = _supports(out, [[c.output for c in head_calls]])
-    if other is not None and other != support:
-        return None
     lookup_shape = found[0]
     shape = LayerShape(T=lookup_shape.T + len(support), G=1, n=lookup_shape.n, m=lookup_shape.m)
-    layers = [
-        Layer(
-            lookup,
-            TIED_LOOKUP_RULE,
-            tie.weight,
-            None,
-            shape,
-            factored_cost(TIED_LOOKUP_RULE, shape, Q) < materialised_cost(TIED_LOOKUP_RULE, shape, Q),
-            clone_input=any(c.input_modified for c in calls),
-            clone_output=any(c.output_modified for c in calls),
-            also=tie.lookups[1:],
-            heads=tie.heads,
-            support=tuple(support),
-        )
+    lookup_layer = _new_layer(
+        lookup,
+        TIED_LOOKUP_RULE,
+        tie.weight,
+        None,
+        shape,
+        calls,
+        Q,
+        also=tie.lookups[1:],
+        heads=tie.heads,
+        support=tuple(support),
+    )
+    head_layers = [
+        _new_layer(head, LINEAR_RULE, None, bias, head_shape, hc, Q)
+        for (head, head_shape, hc), bias in zip(heads, tie.biases)
     ]
-    for (head, head_shape, hc), bias in zip(heads, tie.biases):
-        layers.append(
-            Layer(
-                head,
-                LINEAR_RULE,
-                None,
-                bias,
-                head_shape,
-                False,
-                clone_input=any(c.input_modified for c in hc),
-                clone_output=any(c.output_modified for c in hc),
-            )
-        )
-    return layers
+    return [lookup_layer, *head_layers]
 
 
 def _supports_on(
@@ -335,9 +349,7 @@ def _restricted_to_rows(
     for k, s in few:
         layer = layers[k]
         shape = dataclasses.replace(layer.shape, m=len(s))
-        factored = layer.weight is not None and factored_cost(layer.rule, shape, Q) < materialised_cost(
-            layer.rule, shape, Q
-        )
+        factored = _prefers_factored(layer.rule, shape, Q, layer.weight)
         result[k] = dataclasses.replace(layer, shape=shape, factored=factored, support=tuple(s))
     return result
 
@@ -433,27 +445,21 @@ def _plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list
         if not calls1:
             continue
         shape, shared = found
-        factored = (
-            rule.factorable and weight is not None and factored_cost(rule, shape, Q) < materialised_cost(rule, shape, Q)
-        )
         layers.append(
-            Layer(
-                module,
-                rule,
-                weight,
-                bias,
-                shape,
-                factored,
-                clone_input=any(c.input_modified for c in calls1),
-                clone_output=any(c.output_modified for c in calls1),
-                also=modules[1:],
-                shared=shared if any(shared) else (),
+            _new_layer(
+                module, rule, weight, bias, shape, calls1, Q, also=modules[1:], shared=shared if any(shared) else ()
             )
         )
     layers = _restricted_to_rows(fm, params, x, layers, one, out_one, uses, Q)
     for tie in ties:
-        other = _supports_on(fm, params, x[1:2], [tie.heads])[0] if len(x) > 1 else None
-        tied = _tie_layers(tie, one, two, uses, out_one, Q, other)
+        tied = _tie_layers(tie, one, two, uses, out_one, Q)
+        # Rows that differ on the next sample depend on the sample: the tie falls back.
+        if (
+            tied is not None
+            and len(x) > 1
+            and _supports_on(fm, params, x[1:2], [tie.heads])[0] != list(tied[0].support)
+        ):
+            tied = None
         if tied is not None:
             layers += tied
             ruled.update(n for layer in tied for n in layer.names)
@@ -471,7 +477,7 @@ def _plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list
                 site.weight,
                 site.bias,
                 shape,
-                rule.factorable and factored_cost(rule, shape, Q) < materialised_cost(rule, shape, Q),
+                _prefers_factored(rule, shape, Q, site.weight),
                 clone_input=any(c.input._version != c.input_version for c in op_calls),
                 clone_output=any(c.output._version != c.output_version for c in op_calls),
             )
@@ -682,11 +688,10 @@ class _ParameterUses(TorchFunctionMode):
                 return inside()
         result = func(*args, **kwargs)
         if getattr(func, "__name__", None) != "__get__" or isinstance(result, Tensor):
-            used = {self.names[id(t)] for t in _tensors((args, kwargs)) if id(t) in self.names}
-            for t in _tensors((args, kwargs)):
-                if id(t) in self.names:
-                    self.counts[self.names[id(t)]] += 1
-            self.last = used or self.last
+            used = [self.names[id(t)] for t in _tensors((args, kwargs)) if id(t) in self.names]
+            self.counts.update(used)
+            if used:
+                self.last = set(used)
         return result
 
 
@@ -884,7 +889,7 @@ def layer_captures(
     differentiated bias has nothing of its own.
 
     Raises:
-        RuntimeError: a cotangent is nonzero outside the rows that the plan found (see :func:`_check_rows`).
+        StructureChangedError: a cotangent is nonzero outside the rows that the plan found (see :func:`_check_rows`).
     """
     kept = {layer.module: (layer, xs, dzs) for layer, (xs, dzs) in zip(layers, captured)}
     result = []
@@ -924,8 +929,8 @@ def _with_head_rows(
     :class:`~pntk.kernels.structured.rules.TiedLookupRule`).
 
     Raises:
-        RuntimeError: a head's output cotangent is nonzero outside the support that the plan found on one
-            sample: the output depends on other vocabulary rows for other samples.
+        StructureChangedError: a head's output cotangent is nonzero outside the support that the plan found
+            on its probe samples: the output depends on other vocabulary rows for other samples.
     """
     B, R, d = dzs[0].shape[1], dzs[0].shape[0], dzs[0].shape[-1]
     support = torch.tensor(layer.support, dtype=torch.long, device=dzs[0].device)
