@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .choices import parse_enum
 from .distributed import Group, check_ranks_agree, process_group, share
-from .errors import StoreError
+from .errors import StoreError, StructureChangedError
 from .kernels.api import iter_tiles, model_and_inputs
 from .kernels.engine import KernelEngine
 from .kernels.inputs import Inputs
@@ -142,6 +142,9 @@ def compute(
             :class:`pntk.errors.InputError`); a memory budget too small for a tile; ``batch_size`` above the
             budget.
         TypeError: ``provenance`` holds values JSON cannot hold.
+        StructureChangedError: the structured engine (asked for, or chosen by ``"auto"``) met a tile that does
+            not follow its plan: the model's structure depends on its inputs; the message says to compute the
+            store with ``engine="jacobian"``.
 
     Example:
         >>> import tempfile, torch, pntk
@@ -213,7 +216,14 @@ def compute(
             eng = engine_of(new_plan(spec.engine, spec.tile))
             with tile_log(log_json) as log:
                 done = len(spec.plan()) - len(missing)
-                _fill(store, eng, fm, source1, source2, share(missing, group), group, progress, log, done=done)
+                try:
+                    _fill(store, eng, fm, source1, source2, share(missing, group), group, progress, log, done=done)
+                except StructureChangedError as error:
+                    # The store's engine is in its provenance: another engine is another store.
+                    raise error.advised(
+                        "compute the store with engine='jacobian', which holds for any model (overwrite=True, "
+                        "or --engine jacobian --overwrite on the command line, replaces this one)"
+                    ) from error
 
         fill_and_finish(group, out, KernelStore, lock, missing, fill)
     return open_store(out)

@@ -67,5 +67,17 @@ class RankMismatchError(PntkError, RuntimeError):
 class StructureChangedError(PntkError, RuntimeError):
     """The model computed a block otherwise than the structured engine's plan found on its probe samples
     (data-dependent control flow, an output that reads other rows for other samples): the engine's factors
-    would not be the model's. The Jacobian engine computes such a model exactly; ``engine="auto"`` switches to
-    it by itself in :func:`pntk.kernel`."""
+    would not be the model's. ``engine="auto"`` switches by itself, to the Jacobian engine in :func:`pntk.kernel`
+    and to vector products in :func:`pntk.operator`; elsewhere the message says which exact path to take.
+
+    The structured engine raises it with the cause alone; each entry point adds what to do there
+    (:meth:`advised`).
+    """
+
+    def advised(self, advice: str) -> StructureChangedError:
+        """The same error with ``advice`` (what to use instead, at the entry point that raises it) appended.
+
+        >>> str(StructureChangedError("a block differs").advised("use engine='jacobian'"))
+        "a block differs; use engine='jacobian'"
+        """
+        return StructureChangedError(f"{self}; {advice}")

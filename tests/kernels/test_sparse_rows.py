@@ -168,3 +168,34 @@ def test_auto_switches_to_the_jacobian_engine_when_the_rows_change():
     with pytest.warns(UserWarning, match="computing the kernel with the Jacobian engine instead"):
         got = pntk.pntk(model, x, batch_size=2)
     assert rel_err(got, reference_kernel(model, x, None, "pntk")) <= 1e-10
+
+
+def test_every_entry_point_switches_or_says_what_to_use_when_the_rows_change(tmp_path):
+    """The operator with ``auto`` leaves the structured engine for vector products (products, columns and the
+    diagonal exact); each path that cannot switch names its exact alternative."""
+    model, x = own_rows([3, 3, 8, 9])
+    ref = reference_kernel(model, x, None, "pntk")
+    V = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    op = pntk.operator(model, x, batch_size=2)
+    with pytest.warns(UserWarning, match="computing the operator's products with vector products instead"):
+        got = op @ V
+    assert op.engine is pntk.Engine.VP
+    assert rel_err(got, ref @ V) <= 1e-10
+    assert rel_err(op.columns(torch.tensor([2, 0])), ref[:, [2, 0]]) <= 1e-10
+    with pytest.warns(UserWarning, match="vector products instead"):
+        diagonal = pntk.operator(model, x, batch_size=2).diagonal()
+    assert rel_err(diagonal, ref.diagonal()) <= 1e-10
+    with pytest.warns(UserWarning, match="vector products instead"):
+        cols = pntk.operator(model, x, batch_size=2).columns(torch.tensor([1]))
+    assert rel_err(cols, ref[:, [1]]) <= 1e-10
+    with pytest.raises(pntk.errors.StructureChangedError, match="use engine='vp'"):
+        pntk.operator(model, x, engine="structured", batch_size=2) @ V
+    with pytest.raises(pntk.errors.StructureChangedError, match="use method='dense'"):
+        pntk.features(model, x, k=64, batch_size=2)
+    assert pntk.features(model, x, k=64, method="dense", batch_size=2).shape == (4, 64)
+    with pytest.raises(pntk.errors.StructureChangedError, match="engine='jacobian'"):
+        pntk.compute(model, x, kind="pntk", out=tmp_path / "k.zarr", batch_size=2)
+    store = pntk.compute(
+        model, x, kind="pntk", out=tmp_path / "k.zarr", batch_size=2, engine="jacobian", overwrite=True
+    )
+    assert rel_err(torch.from_numpy(store.numpy()), ref) <= 1e-10

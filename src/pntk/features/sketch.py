@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..choices import parse_enum
+from ..errors import StructureChangedError
 from ..kernels.engine import outputs_per_sample
 from ..kernels.inputs import InputLike, Inputs
 from ..kernels.jacobian import JacobianEngine
@@ -139,7 +140,21 @@ class FeatureMap:
         Each sample's row depends on that sample and the map only, never on ``batch_size`` or the process
         (up to the rounding of the network's own passes, which BLAS may sum in another order for another
         batch size; the same chunks give the same bits).
+
+        Raises:
+            StructureChangedError: a chunk of the model does not follow the plan of the Kronecker method's layers
+                (its structure depends on its inputs); the message says to use ``method="dense"``.
         """
+        try:
+            return self._features(x, batch_size=batch_size, memory=memory, progress=progress)
+        except StructureChangedError as error:
+            raise error.advised(
+                "use method='dense', which projects every layer's per-sample gradients and holds for any model"
+            ) from error
+
+    def _features(
+        self, x: InputLike | Inputs, *, batch_size: int | None, memory: int | str | None, progress: bool | None
+    ) -> Tensor:
         kind = self.kind
         X = x if isinstance(x, Inputs) else Inputs.from_user(x, "x")
         p = self._plan(X)

@@ -141,7 +141,7 @@ def kernel(
         return run(engine)
     except StructureChangedError as error:
         if parse_enum(Engine, engine, "engine") is not Engine.AUTO:
-            raise
+            raise error.advised("use engine='jacobian', or 'auto', which switches to it by itself") from error
         # The model's structure depends on its inputs: the structured engine's plan does not hold for every
         # block, and the Jacobian engine, which has no plan, computes the kernel exactly.
         warnings.warn(f"engine 'auto': {error}; computing the kernel with the Jacobian engine instead", stacklevel=2)

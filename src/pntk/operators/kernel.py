@@ -14,7 +14,8 @@ of samples bounded by a memory budget (:func:`pntk.planning.plan_product`), the 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from torch.func import jvp, vjp, vmap
 
 from ..choices import parse_enum
+from ..errors import StructureChangedError
 from ..kernels.inputs import InputLike, Inputs
 from ..kernels.jacobian import JacobianEngine
 from ..kernels.kinds import Engine, Kind
@@ -73,6 +75,10 @@ class KernelOperator(LinearOperator):
     Under ``torch.distributed`` (an initialised process group of several ranks, every rank holding the same
     inputs), each rank passes over its share of the chunks and the parameter-space block and the result are
     summed with ``all_reduce``: every rank gets the same product.
+
+    When ``"auto"`` chose the structured engine and a chunk of the model does not follow the plan found on its
+    probe samples (:class:`~pntk.errors.StructureChangedError`: the model's structure depends on its inputs),
+    the operator warns and computes this and every later product, column and diagonal with vector products.
     """
 
     def __init__(
@@ -152,6 +158,32 @@ class KernelOperator(LinearOperator):
     # --- products -------------------------------------------------------------------------------------------
 
     def _matmat(self, V: Tensor) -> Tensor:
+        return self._exactly(lambda: self._products(V), stacklevel=4)  # the caller of @
+
+    def _exactly(self, compute: Callable[[], Tensor], stacklevel: int = 3) -> Tensor:
+        """``compute()``; when ``"auto"`` chose the structured engine and a chunk does not follow its plan, the
+        operator leaves that engine for vector products, which hold for any model, and computes again.
+
+        Raises:
+            StructureChangedError: the structured engine was asked for by name; the message says to use
+                ``"vp"``.
+        """
+        try:
+            return compute()
+        except StructureChangedError as error:
+            if not self.automatic:
+                raise error.advised("use engine='vp', or 'auto', which switches to it by itself") from error
+            warnings.warn(
+                f"engine 'auto': {error}; computing the operator's products with vector products instead",
+                stacklevel=stacklevel,
+            )
+            # Columns and the diagonal, too, come from vector products and per-sample gradients from now on.
+            self.engine, self.automatic = Engine.VP, False
+            self.rows.blocks.clear()
+            self.cols.blocks.clear()
+            return compute()
+
+    def _products(self, V: Tensor) -> Tensor:
         # Columns pass in groups of plan.columns; every group shares each chunk's factors, prepared once per
         # product when they are not cached.
         k, step = V.shape[1], max(1, self.plan.columns)
@@ -246,6 +278,9 @@ class KernelOperator(LinearOperator):
         ``"auto"`` chose vector products for the products; with ``engine="vp"`` asked for, products with unit
         vectors.
         """
+        return self._exactly(lambda: self._columns(index))
+
+    def _columns(self, index: Tensor) -> Tensor:
         if self.engine is Engine.VP and not self.automatic:
             return super().columns(index)
         index = torch.as_tensor(index, device=self.device)
@@ -327,6 +362,9 @@ class KernelOperator(LinearOperator):
         """
         if not self.symmetric:
             raise ValueError("the diagonal of K(x1, x2) is defined only for x2 = None; build the operator on x1 alone")
+        return self._exactly(self._diagonal)
+
+    def _diagonal(self) -> Tensor:
         out = torch.zeros(len(self.rows.x), self.R, dtype=self.dtype, device=self.device)
         prepared = Kind.PNTK if self.kind is Kind.PNTK else Kind.ENTK
         P = sum(p.numel() for p in self.fm.params.values())

@@ -797,7 +797,7 @@ def _capture(
         if k >= len(site.layouts) or call.bias != site.bias:
             raise StructureChangedError(
                 f"the {site} was called differently on a block of {B} samples than on the probe of one and two "
-                "samples; use engine='jacobian'"
+                "samples"
             )
         with torch.no_grad():
             kept = samples_first(call.input.detach(), site.layouts[k][0], B)
@@ -822,7 +822,7 @@ def _capture(
             if operation and len(module_calls) != len(module.layouts):
                 raise StructureChangedError(
                     f"the {module} was called {len(module_calls)} times on a block of {B} samples but "
-                    f"{len(module.layouts)} times on the probe; use engine='jacobian'"
+                    f"{len(module.layouts)} times on the probe"
                 )
             shared = by_module[module].shared if not operation else ()
             for k, c in enumerate(module_calls):
@@ -835,7 +835,7 @@ def _capture(
                 ):
                     raise StructureChangedError(
                         f"{type(module).__name__} behaved differently on a block of {B} samples than on the "
-                        "probe of one and two samples (layout or in-place modification); use engine='jacobian'"
+                        "probe of one and two samples (layout or in-place modification)"
                     )
         all_calls = [c for layer in layers for c in calls[layer.module]]
         zs = [c.output for c in all_calls]
@@ -917,7 +917,7 @@ def _check_rows(dz: Tensor, rows: Tensor, module: Any) -> None:
         raise StructureChangedError(
             f"the output depends on rows of {module}'s output outside the {len(rows)} it depended on for the "
             "samples the plan probed (an output that selects other rows, e.g. other label words, for other "
-            "samples), so the rows are not known in advance; use engine='jacobian'"
+            "samples), so the rows are not known in advance"
         )
 
 

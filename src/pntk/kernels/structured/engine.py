@@ -218,7 +218,7 @@ class StructuredEngine:
         ]:
             raise StructureChangedError(
                 "the structured engine planned the two blocks of a tile differently, so the model's structure "
-                "depends on its inputs (data-dependent control flow); use engine='jacobian'"
+                "depends on its inputs (data-dependent control flow)"
             )
         B1, B2, O = a.B, b.B, fm.num_outputs
         r = O if kind is Kind.ENTK else 1
