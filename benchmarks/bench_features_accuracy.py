@@ -1,11 +1,11 @@
 """How close k-dimensional sketches come to exact pNTK ridge regression at N = 20,000, and why not closer.
 
-Usage (from the repository root; under the shared lock, it holds a 1.6 GB kernel)::
+Usage (from the repository root, alone on the machine: it holds a 1.6 GB kernel)::
 
-    OMP_WAIT_POLICY=PASSIVE flock /work/wt/_cpu.lock .venv/bin/python benchmarks/bench_features_accuracy.py \\
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_features_accuracy.py \\
         [--n 20000] [--ks 1024 2048 4096] [--threads 2] [--scales 1e-3 1e-2 1e-1] [--spectrum] \\
         [--methods kronecker-8x8 nystrom-uniform nystrom-rpcholesky] [--out benchmarks/out/features_accuracy.json] \\
-        [--figure docs/features_accuracy.png]   # or --plot-only, from the JSON of --out
+        [--oracle 1024 2048 4096 8192 20000] [--figure docs/features_accuracy.png]   # or --plot-only, from the JSON of --out
 
 MNIST-1D (``features_data.mnist1d``, 25,000 samples: 20,000 train, 5,000 test), the MLP 40-512-512-10 at
 initialisation, float32. At N = ``--n``: the exact pNTK ``K`` (float32) and its ridge regression (PCG to a

@@ -1,9 +1,9 @@
 """Accuracy and time of pNTK ridge regression against N, for the dense kernel, the matrix-free operator and the
 sketch: one figure for the README.
 
-Usage (from the repository root, under the shared lock)::
+Usage (from the repository root, alone on the machine)::
 
-    flock /work/wt/_cpu.lock .venv/bin/python benchmarks/bench_features_scaling.py [--threads 2]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_features_scaling.py [--threads 2]
         [--dense 1000 10000] [--operator 1000 10000] [--sketch 1000 10000 100000] [--ridge-scale 0.1]
         [--add results.json ...] [--out benchmarks/out/features_scaling.json] [--figure docs/features_scaling.png]
 
