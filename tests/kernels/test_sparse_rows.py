@@ -199,3 +199,13 @@ def test_every_entry_point_switches_or_says_what_to_use_when_the_rows_change(tmp
         model, x, kind="pntk", out=tmp_path / "k.zarr", batch_size=2, engine="jacobian", overwrite=True
     )
     assert rel_err(torch.from_numpy(store.numpy()), ref) <= 1e-10
+
+
+def test_an_operator_under_torch_distributed_refuses_rather_than_switch(monkeypatch):
+    """A rank that meets the change cannot switch alone (the others' collectives would no longer match)."""
+    import pntk.operators.kernel as module
+
+    model, x = own_rows([3, 3, 8, 9])
+    monkeypatch.setattr(module, "_rank", lambda: (1, 2))  # the rank whose chunk holds the later rows
+    with pytest.raises(pntk.errors.StructureChangedError, match="cannot switch engines within a product"):
+        pntk.operator(model, x, batch_size=2) @ torch.ones(4, dtype=torch.float64)

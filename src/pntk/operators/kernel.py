@@ -78,7 +78,8 @@ class KernelOperator(LinearOperator):
 
     When ``"auto"`` chose the structured engine and a chunk of the model does not follow the plan found on its
     probe samples (:class:`~pntk.errors.StructureChangedError`: the model's structure depends on its inputs),
-    the operator warns and computes this and every later product, column and diagonal with vector products.
+    the operator warns and computes this and every later product, column and diagonal with vector products
+    (under ``torch.distributed`` it raises instead, advising ``engine="vp"``).
     """
 
     def __init__(
@@ -165,14 +166,19 @@ class KernelOperator(LinearOperator):
         operator leaves that engine for vector products, which hold for any model, and computes again.
 
         Raises:
-            StructureChangedError: the structured engine was asked for by name; the message says to use
-                ``"vp"``.
+            StructureChangedError: the structured engine was asked for by name, or the operator runs under
+                ``torch.distributed`` (whose ranks must run the same passes); the message says to use ``"vp"``.
         """
         try:
             return compute()
         except StructureChangedError as error:
             if not self.automatic:
                 raise error.advised("use engine='vp', or 'auto', which switches to it by itself") from error
+            if _rank()[1] > 1:
+                # Other ranks may be past this pass already: a switch here would mismatch their collectives.
+                raise error.advised(
+                    "use engine='vp' (under torch.distributed the ranks cannot switch engines within a product)"
+                ) from error
             warnings.warn(
                 f"engine 'auto': {error}; computing the operator's products with vector products instead",
                 stacklevel=stacklevel,
