@@ -796,8 +796,7 @@ def _capture(
         k = len(calls[site])
         if k >= len(site.layouts) or call.bias != site.bias:
             raise StructureChangedError(
-                f"the {site} was called differently on a block of {B} samples than on the probe of one and two "
-                "samples"
+                f"the {site} was called differently on a block of {B} samples than on the probe of one and two samples"
             )
         with torch.no_grad():
             kept = samples_first(call.input.detach(), site.layouts[k][0], B)
