@@ -51,7 +51,7 @@ from .kernels.outputs import OutputLike
 from .kernels.registry import ENGINES
 from .kernels.selection import ParamsLike
 from .kernels.structured import StructuredEngine, WorkingMemory
-from .kernels.structured.capture import pairs_per_sample
+from .kernels.structured.plan import pairs_per_sample
 from .kernels.vp import VPEngine
 from .tiling import Tile, format_bytes, largest_tile, parse_bytes, tile_plan
 

@@ -13,7 +13,7 @@ from torch import nn
 import pntk
 from architectures import BY_NAME, CASES
 from pntk.kernels import Inputs, Kind, functional_model
-from pntk.kernels.structured import capture
+from pntk.kernels.structured import plan as structured_plan
 from pntk.kernels.structured.operations import OpSite
 from reference import reference_kernel, rel_err
 
@@ -23,7 +23,7 @@ KINDS = ["entk", "trace", "pntk"]
 def by_operation(model, x) -> set[str]:
     X = Inputs.from_user(x)
     fm = functional_model(model, X[:2])
-    layers, _ = capture.plan(fm, X, Kind.PNTK)
+    layers, _ = structured_plan.plan(fm, X, Kind.PNTK)
     return {n for layer in layers if isinstance(layer.module, OpSite) for n in layer.names}
 
 

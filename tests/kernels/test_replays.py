@@ -13,7 +13,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import pntk
 from pntk.kernels import Inputs, Kind, functional_model
 from pntk.kernels.fallback import FallbackWarning
-from pntk.kernels.structured import capture
+from pntk.kernels.structured import plan as structured_plan
 from pntk.kernels.structured.operations import OperationCalls
 from reference import reference_kernel, rel_err
 
@@ -23,7 +23,7 @@ KINDS = ["entk", "trace", "pntk"]
 def ruled(model, x) -> set[str]:
     X = Inputs.from_user(x)
     fm = functional_model(model, X[:2])
-    layers, _ = capture.plan(fm, X, Kind.PNTK)
+    layers, _ = structured_plan.plan(fm, X, Kind.PNTK)
     return {n for layer in layers for n in layer.names}
 
 

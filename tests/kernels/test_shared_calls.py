@@ -14,16 +14,16 @@ from torch import nn
 
 import pntk
 from pntk.kernels import Inputs, Kind, functional_model
-from pntk.kernels.structured import capture
+from pntk.kernels.structured import plan as structured_plan
 from reference import reference_kernel, rel_err
 from shared_models import VOCAB, Positions, RelativeBias, Scales, T, Tied, TiedHead, TwoTiedHeads, images, tokens
 
 KINDS = ["entk", "trace", "pntk"]
 
 
-def plan(model, x) -> tuple[list[capture.Layer], list[str]]:
+def plan(model, x) -> tuple[list[structured_plan.Layer], list[str]]:
     X = Inputs.from_user(x)
-    return capture.plan(functional_model(model, X[:2]), X, Kind.PNTK)
+    return structured_plan.plan(functional_model(model, X[:2]), X, Kind.PNTK)
 
 
 def fallback(model, x) -> set[str]:

@@ -11,7 +11,7 @@ from torch import nn
 import pntk
 from pntk.kernels import Inputs, functional_model
 from pntk.kernels.kinds import Kind
-from pntk.kernels.structured.capture import SPARSE_FROM, plan
+from pntk.kernels.structured.plan import SPARSE_FROM, plan
 from reference import reference_kernel, rel_err
 
 KINDS = ["entk", "trace", "pntk"]

@@ -16,6 +16,7 @@ from torch import nn
 import pntk
 from pntk.kernels import Inputs, Kind, functional_model
 from pntk.kernels.structured import StructuredEngine, WorkingMemory, capture, rules
+from pntk.kernels.structured import plan as structured_plan
 from pntk.planning import resolve_engine
 from reference import reference_kernel, rel_err
 
@@ -27,7 +28,7 @@ def form(request, monkeypatch):
     """Force every factorable layer into one form, whatever the FLOP count says; ``"grouped"`` materialises
     every ungrouped convolution's gradient by a grouped convolution backward pass, whatever its size."""
     cost = 0 if request.param == "factored" else math.inf
-    monkeypatch.setattr(capture, "factored_cost", lambda *args: cost)
+    monkeypatch.setattr(structured_plan, "factored_cost", lambda *args: cost)
     if request.param == "grouped":
         monkeypatch.setattr(rules, "GROUPED_FROM", 1)
     return request.param
@@ -38,7 +39,7 @@ def planned(model: nn.Module, x, names: list[str] | None = None, kind: Kind = Ki
     X = Inputs.from_user(x)
     params = None if names is None else {n: p for n, p in model.named_parameters() if n in names}
     fm = functional_model(model, X[:2], params=params)
-    layers, fallback = capture.plan(fm, X, kind)
+    layers, fallback = structured_plan.plan(fm, X, kind)
     return {n for layer in layers for n in layer.names}, set(fallback), layers
 
 
@@ -195,7 +196,7 @@ def test_channels_last_passes_only_where_the_model_allows_them(form, model, conv
     model.eval()
     X = Inputs.from_user(x1)
     fm = functional_model(model, X[:2])
-    layers, _ = capture.plan(fm, X, Kind.PNTK)
+    layers, _ = structured_plan.plan(fm, X, Kind.PNTK)
     got = capture.channels_last(fm, X, layers, Kind.PNTK)
     assert (got is not None) is converted
     assert capture.channels_last(fm, X, layers, Kind.ENTK) is None  # vmap-batched backward passes

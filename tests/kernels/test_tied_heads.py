@@ -18,7 +18,7 @@ from pntk.errors import StructureChangedError
 from pntk.kernels import Inputs, functional_model
 from pntk.kernels.kinds import Kind
 from pntk.kernels.outputs import LabelWords
-from pntk.kernels.structured.capture import plan
+from pntk.kernels.structured.plan import plan
 from reference import reference_kernel, rel_err
 
 pytest.importorskip("transformers")

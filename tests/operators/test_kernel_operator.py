@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import pntk
-from pntk.kernels.structured import capture
+from pntk.kernels.structured import plan as structured_plan
 from pntk.operators import KernelOperator, plan_product
 from reference import reference_kernel
 from zoo import CASES, make_case
@@ -142,7 +142,7 @@ def test_product_equals_dense_kernel_times_V(name, kind, engine):
 @pytest.mark.parametrize("name", ["cnn_pool", "residual", "batchnorm_eval", "shared_layer", "embedding"])
 def test_both_forms_of_the_structured_factors(name, form, monkeypatch):
     """Every factorable layer forced into one form: the factored products and the materialised gradients."""
-    monkeypatch.setattr(capture, "factored_cost", lambda *args: 0 if form == "factored" else math.inf)
+    monkeypatch.setattr(structured_plan, "factored_cost", lambda *args: 0 if form == "factored" else math.inf)
     model, x1, x2 = problem(name, 5, 3)
     g = torch.Generator().manual_seed(3)
     for kind in KINDS:

@@ -32,7 +32,8 @@ from ..kernels.kinds import Kind
 from ..kernels.model import FunctionalModel, functional_model
 from ..kernels.outputs import OutputLike
 from ..kernels.selection import ParamsLike
-from ..kernels.structured.capture import Layer, capture, gradient_numel, layer_captures, plan
+from ..kernels.structured.capture import capture, layer_captures
+from ..kernels.structured.plan import Layer, gradient_numel, plan
 from ..kernels.structured.rules import ConvRule, EmbeddingRule, LinearRule, scales
 from ..planning import pass_chunk
 from .projection import DenseProjection, Distribution, KroneckerProjection, contract

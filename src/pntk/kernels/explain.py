@@ -17,8 +17,8 @@ from .model import functional_model
 from .outputs import OutputLike
 from .selection import ParamsLike
 from .structured import StructuredEngine
-from .structured.capture import factored_cost, materialised_cost, pairs_per_sample, plan
 from .structured.operations import OpSite
+from .structured.plan import factored_cost, materialised_cost, pairs_per_sample, plan
 
 
 @dataclass(frozen=True)

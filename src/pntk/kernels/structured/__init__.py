@@ -5,7 +5,8 @@ A layer ``z_t = W a_t + b`` applied at ``T`` positions per sample contributes
 ``D ∈ R^{T×m}`` of its outputs: ``T²(n + m)`` multiply-adds per pair of samples instead of ``n·m``
 (:mod:`pntk.kernels.structured.engine` gives the details; the user guide's *Kernels and engines* page compares
 the engines).
-``rules`` says how each kind of layer factors, ``capture`` which layers of a model are factored and how their
+``rules`` says how each kind of layer factors, ``operations`` and ``replays`` how parameters that enter through
+functions rather than modules are found, ``plan`` which layers of a model are factored, ``capture`` how a block's
 inputs and cotangents are captured, ``engine`` how blocks are prepared and contracted.
 """
 

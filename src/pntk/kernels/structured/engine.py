@@ -39,13 +39,11 @@ from ..jacobian import JacobianEngine
 from ..kinds import Kind
 from ..model import FunctionalModel
 from ..selection import group_of
-from .capture import (
+from .capture import capture, channels_last, layer_captures
+from .plan import (
     Layer,
-    capture,
-    channels_last,
     factored_cost,
     gradient_numel,
-    layer_captures,
     materialised_cost,
     pairs_per_sample,
     plan,
