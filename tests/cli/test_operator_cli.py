@@ -13,6 +13,7 @@ from pntk import analysis
 from pntk.cli import main
 from pntk.data import load_dataset, one_hot_targets
 from pntk.models import build_model
+from pntk.solvers import ConvergenceWarning
 
 NET = ["--model", "mlp", "--width", "16", "--dataset", "digits", "--dtype", "float64"]
 
@@ -24,11 +25,16 @@ def digits():
     return model, train.x.double(), train.y, test.x.double(), test.y
 
 
-def run_json(argv, tmp_path, capsys):
+def run_json(argv, tmp_path, capsys, stderr=None):
+    """``(exit code, printed JSON)``, the JSON checked against the file ``--json`` writes; what was written to
+    stderr is appended to the list ``stderr`` if given."""
     out = tmp_path / "result.json"
     code = main([*argv, "--json", str(out)])
-    printed = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
     assert printed == json.loads(out.read_text())
+    if stderr is not None:
+        stderr.append(captured.err)
     return code, printed
 
 
@@ -66,6 +72,32 @@ def test_regress_matches_the_dense_solve(digits, tmp_path, capsys):
     argv += ["--labels", str(tmp_path / "y.npy"), "--test-labels", str(tmp_path / "yt.npy"), "--tol", "1e-10"]
     code, result = run_json([*argv, "--ridge", str(ridge)], tmp_path, capsys)
     assert code == 0 and result["test_accuracy"] == accuracy
+
+
+def test_regress_refines_a_float32_kernel_to_the_float64_solution(digits, tmp_path, capsys):
+    """--refine reaches a tolerance that float32 products cannot (exit 1 without it), on a network and on a
+    float32 store, with float64 residuals and predictions."""
+    model, x, y, x_test, y_test = digits
+    K, K_test = pntk.pntk(model, x), pntk.pntk(model, x_test, x)
+    ridge = 1e-3 * K.diagonal().mean().item()
+    predictions = analysis.kernel_regression(K, K_test, one_hot_targets(y, 10, dtype=torch.float64), ridge=ridge)
+    accuracy = float((predictions.argmax(1) == y_test.numpy()).mean())
+    net32 = [a for a in NET if a not in ("--dtype", "float64")]
+    argv = ["regress", *net32, "--num-samples", "120", "--num-test", "40", "--tol", "1e-10", "--ridge", str(ridge)]
+    err: list[str] = []
+    with pytest.warns(ConvergenceWarning, match="rounding of the kernel's float32 products"):
+        code, result = run_json(argv, tmp_path, capsys, stderr=err)
+    assert code == 1 and not result["converged"] and result["residual"] > 1e-10
+    assert "pass --refine" in err[0]
+    code, result = run_json([*argv, "--refine", "--memory", "64MB"], tmp_path, capsys)
+    assert code == 0 and result["converged"] and result["residual"] <= 1e-10 and result["refinements"] >= 1
+    assert result["test_accuracy"] == accuracy
+
+    pntk.compute(model.float(), x.float(), kind="pntk", out=tmp_path / "k.zarr", batch_size=50)
+    np.save(tmp_path / "y.npy", y.numpy())
+    argv = ["regress", "--store", str(tmp_path / "k.zarr"), "--labels", str(tmp_path / "y.npy"), "--tol", "1e-10"]
+    code, result = run_json([*argv, "--ridge", str(ridge), "--refine"], tmp_path, capsys)
+    assert code == 0 and result["converged"] and result["residual"] <= 1e-10
 
 
 def test_source_errors(tmp_path, capsys):

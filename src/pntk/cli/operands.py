@@ -90,24 +90,35 @@ def load_network(args: argparse.Namespace, split: str | None = None, n: int | No
     return model, x, None if labels is None else torch.as_tensor(labels), O
 
 
-def network_operator(args: argparse.Namespace, model, x1, x2=None) -> KernelOperator:
+def network_operator(
+    args: argparse.Namespace, model, x1, x2=None, *, dtype: torch.dtype | None = None, memory: int | str | None = None
+) -> KernelOperator:
+    """The network's kernel as an operator, with the command's options; ``dtype`` and ``memory`` override
+    ``--dtype`` and ``--memory``."""
     return operator(
         model,
         x1,
         x2,
         kind=args.kind,
         engine=args.engine,
-        dtype=torch_dtype(args.dtype),
+        dtype=dtype or torch_dtype(args.dtype),
         batch_size=args.batch_size,
-        memory=args.memory,
+        memory=args.memory if memory is None else memory,
         progress=args.progress,
         params=args.params,
         output=args.output,
     )
 
 
-def stored_operator(path: str, args: argparse.Namespace):
-    return open_store(path).operator(memory=args.memory, dtype=torch_dtype(args.dtype), progress=args.progress)
+def stored_operator(
+    path: str, args: argparse.Namespace, *, dtype: torch.dtype | None = None, memory: int | str | None = None
+):
+    """A stored kernel as an operator, streamed; ``dtype`` and ``memory`` override ``--dtype`` and ``--memory``."""
+    return open_store(path).operator(
+        memory=args.memory if memory is None else memory,
+        dtype=dtype or torch_dtype(args.dtype),
+        progress=args.progress,
+    )
 
 
 def emit(result: dict[str, Any], args: argparse.Namespace) -> None:
