@@ -52,6 +52,18 @@ def test_eig_matrix_free_and_on_a_store(digits, tmp_path, capsys):
     np.testing.assert_allclose(result["eigenvalues"], dense, rtol=1e-8)
 
 
+def test_eig_refine_gives_the_float64_eigenvalues_of_a_float32_network(digits, tmp_path, capsys):
+    model, x, *_ = digits
+    dense = np.linalg.eigvalsh(pntk.pntk(model, x).numpy())[::-1][:4]
+    net32 = [a for a in NET if a not in ("--dtype", "float64")]
+    argv = ["eig", *net32, "--num-samples", "120", "--top", "4", "--tol", "1e-6"]
+    _, plain = run_json(argv, tmp_path, capsys)
+    code, refined = run_json([*argv, "--refine", "--memory", "64MB"], tmp_path, capsys)
+    assert code == 0 and refined["converged"]
+    np.testing.assert_allclose(refined["eigenvalues"], dense, rtol=1e-10)
+    assert np.abs(np.array(plain["eigenvalues"]) / dense - 1).max() > 1e-10  # float32 products alone do not
+
+
 def test_regress_matches_the_dense_solve(digits, tmp_path, capsys):
     model, x, y, x_test, y_test = digits
     K, K_test = pntk.pntk(model, x), pntk.pntk(model, x_test, x)

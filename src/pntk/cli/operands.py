@@ -14,6 +14,7 @@ import torch
 
 from ..data import one_hot_targets
 from ..operators import KernelOperator, operator
+from ..planning import memory_budget
 from ..store import open as open_store
 from .flags import COMMON_FLAGS, KERNEL_FLAGS, add_common_flags, resolve_device, torch_dtype
 from .resolve import load_inputs, load_model, load_weights
@@ -150,3 +151,12 @@ def targets(labels, num_classes: int | None) -> tuple[torch.Tensor, torch.Tensor
         raise ValueError(f"labels must be [N] integers or [N, O] targets; got {list(labels.shape)} {labels.dtype}")
     O = num_classes or int(labels.max()) + 1
     return one_hot_targets(labels, O, dtype=torch.float64), labels
+
+
+def refine_budgets(args: argparse.Namespace, device: torch.device) -> tuple[int | str | None, int | None]:
+    """The memory of the operators that iterate, and with ``--refine`` of each float64 operator (an eighth of
+    the budget: they multiply once per outer step, and their factors need not stay cached); ``None`` without."""
+    if not args.refine:
+        return args.memory, None
+    budget = memory_budget(device, args.memory)
+    return budget - budget // 4, budget // 8

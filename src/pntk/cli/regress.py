@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from ..kernels.api import device_of
-from ..planning import memory_budget
 from ..solvers import Preconditioner, SolverOptions, ridge_regression
 from .features import regress_features
 from .operands import (
@@ -19,6 +18,7 @@ from .operands import (
     emit,
     load_network,
     network_operator,
+    refine_budgets,
     stored_operator,
     targets,
 )
@@ -76,7 +76,7 @@ def register(subparsers) -> None:
         help="iterative refinement: iterations on the kernel's own products, residuals and predictions from the "
         "same kernel with float64 products, so that the solve reaches --tol where float32 rounding stops it "
         "(relative residuals near 1e-4 to 1e-3 at N = 100,000); the two float64 operators take an eighth of "
-        "--memory each, the others the rest",
+        "--memory each, the others three quarters",
     )
     p.set_defaults(run=run)
 
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if args.store:
         if args.labels is None:
             raise ValueError("--store needs --labels (a .npy file of train labels [N] or targets [N, O])")
-        memory, refine = _budgets(args, torch.device("cpu"))
+        memory, refine = refine_budgets(args, torch.device("cpu"))
         op = stored_operator(args.store, args, memory=memory)
         cross = stored_operator(args.test_store, args, memory=memory) if args.test_store else None
         if refine is not None:
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         if labels is None:
             raise ValueError("a file of inputs has no labels; use a dataset, or compute stores and pass --labels")
         Y, labels = targets(labels, O)
-        memory, refine = _budgets(args, device_of(model))
+        memory, refine = refine_budgets(args, device_of(model))
         op = network_operator(args, model, x, memory=memory)
         cross = network_operator(args, model, x_test, x, memory=memory)
         if refine is not None:
@@ -150,12 +150,3 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0 if result.cg.converged else 1
-
-
-def _budgets(args: argparse.Namespace, device: torch.device) -> tuple[int | str | None, int | None]:
-    """The memory of the operators that iterate, and with ``--refine`` of each float64 operator (an eighth of
-    the budget: they multiply once per outer step, and their factors need not stay cached); ``None`` without."""
-    if not args.refine:
-        return args.memory, None
-    budget = memory_budget(device, args.memory)
-    return budget - budget // 4, budget // 8
