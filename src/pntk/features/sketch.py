@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +33,7 @@ from ..kernels.model import FunctionalModel, functional_model
 from ..kernels.outputs import OutputLike
 from ..kernels.selection import ParamsLike
 from ..kernels.structured.capture import capture, layer_captures
-from ..kernels.structured.plan import Layer, gradient_numel, plan
+from ..kernels.structured.plan import Layer, gradient_numel, plan, unused_params
 from ..kernels.structured.rules import ConvRule, EmbeddingRule, LinearRule, scales
 from ..planning import pass_chunk
 from .projection import DenseProjection, Distribution, KroneckerProjection, contract
@@ -73,6 +73,7 @@ class _Plan:
     dense: DenseProjection
     fallback: FunctionalModel | None
     per_sample_bytes: int
+    unused: list[str] = field(default_factory=list)  # zero gradients, checked on every chunk
 
 
 class FeatureMap:
@@ -211,8 +212,9 @@ class FeatureMap:
         rows_per_param = O if kind is Kind.TRACE else 1  # the trace projects the stacked Jacobian [O·P]
         if self.method is Method.KRONECKER:
             layers, fallback = plan(fm, X, kind)
+            unused = unused_params(fm, X, kind)
         else:
-            layers, fallback = [], list(fm.params)
+            layers, fallback, unused = [], list(fm.params), []
         kronecker: dict[nn.Module, KroneckerProjection] = {}
         dense_sizes: dict[str, int] = {}
         per_sample = 0
@@ -263,7 +265,7 @@ class FeatureMap:
             )
         dense = DenseProjection.draw(self.seed, self.k, dense_sizes, self.distribution, fm.dtype, fm.device)
         per_sample += 2 * R * self.k  # the chunk's features and one layer's contribution
-        return _Plan(fm, layers, kronecker, dense, rest, per_sample * fm.dtype.itemsize)
+        return _Plan(fm, layers, kronecker, dense, rest, per_sample * fm.dtype.itemsize, unused)
 
     def _project(self, p: _Plan, x: Inputs, kind: Kind, out: Tensor) -> None:
         """``out = J(x) R / √k`` for a chunk of samples, ``out`` ``[B, r, k]``."""
@@ -271,7 +273,7 @@ class FeatureMap:
         alpha, r = 1 / math.sqrt(self.k), out.shape[1]
         factored: list[tuple[KroneckerProjection, Tensor | None, Tensor]] = []
         dense: list[tuple[str, Tensor]] = []
-        for layer, xs, dzs in layer_captures(p.layers, capture(fm, x, p.layers, kind) if p.layers else []):
+        for layer, xs, dzs in layer_captures(p.layers, capture(fm, x, p.layers, kind, p.unused) if p.layers else []):
             D = layer.rule.cotangents(layer.module, dzs)  # [G, B, R, T, m]
             projection = p.kronecker.get(layer.module)
             if projection is not None:

@@ -18,7 +18,7 @@ from .outputs import OutputLike
 from .selection import ParamsLike
 from .structured import StructuredEngine
 from .structured.operations import OpSite
-from .structured.plan import factored_cost, materialised_cost, pairs_per_sample, plan
+from .structured.plan import factored_cost, materialised_cost, pairs_per_sample, plan, unused_params
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,10 @@ class ParameterPath:
 
     Attributes:
         name: the parameter's name; ``numel``: its number of entries.
-        path: ``"factored rule"``, ``"materialised rule"`` or ``"fallback"`` (per-sample gradients).
+        path: ``"factored rule"``, ``"materialised rule"``, ``"fallback"`` (per-sample gradients) or
+            ``"unused"`` (no function takes it on the probe: a zero gradient, which every block's pass checks).
         rule: the layer or operation that the rule reads (``"Linear"``, ``"operation on ...weight"``), or
-            ``""`` for a fallback.
+            ``""`` for a fallback or an unused parameter.
         cost: multiply-adds per pair of samples of its contraction (the layer's, for a ruled parameter).
     """
 
@@ -160,8 +161,10 @@ def explain(
             paths[name] = ParameterPath(name, fm.params[name].numel(), form, what, cost)
     for name in fallback:
         paths[name] = ParameterPath(name, fm.params[name].numel(), "fallback", "", Q * fm.params[name].numel())
+    for name in unused_params(fm, X, kind):
+        paths[name] = ParameterPath(name, fm.params[name].numel(), "unused", "", 0)
     parameters = [paths[n] for n in fm.params if n in paths]
-    ruled = sum(p.numel for p in parameters if p.path != "fallback") / max(1, P)
+    ruled = sum(p.numel for p in parameters if p.path.endswith("rule")) / max(1, P)
     layer_costs = {id(layer): paths[layer.names[0]].cost for layer in layers if layer.names}
     per_pair = sum(layer_costs.values()) + sum(p.cost for p in parameters if p.path == "fallback")
 

@@ -320,7 +320,8 @@ class KernelOperator(LinearOperator):
         fm = self.fm
         pullback = vjp(lambda p: fm(p, x), fm.params)[1]
         tangents = vmap(pullback)(self._cotangents(W).contiguous())[0]
-        return [t.reshape(W.shape[-1], -1) for t in tangents.values()]
+        # contiguous: a parameter the chunk does not use gets expanded zeros, which later chunks are added into
+        return [t.reshape(W.shape[-1], -1).contiguous() for t in tangents.values()]
 
     def _vp_push(self, x: Inputs, U: list[Tensor], k: int) -> Tensor:
         fm = self.fm

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -104,7 +105,9 @@ def channels_last(fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kin
     return converted if ((got - expected).abs().max() <= 1e-3 * scale).item() else None
 
 
-def capture(fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kind) -> list[tuple[list[Tensor], list[Tensor]]]:
+def capture(
+    fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kind, unused: Sequence[str] = ()
+) -> list[tuple[list[Tensor], list[Tensor]]]:
     """One forward pass over the block and the cotangents of every ruled layer's outputs.
 
     The cotangents are those of ``g = O^{-1/2} Σ_a f_a`` for the pNTK (one backward pass with cotangent
@@ -112,22 +115,32 @@ def capture(fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kind) -> 
     vectorised by ``is_grads_batched``). Samples do not interact, so the batched backward gives each sample
     its own cotangents. Gradients are taken with respect to the layer outputs only: the weight gradients that
     a plain backward pass would also form are never computed. A call shared by all samples has its output
-    expanded to the samples (see the note [Calls shared by all samples]).
+    expanded to the samples (see the note [Calls shared by all samples]). The same backward pass checks that
+    the output does not depend on the parameters ``unused`` (:func:`~.plan.unused_params`).
 
     Returns:
         Per layer and call, what its rule kept of the input ``[B, ...]``, and the output's cotangents
         ``[R, B, ...]`` (``R = 1`` for the pNTK, ``O`` otherwise).
+
+    Raises:
+        StructureChangedError: the block does not follow the plan: its layers are called otherwise, or its
+            output depends on a parameter of ``unused``.
     """
-    return capture_and_output(fm, x, layers, kind)[0]
+    return capture_and_output(fm, x, layers, kind, unused=unused)[0]
 
 
 def capture_and_output(
-    fm: FunctionalModel, x: Inputs, layers: list[Layer], kind: Kind, sample_weights: Tensor | None = None
+    fm: FunctionalModel,
+    x: Inputs,
+    layers: list[Layer],
+    kind: Kind,
+    sample_weights: Tensor | None = None,
+    unused: Sequence[str] = (),
 ) -> tuple[list[tuple[list[Tensor], list[Tensor]]], Tensor]:
     """:func:`capture`, and the model's output on ``x``; with ``sample_weights`` ``[B]`` (pNTK only), sample
     ``b``'s outputs get the cotangent ``w_b/√O`` instead of ``1/√O``."""
     B, O = len(x), fm.num_outputs
-    params = differentiable(fm, [n for layer in layers for n in layer.names])
+    params = differentiable(fm, [n for layer in layers for n in layer.names] + list(unused))
     calls: dict[Any, list[Call]] = {layer.module: [] for layer in layers}  # modules and OpSites
     by_module = {m: layer for layer in layers for m in layer.modules}
     shared_outputs = _SharedOutputs(B)
@@ -205,18 +218,26 @@ def capture_and_output(
         dzs: list[Tensor | None] = [None] * len(zs)
         # The views between a shared output and its expansion are differentiated again below.
         retain = any(c.source is not None and c.source[0] is not c.source[1] for c in all_calls)
-        if zs and out.requires_grad:
+        # Parameters unused on the probe are inputs of the same backward pass: a gradient path to one of them,
+        # which autograd finds at no cost when there is none, means this block uses it.
+        leaves = [params[n] for n in unused]
+        if (zs or leaves) and out.requires_grad:
             if kind is Kind.PNTK:
                 weights = out.new_ones(B) if sample_weights is None else sample_weights
                 cotangent = (weights / math.sqrt(O)).reshape(B, *[1] * (out.dim() - 1)).expand_as(out)
-                dzs = [
-                    None if d is None else d.unsqueeze(0)
-                    for d in torch.autograd.grad(out, zs, cotangent, allow_unused=True, retain_graph=retain)
-                ]
+                grads = torch.autograd.grad(out, zs + leaves, cotangent, allow_unused=True, retain_graph=retain)
+                dzs = [None if d is None else d.unsqueeze(0) for d in grads[: len(zs)]]
             else:
                 basis = torch.eye(O, dtype=out.dtype, device=out.device).unsqueeze(1).expand(O, B, O)
-                dzs = list(
-                    torch.autograd.grad(out, zs, basis, is_grads_batched=True, allow_unused=True, retain_graph=retain)
+                grads = torch.autograd.grad(
+                    out, zs + leaves, basis, is_grads_batched=True, allow_unused=True, retain_graph=retain
+                )
+                dzs = list(grads[: len(zs)])
+            used = [n for n, g in zip(unused, grads[len(zs) :]) if g is not None]
+            if used:
+                raise StructureChangedError(
+                    f"the output depends on the parameter {used[0]!r} on a block of {B} samples, but not on the "
+                    "probe samples, where the model did not use it"
                 )
         # The hooks stay on during the backward pass to see layers that it recomputes: those would run
         # outside ``fm``'s tensors, with the module's own parameters.

@@ -48,6 +48,7 @@ from .plan import (
     pairs_per_sample,
     plan,
     ruled_modules,
+    unused_params,
 )
 
 #: Tensors the size of a ruled layer's output that a pass holds per layer (its output, the activation after
@@ -133,6 +134,7 @@ class StructuredEngine:
     def prepare(self, fm: FunctionalModel, x: Inputs, kind: Kind) -> Block:
         B = len(x)
         layers, fallback = plan(fm, x, kind)
+        unused = unused_params(fm, x, kind)
         x = channels_last(fm, x, layers, kind) or x
         rest = None
         if fallback:
@@ -143,7 +145,9 @@ class StructuredEngine:
             )
         # The passes run over chunks of the block, so that their activations stay within capture_bytes.
         step = _capture_samples(layers, outputs_per_sample(fm, kind), fm.dtype.itemsize, self.memory.capture_bytes)
-        full = _fill_rows(B, step, lambda rows, into: self._prepare_rows(fm, x[rows], kind, layers, rest, into, rows))
+        full = _fill_rows(
+            B, step, lambda rows, into: self._prepare_rows(fm, x[rows], kind, layers, unused, rest, into, rows)
+        )
         factored = [layer for layer in layers if layer.factored]
         factors = [Factors(layer, full[2 * i], full[2 * i + 1]) for i, layer in enumerate(factored)]
         grads = full[2 * len(factored) :]
@@ -166,18 +170,20 @@ class StructuredEngine:
         x: Inputs,
         kind: Kind,
         layers: list[Layer],
+        unused: list[str],
         rest: FunctionalModel | None,
         into: list[Tensor] | None,
         rows: slice,
     ) -> list[tuple[Tensor, int]]:
         """One forward and backward pass over the samples ``x``: ``A`` and ``D`` of each factored layer, then
         the gradient parts of the materialised layers and of the fallback parameters ``rest``, each with its
-        sample axis. With ``into`` (the tensors of a whole block), each is also written into its ``rows``
+        sample axis (the parameters ``unused`` have none: the pass checks that the output does not depend on
+        them). With ``into`` (the tensors of a whole block), each is also written into its ``rows``
         there, a materialised gradient directly."""
         B, R = len(x), outputs_per_sample(fm, kind)
         parts: list[tuple[Tensor, int]] = []
         materialised = []
-        for layer, xs, dzs in layer_captures(layers, capture(fm, x, layers, kind)):
+        for layer, xs, dzs in layer_captures(layers, capture(fm, x, layers, kind, unused)):
             D = layer.rule.cotangents(layer.module, dzs)  # [G, B, R, T, m]
             if not layer.factored:
                 materialised.append((layer, xs, D))

@@ -376,27 +376,40 @@ def pairs_per_sample(fm: FunctionalModel, kind: Kind) -> int:
 #: The last plan of each live model (by ``id`` of its ``fm``): ``(key, result)``. The blocks of one kernel (and
 #: ``auto``'s choice before them) share a model, a kind and a sample shape, so they are planned once instead of
 #: once per block; an entry goes with its model.
-_plans: dict[int, tuple[tuple, tuple[list[Layer], list[str]]]] = {}
+_plans: dict[int, tuple[tuple, tuple[list[Layer], list[str], list[str]]]] = {}
 
 
 def plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list[str]]:
     """The ruled layers for inputs shaped like ``x``, and the differentiated parameters that fall back.
 
     See the note [When a rule may be trusted]. Layers that the model never calls are left out (their
-    parameters have zero gradient). The last plan of ``fm`` (the same object) is reused for the same kind and
-    trailing shapes and dtypes of the inputs.
+    parameters have zero gradient), and so are parameters that no function takes on the probe
+    (:func:`unused_params`). The last plan of ``fm`` (the same object) is reused for the same kind and trailing
+    shapes and dtypes of the inputs.
     """
+    layers, fallback, _ = _cached(fm, x, kind)
+    return list(layers), list(fallback)
+
+
+def unused_params(fm: FunctionalModel, x: Inputs, kind: Kind) -> list[str]:
+    """The differentiated parameters that no torch function took on the probe, in a model with ruled layers:
+    their gradient is zero, so they neither fall back nor have a layer. :func:`~.capture.capture` checks on
+    every block that the output still does not depend on them (a model may use a parameter for some samples
+    only) and raises :class:`~pntk.errors.StructureChangedError` if it does."""
+    return list(_cached(fm, x, kind)[2])
+
+
+def _cached(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list[str], list[str]]:
     key = (kind, x.keys, tuple((t.shape[1:], t.dtype, t.device) for t in x.tensors))
     cached = _plans.get(id(fm))
     if cached is None or cached[0] != key:
         if cached is None:
             weakref.finalize(fm, _plans.pop, id(fm), None)
         cached = _plans[id(fm)] = (key, _plan(fm, x, kind))
-    layers, fallback = cached[1]
-    return list(layers), list(fallback)
+    return cached[1]
 
 
-def _plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list[str]]:
+def _plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list[str], list[str]]:
     by_type = list(ruled_modules(fm))
     candidates, ties = _tied_groups(by_type), _lookup_ties(by_type)
     owner = {m: modules[0] for modules, *_ in candidates for m in modules}
@@ -468,7 +481,10 @@ def _plan(fm: FunctionalModel, x: Inputs, kind: Kind) -> tuple[list[Layer], list
                 clone_output=any(c.output._version != c.output_version for c in op_calls),
             )
         )
-    return layers, [n for n in fm.params if n not in ruled]
+    fallback = [n for n in fm.params if n not in ruled]
+    # Only a model with ruled layers has a capture pass on every block, which checks that they stay unused.
+    unused = [n for n in fallback if uses.counts[n] == 0] if layers else []
+    return layers, [n for n in fallback if n not in unused], unused
 
 
 def _unshareable(
