@@ -1,6 +1,7 @@
 """Parameters that no function takes on the probe (a head or bias a configuration leaves unused): their gradient is
 zero, so the structured engine neither falls back for them nor gives them a layer, and every block's backward pass
-checks that the output still does not depend on them; a model that uses one for later samples only is caught."""
+checks that the output still does not depend on them; a model that uses one for later samples only is caught, and
+so is one that skips a planned layer for a later block."""
 
 from __future__ import annotations
 
@@ -76,3 +77,29 @@ def test_a_parameter_used_only_by_later_samples_is_caught_on_every_path():
     assert rel_err(product, ref @ V) <= 1e-10
     with pytest.raises(StructureChangedError, match="method='dense'"):
         pntk.features(model, x, k=64, batch_size=2)
+
+
+class Skip(nn.Module):
+    """Three dense layers, the middle one skipped for a batch whose samples all have a first input above 5."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.c = nn.Linear(3, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x))
+        if not bool((x[:, 0] > 5).all()):
+            h = torch.tanh(self.b(h))
+        return self.c(h)
+
+
+def test_a_layer_that_a_later_block_does_not_call_is_caught():
+    model = Skip().double().eval()
+    x = inputs(4)
+    x[2:, 0] = 9.0  # the second block of two samples skips the middle layer
+    with pytest.raises(StructureChangedError, match="Linear was not called on a block of 2 samples"):
+        pntk.pntk(model, x, engine="structured", batch_size=2)
+    with pytest.warns(UserWarning, match="Jacobian engine instead"):
+        got = pntk.pntk(model, x, batch_size=2)
+    assert rel_err(got, reference_kernel(model, x, None, "pntk")) <= 1e-10

@@ -194,6 +194,11 @@ def capture_and_output(
         out = fm(params, x)
         for module, module_calls in calls.items():
             operation = isinstance(module, OpSite)
+            if not operation and not module_calls:
+                raise StructureChangedError(
+                    f"{type(module).__name__} was not called on a block of {B} samples, though it was on the probe "
+                    "(control flow that depends on the inputs)"
+                )
             if operation and len(module_calls) != len(module.layouts):
                 raise StructureChangedError(
                     f"the {module} was called {len(module_calls)} times on a block of {B} samples but "
