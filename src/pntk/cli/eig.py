@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import torch
 
 from ..kernels.api import device_of
 from ..solvers import SolverOptions, effective_rank, eigsh
-from .operands import (
-    add_source_arguments,
-    check_source,
-    emit,
-    load_network,
-    network_operator,
-    refine_budgets,
-    stored_operator,
-)
+from .operands import add_source_arguments, check_source, emit, load_network, network_operator, refined, stored_operator
 
 _EPILOG = """\
 examples:
@@ -57,18 +50,12 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_source(args)
-    exact = None
     if args.store:
-        memory, refine = refine_budgets(args, torch.device("cpu"))
-        op, source = stored_operator(args.store, args, memory=memory), {"store": args.store}
-        if refine is not None:
-            exact = stored_operator(args.store, args, dtype=torch.float64, memory=refine)
+        op, exact = refined(args, torch.device("cpu"), partial(stored_operator, args.store, args))
+        source = {"store": args.store}
     else:
         model, x, _, _ = load_network(args)
-        memory, refine = refine_budgets(args, device_of(model))
-        op = network_operator(args, model, x, memory=memory)
-        if refine is not None:
-            exact = network_operator(args, model, x, dtype=torch.float64, memory=refine)
+        op, exact = refined(args, device_of(model), partial(network_operator, args, model, x))
         source = {"model": args.model, "dataset": args.dataset, "N": len(x), "kind": args.kind}
     options = SolverOptions(
         tol=args.tol,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -153,10 +154,12 @@ def targets(labels, num_classes: int | None) -> tuple[torch.Tensor, torch.Tensor
     return one_hot_targets(labels, O, dtype=torch.float64), labels
 
 
-def refine_budgets(args: argparse.Namespace, device: torch.device) -> tuple[int | str | None, int | None]:
-    """The memory of the operators that iterate, and with ``--refine`` of each float64 operator (an eighth of
-    the budget: they multiply once per outer step, and their factors need not stay cached); ``None`` without."""
+def refined(args: argparse.Namespace, device: torch.device, build: Callable[..., Any]) -> tuple[Any, Any | None]:
+    """The operator that iterates, ``build(memory=...)``, and with ``--refine`` the same kernel with float64
+    products, ``build(dtype=torch.float64, memory=...)`` (else ``None``). With ``--refine`` the first takes
+    three quarters of the budget and the second an eighth: it multiplies once per outer step, and its factors
+    need not stay cached."""
     if not args.refine:
-        return args.memory, None
+        return build(memory=args.memory), None
     budget = memory_budget(device, args.memory)
-    return budget - budget // 4, budget // 8
+    return build(memory=budget - budget // 4), build(dtype=torch.float64, memory=budget // 8)

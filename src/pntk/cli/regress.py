@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from .operands import (
     emit,
     load_network,
     network_operator,
-    refine_budgets,
+    refined,
     stored_operator,
     targets,
 )
@@ -89,17 +90,14 @@ def run(args: argparse.Namespace) -> int:
         emit({**regress_features(args), "seconds": round(time.perf_counter() - start, 3)}, args)
         return 0
     check_source(args)
-    exact: dict = {}
     if args.store:
         if args.labels is None:
             raise ValueError("--store needs --labels (a .npy file of train labels [N] or targets [N, O])")
-        memory, refine = refine_budgets(args, torch.device("cpu"))
-        op = stored_operator(args.store, args, memory=memory)
-        cross = stored_operator(args.test_store, args, memory=memory) if args.test_store else None
-        if refine is not None:
-            exact["exact"] = stored_operator(args.store, args, dtype=torch.float64, memory=refine)
-            if args.test_store:
-                exact["exact_test"] = stored_operator(args.test_store, args, dtype=torch.float64, memory=refine)
+        cpu = torch.device("cpu")
+        op, exact = refined(args, cpu, partial(stored_operator, args.store, args))
+        cross, exact_test = (
+            refined(args, cpu, partial(stored_operator, args.test_store, args)) if args.test_store else (None, None)
+        )
         Y, labels = targets(np.load(args.labels, allow_pickle=False), None)
         test_labels = torch.as_tensor(np.load(args.test_labels, allow_pickle=False)) if args.test_labels else None
         source = {"store": args.store, "test_store": args.test_store}
@@ -109,12 +107,8 @@ def run(args: argparse.Namespace) -> int:
         if labels is None:
             raise ValueError("a file of inputs has no labels; use a dataset, or compute stores and pass --labels")
         Y, labels = targets(labels, O)
-        memory, refine = refine_budgets(args, device_of(model))
-        op = network_operator(args, model, x, memory=memory)
-        cross = network_operator(args, model, x_test, x, memory=memory)
-        if refine is not None:
-            exact["exact"] = network_operator(args, model, x, dtype=torch.float64, memory=refine)
-            exact["exact_test"] = network_operator(args, model, x_test, x, dtype=torch.float64, memory=refine)
+        op, exact = refined(args, device_of(model), partial(network_operator, args, model, x))
+        cross, exact_test = refined(args, device_of(model), partial(network_operator, args, model, x_test, x))
         source = {"model": args.model, "dataset": args.dataset, "kind": args.kind, "N": len(x), "M": len(x_test)}
     ridge = args.ridge
     if ridge is None:
@@ -127,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=args.progress,
     )
-    result = ridge_regression(op, cross, Y, ridge=ridge, options=options, **exact)
+    result = ridge_regression(op, cross, Y, ridge=ridge, options=options, exact=exact, exact_test=exact_test)
     out = {
         **source,
         "ridge": ridge,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -73,7 +73,7 @@ class _Plan:
     dense: DenseProjection
     fallback: FunctionalModel | None
     per_sample_bytes: int
-    unused: list[str] = field(default_factory=list)  # zero gradients, checked on every chunk
+    unused: list[str]  # parameters with zero gradients, checked on every chunk
 
 
 class FeatureMap:
