@@ -3,9 +3,10 @@
 Usage (from the repository root; ``pip install traker dattri`` into the venv first, they are not pntk
 dependencies)::
 
-    .venv/bin/python benchmarks/bench_features.py [--parts throughput accuracy million] [--threads 1]
+    .venv/bin/python benchmarks/bench_features.py [--parts throughput accuracy million network] [--threads 1]
         [--k 4096] [--n-throughput 10000] [--n-peers 512] [--n-accuracy 10000] [--n-million 1000000]
-        [--out benchmarks/out/features.json] [--figure docs/features_mnist1d_mlp.png] [--plot-only]
+        [--million-methods kronecker nystrom] [--epochs 5] [--out benchmarks/out/features.json]
+        [--figure docs/features_mnist1d_mlp.png] [--plot-only]
 
 MNIST-1D generated offline (``mnist1d.data.make_dataset``, cached under ``/tmp/pntk-bench``), the MLP
 40-512-512-10 at PyTorch's initialisation, float32, pNTK gradients ``∇ Σ_a f_a / √O``. Every measurement runs in
@@ -20,7 +21,10 @@ its own process (``features_worker.py``), whose peak resident memory is sampled 
    test accuracy of ridge regression in ``k`` dimensions beside exact pNTK regression (same ``λ``), Nyström
    and the trained network.
 3. **million**: ``N = --n-million`` training samples sketched chunk by chunk straight into a ridge regression in
-   ``k`` dimensions (``Φ`` is never held), then test accuracy.
+   ``k`` dimensions (``Φ`` is never held), then test accuracy, for each of ``--million-methods``: the Kronecker
+   projection, and Nyström features of ``k`` landmarks drawn uniformly from the training samples.
+4. **network** (not run by default): the MLP trained on the same ``--n-million`` samples for ``--epochs``
+   epochs (Adam, cross-entropy), its test accuracy beside the sketch's.
 
 Nothing here asserts a time; figures go to stdout as tables, to ``--out`` as JSON and to ``--figure``.
 """
@@ -91,18 +95,36 @@ def accuracy(args) -> dict:
 
 
 def million(args) -> dict:
+    """One streamed regression per method of ``--million-methods``, keyed by method."""
+    out = {}
+    for method in args.million_methods:
+        job = {
+            "task": "million",
+            "n": args.n_million,
+            "n_test": 10000,
+            "k": args.k,
+            "threads": args.threads,
+            "dataset": 1250000,
+            "ridge_scales": args.ridge_scales,
+            "validation": args.validation,
+            "chunk": 4096,
+            "method": method,
+            "load": harness.load_average(),
+        }
+        out[method] = run(job, timeout_s=3600, memory_cap=4 * GiB)
+    return out
+
+
+def network(args) -> dict:
     job = {
-        "task": "million",
+        "task": "network",
         "n": args.n_million,
         "n_test": 10000,
-        "k": args.k,
+        "epochs": args.epochs,
         "threads": args.threads,
         "dataset": 1250000,
-        "ridge_scales": args.ridge_scales,
-        "validation": args.validation,
-        "chunk": 4096,
     }
-    return run(job, timeout_s=3600, memory_cap=4 * GiB)
+    return run(job, timeout_s=7200, memory_cap=4 * GiB)
 
 
 def report(results: dict) -> None:
@@ -146,31 +168,13 @@ def report(results: dict) -> None:
                 ],
             )
         )
-    if "million" in results:
-        m = results["million"]
-        print(
-            json.dumps(
-                {
-                    k: m.get(k)
-                    for k in (
-                        "status",
-                        "n",
-                        "k",
-                        "sketch_s",
-                        "gram_s",
-                        "select_s",
-                        "solve_s",
-                        "total_s",
-                        "ridge_scale",
-                        "validation_accuracy",
-                        "test_accuracy",
-                        "test_accuracy_by_scale",
-                        "peak_rss",
-                        "detail",
-                    )
-                }
-            )
-        )
+    if "network" in results:
+        w = results["network"]
+        print(f"network trained on N = {w.get('n')}: test accuracy {w.get('test_accuracy')} ({w.get('seconds')} s)")
+    for method, m in results.get("million", {}).items():
+        keys = ("status", "n", "k", "landmarks_s", "sketch_s", "gram_s", "select_s", "solve_s", "total_s")
+        keys += ("ridge_scale", "validation_accuracy", "test_accuracy", "test_accuracy_by_scale", "peak_rss", "detail")
+        print(method, json.dumps({key: m.get(key) for key in keys}))
 
 
 def figure(results: dict, path: Path) -> None:
@@ -225,15 +229,14 @@ def figure(results: dict, path: Path) -> None:
             ax.semilogx([e["k"] for e in s], [e["accuracy"] for e in s], marker=marker, label=f"{method} ridge")
         ax.set_xticks(ks, [str(int(k)) for k in ks], minor=False)
         ax.minorticks_off()
-        ax.axhline(a["exact_accuracy"], color="k", ls="--", label="exact pNTK regression")
-        ax.axhline(a["network_accuracy"], color="C3", ls=":", label="trained network")
-        if "million" in results and results["million"].get("test_accuracy"):
-            ax.axhline(
-                results["million"]["test_accuracy"],
-                color="C2",
-                ls="-.",
-                label=f"sketch, N = {results['million']['n']:,}",
-            )
+        ax.axhline(a["exact_accuracy"], color="k", ls="--", label=f"exact pNTK regression, N = {a['n']:,}")
+        ax.axhline(a["network_accuracy"], color="C3", ls=":", label=f"network trained on N = {a['n']:,}")
+        for (method, m), color in zip(results.get("million", {}).items(), ("C2", "C4")):
+            if m.get("test_accuracy"):
+                ax.axhline(m["test_accuracy"], color=color, ls="-.", label=f"{method} ridge, N = {m['n']:,}")
+        if results.get("network", {}).get("test_accuracy"):
+            w = results["network"]
+            ax.axhline(w["test_accuracy"], color="C1", ls=":", label=f"network trained on N = {w['n']:,}")
         ax.set_xlabel("k")
         ax.set_ylabel("test accuracy")
         ax.set_title("MNIST-1D test accuracy", fontsize=9)
@@ -262,6 +265,14 @@ def main() -> None:
         default=[1e-3, 1e-2, 1e-1, 1.0],
         help="million: the λ / mean diag K̂ to choose from on held-out training rows",
     )
+    parser.add_argument(
+        "--million-methods",
+        nargs="+",
+        choices=["kronecker", "nystrom"],
+        default=["kronecker", "nystrom"],
+        help="million: the Kronecker projection and/or Nyström features of k uniform landmarks",
+    )
+    parser.add_argument("--epochs", type=int, default=5, help="network: epochs of training on --n-million samples")
     parser.add_argument("--validation", type=int, default=10000, help="million: held-out training rows")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/features.json"))
     parser.add_argument("--figure", type=Path, default=Path("docs/features_mnist1d_mlp.png"))
@@ -275,7 +286,7 @@ def main() -> None:
             if part == "throughput":
                 results[part] = throughput(args, results.get(part, []))
             else:
-                results[part] = {"accuracy": accuracy, "million": million}[part](args)
+                results[part] = {"accuracy": accuracy, "million": million, "network": network}[part](args)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(results, indent=1))
     report(results)

@@ -4,7 +4,8 @@ sketch: one figure for the README.
 Usage (from the repository root, alone on the machine)::
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_features_scaling.py [--threads 2]
-        [--dense 1000 10000] [--operator 1000 10000] [--sketch 1000 10000 100000] [--ridge-scale 0.1]
+        [--dense 1000 10000] [--operator 1000 10000] [--sketch 1000 10000 100000] [--nystrom 1000 10000 100000]
+        [--ridge-scale 0.1]
         [--add results.json ...] [--out benchmarks/out/features_scaling.json] [--figure docs/features_scaling.png]
 
 MNIST-1D (``features_data.mnist1d``: the 1.25 M-sample set, 10,000 test samples), the MLP 40-512-512-10 at
@@ -12,7 +13,8 @@ initialisation, float32, one-hot targets, ``λ = --ridge-scale · mean diag K``.
 (``harness.run_worker`` on this file) times the whole regression from the inputs to the test
 predictions, excluding data generation: ``dense`` forms ``K`` and ``K(x_test, X)`` with ``pntk.pntk`` and solves
 by PCG (``pntk.solvers.ridge_regression``, relative residual 1e-6); ``operator`` gives the same PCG the
-matrix-free ``pntk.operator``; ``sketch`` streams a ``k = 4096`` Kronecker sketch into ``FeatureRidge``.
+matrix-free ``pntk.operator``; ``sketch`` streams a ``k = 4096`` Kronecker sketch into ``FeatureRidge``, and
+``nystrom`` the Nyström features of ``min(k, N)`` uniform landmarks (at ``N ≤ k`` exact regression again).
 ``--add`` merges points measured elsewhere (JSON lists of rows with ``method``, ``n``, ``seconds``,
 ``accuracy``). Nothing asserts a time.
 """
@@ -52,8 +54,12 @@ def work(job: dict) -> dict:
     net = mlp()
     t0 = time.perf_counter()
     extra: dict = {}
-    if method == "sketch":
-        fmap = pntk.features.FeatureMap(net, k=job["k"], seed=0)
+    if method in ("sketch", "nystrom"):
+        if method == "sketch":
+            fmap = pntk.features.FeatureMap(net, k=job["k"], seed=0)
+        else:  # min(k, N) landmarks drawn uniformly; at k ≥ N every sample is one and the regression is exact
+            index = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: job["k"]].sort().values
+            fmap = pntk.features.Nystrom(net, x[index])
         ridge = pntk.features.FeatureRidge(0.0)
         diag = 0.0
         for s in range(0, n, 4096):
@@ -82,13 +88,14 @@ def figure(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for method, marker in (("dense", "s"), ("operator", "^"), ("sketch", "o")):
+    labels = {"sketch": "Kronecker sketch", "nystrom": "Nyström sketch"}
+    for method, marker in (("dense", "s"), ("operator", "^"), ("sketch", "o"), ("nystrom", "D")):
         pts = sorted((r["n"], r["accuracy"], r["seconds"]) for r in rows if r["method"] == method and "accuracy" in r)
         if not pts:
             continue
         n, acc, sec = zip(*pts)
-        left.semilogx(n, acc, marker=marker, label=method)
-        right.loglog(n, sec, marker=marker, label=method)
+        left.semilogx(n, acc, marker=marker, label=labels.get(method, method))
+        right.loglog(n, sec, marker=marker, label=labels.get(method, method))
     left.set_xlabel("N (training samples)")
     left.set_ylabel("test accuracy (10,000 samples)")
     right.set_xlabel("N (training samples)")
@@ -96,8 +103,11 @@ def figure(rows: list[dict], path: Path) -> None:
     right.axhline(600, color="k", ls=":", lw=0.8)
     for ax in (left, right):
         ax.legend(fontsize=8)
+    loads = [float(r["load"]) for r in rows if str(r.get("load", "?")).replace(".", "", 1).isdigit()]
     fig.suptitle(
-        "pNTK ridge regression, MLP 40-512-512-10, MNIST-1D, float32, 2 threads (machine under load)", fontsize=9
+        "pNTK ridge regression, MLP 40-512-512-10, MNIST-1D, float32, 2 threads"
+        + (f" (load average at start {min(loads):.1f}–{max(loads):.1f})" if loads else ""),
+        fontsize=9,
     )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,6 +123,7 @@ def main() -> None:
     parser.add_argument("--dense", type=int, nargs="*", default=[1000, 10000])
     parser.add_argument("--operator", type=int, nargs="*", default=[1000, 10000])
     parser.add_argument("--sketch", type=int, nargs="*", default=[1000, 10000, 100000])
+    parser.add_argument("--nystrom", type=int, nargs="*", default=[1000, 10000, 100000])
     parser.add_argument("--ridge-scale", type=float, default=0.1)
     parser.add_argument("--k", type=int, default=4096)
     parser.add_argument("--add", type=Path, nargs="*", default=[])
@@ -122,7 +133,7 @@ def main() -> None:
     args = parser.parse_args()
     rows: list[dict] = json.loads(args.out.read_text()) if args.plot_only else []
     if not args.plot_only:
-        for method in ("dense", "operator", "sketch"):
+        for method in ("dense", "operator", "sketch", "nystrom"):
             for n in getattr(args, method):
                 job = {"method": method, "n": n, "n_test": 10000, "threads": args.threads}
                 job.update(ridge_scale=args.ridge_scale, k=args.k, load=harness.load_average())

@@ -8,8 +8,10 @@ Jobs (JSON on stdin), all on the MLP 40-512-512-10 and MNIST-1D inputs, float32,
 - ``{"task": "accuracy", "n", "n_test", "ks", "threads", "ridge_scale"}``: against the exact pNTK of ``n``
   training samples: ``‖Φ Φᵀ − K‖_F / ‖K‖_F`` and the top eigenvalues for each ``k``; test accuracy of exact
   pNTK regression, of the sketch's k-dimensional regression and of Nyström, and of the trained network;
-- ``{"task": "million", "n", "k", "threads", "ridge_scale", "chunk"}``: the sketch of ``n`` training samples
-  streamed into a ridge regression in ``k`` dimensions, then test accuracy.
+- ``{"task": "million", "n", "k", "threads", "ridge_scales", "chunk", "method"}``: the sketch of ``n`` training
+  samples (``method`` ``"kronecker"``, or ``"nystrom"`` with ``k`` uniform landmarks) streamed into a ridge
+  regression in ``k`` dimensions, then test accuracy;
+- ``{"task": "network", "n", "epochs", "threads"}``: the MLP trained on ``n`` training samples, its test accuracy.
 """
 
 from __future__ import annotations
@@ -130,8 +132,13 @@ def million(job: dict) -> dict:
     x_test, y_test = torch.from_numpy(data["x_test"][: job["n_test"]]), data["y_test"][: job["n_test"]]
     Y = np.eye(10)[y]
     net = mlp()
-    fmap = pntk.features.FeatureMap(net, k=k, seed=0)
     t0 = time.perf_counter()
+    if job.get("method", "kronecker") == "kronecker":
+        fmap = pntk.features.FeatureMap(net, k=k, seed=0)
+    else:  # k landmarks drawn uniformly from the fitted rows; their kernel and its eigendecomposition are timed
+        index = torch.randperm(n - held, generator=torch.Generator().manual_seed(0))[:k].sort().values
+        fmap = pntk.features.Nystrom(net, x[index])
+    landmarks_s = time.perf_counter() - t0
     ridge = pntk.features.FeatureRidge(0.0)
     sketch_s = gram_s = 0.0
     scale = 0.0  # mean diag of K̂, from the fitted rows
@@ -145,7 +152,15 @@ def million(job: dict) -> dict:
         sketch_s, gram_s = sketch_s + t2 - t1, gram_s + time.perf_counter() - t2
     scale /= n - held
     scales = job.get("ridge_scales", [job.get("ridge_scale", 1e-3)])
-    result: dict = {"n": n, "k": k, "chunk": chunk, "validation": held, "ridge_scales": scales}
+    result: dict = {
+        "n": n,
+        "k": k,
+        "method": job.get("method", "kronecker"),
+        "chunk": chunk,
+        "validation": held,
+        "ridge_scales": scales,
+        "landmarks_s": landmarks_s,
+    }
     t1 = time.perf_counter()
     if held:
         Phi_val = fmap(x[n - held :])
@@ -181,6 +196,40 @@ def million(job: dict) -> dict:
         coef_norm=float(np.linalg.norm(W)),
     )
     return result
+
+
+def network(job: dict) -> dict:
+    """The MLP trained on ``n`` training samples (Adam, cross-entropy, ``job["epochs"]`` epochs): the network's
+    test accuracy, beside the sketch's of the same samples."""
+    data = mnist1d(job["dataset"])
+    n = job["n"]
+    x, y = torch.from_numpy(data["x"][:n]), torch.from_numpy(data["y"][:n])
+    x_test, y_test = torch.from_numpy(data["x_test"][: job["n_test"]]), data["y_test"][: job["n_test"]]
+    net = mlp()
+    with torch.no_grad():
+        initial = float((net(x_test).argmax(1).numpy() == y_test).mean())
+    # A plain minibatch loop: pntk.train's loss on the whole training set after every epoch would hold the
+    # activations of a million samples at once.
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    net.train()
+    t0 = time.perf_counter()
+    for _ in range(job["epochs"]):
+        for batch in torch.randperm(n, generator=g).split(256):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(net(x[batch]), y[batch]).backward()
+            optimizer.step()
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        accuracy = float((net.eval()(x_test).argmax(1).numpy() == y_test).mean())
+    return {
+        "n": n,
+        "epochs": job["epochs"],
+        "seconds": seconds,
+        "initial_accuracy": initial,
+        "test_accuracy": accuracy,
+        "n_test": int(len(y_test)),
+    }
 
 
 def accuracy(job: dict) -> dict:
@@ -253,7 +302,7 @@ def accuracy(job: dict) -> dict:
 def main() -> None:
     job = harness.read_job()
     torch.set_num_threads(job.get("threads", 1))
-    task = {"throughput": throughput, "accuracy": accuracy, "million": million}[job["task"]]
+    task = {"throughput": throughput, "accuracy": accuracy, "million": million, "network": network}[job["task"]]
     harness.emit(task(job))
 
 

@@ -74,6 +74,27 @@ def test_ridge_in_k_dimensions_equals_kernel_ridge_regression():
     assert one.shape == (6,) and np.allclose(one, kernel_regression(K, K_test, Y[:, 0], ridge=0.5), rtol=1e-10)
 
 
+def test_the_gram_accumulates_over_chunks_in_float64_and_a_refit_forgets_it():
+    """Each chunk's triangle is multiplied in the features' dtype and summed in float64; the symmetric Gram is
+    formed once, on use, and a later chunk or a fresh ``fit`` replaces it."""
+    Phi, Y = rand(50, 7).float(), rand(50, 2, seed=1)
+    r = FeatureRidge(0.1)
+    assert r.gram is None
+    for rows in (slice(0, 13), slice(13, 14), slice(14, 50)):
+        r.partial_fit(Phi[rows], Y[rows])
+    G = Phi.double().T @ Phi.double()
+    assert r.gram is not None and r.gram.dtype == np.float64
+    np.testing.assert_array_equal(r.gram, r.gram.T)
+    np.testing.assert_allclose(r.gram, G.numpy(), rtol=1e-5, atol=1e-5 * float(G.abs().max()))
+    np.testing.assert_allclose(r.rhs, (Phi.double().T @ Y).numpy(), rtol=1e-5, atol=1e-5)
+    first = r.coef
+    r.partial_fit(Phi[:5], Y[:5])  # the Gram seen by the next solve includes these rows
+    np.testing.assert_allclose(r.gram, (G + Phi[:5].double().T @ Phi[:5].double()).numpy(), rtol=1e-5, atol=1e-4)
+    assert not np.allclose(r.coef, first)
+    r.fit(Phi[:5], Y[:5])
+    np.testing.assert_allclose(r.gram, (Phi[:5].double().T @ Phi[:5].double()).numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_ridge_with_entk_features_equals_the_entk_solve():
     Phi, Phi_test, Y = rand(10, 3, 12), rand(4, 3, 12, seed=1), rand(10, 3, seed=2)
     Theta = torch.einsum("nak,mbk->nmab", Phi, Phi)

@@ -43,15 +43,14 @@ def _rows(Phi, name: str) -> tuple[Tensor, int]:
     raise ValueError(f"{name} must be [N, k] or [N, O, k] features; got shape {list(Phi.shape)}")
 
 
-def _gram(P: Tensor) -> np.ndarray:
-    """``PᵀP`` in float64, multiplied in ``P``'s dtype: on the CPU by BLAS ``syrk`` (one triangle, half the
-    multiply-adds of a matmul)."""
+def _upper_gram(P: Tensor) -> np.ndarray:
+    """The upper triangle of ``PᵀP`` (zeros below), multiplied in ``P``'s dtype: on the CPU by BLAS ``syrk``
+    (one triangle, half the multiply-adds of a matmul)."""
     if P.device.type == "cpu" and P.dtype in (torch.float32, torch.float64):
         syrk = blas.ssyrk if P.dtype == torch.float32 else blas.dsyrk
         # Pᵀ of a C-ordered P is Fortran-ordered, which BLAS reads without a copy.
-        upper = syrk(1.0, P.numpy().T, trans=0, lower=0).astype(np.float64)
-        return np.triu(upper) + np.triu(upper, 1).T
-    return (P.T @ P).double().cpu().numpy()
+        return syrk(1.0, P.numpy().T, trans=0, lower=0)
+    return torch.triu(P.T @ P).cpu().numpy()
 
 
 class FeatureRidge:
@@ -68,8 +67,9 @@ class FeatureRidge:
     time by :meth:`fit` and :meth:`predict`.
 
     Memory: one float64 ``k × k`` Gram and ``k × O`` right-hand side, whatever ``N``. Cost: ``N·k²`` to
-    accumulate, ``k³/3`` to solve. Each chunk's Gram is computed in the features' dtype (float32 features: at
-    the float32 matmul rate) and summed in float64, so rounding grows with the chunk's length, not with ``N``.
+    accumulate, ``k³/3`` to solve. Each chunk's Gram and ``Φᵀ(Y − f0)`` are computed in the features' dtype
+    (float32 features: at the float32 matmul rate) and summed in float64, so rounding grows with the chunk's
+    length, not with ``N``.
 
     Args:
         ridge: ``λ ≥ 0``.
@@ -96,7 +96,10 @@ class FeatureRidge:
             raise ValueError(f"ridge must be non-negative; got {ridge}")
         self.ridge = float(ridge)
         self.on_singular = parse_enum(OnSingular, on_singular, "on_singular value")
-        self.gram: np.ndarray | None = None
+        # The Gram's upper triangle, summed over chunks; made symmetric once, when a solve needs it (per chunk,
+        # that copy cost more than the chunk's syrk).
+        self._upper: np.ndarray | None = None
+        self._gram: np.ndarray | None = None
         self.rhs: np.ndarray | None = None
         self.O = 0
         self.N = 0
@@ -118,7 +121,7 @@ class FeatureRidge:
             ValueError: shapes that disagree; NaN or Inf.
             StoreError: a store that is not complete.
         """
-        self.gram = self.rhs = self._coef = None
+        self._upper = self._gram = self.rhs = self._coef = None
         self.N = 0
         if not isinstance(Phi, FeatureStore):
             return self.partial_fit(Phi, Y, f0)
@@ -147,16 +150,24 @@ class FeatureRidge:
                 "do not match"
             )
         R = Y.reshape(-1, 1) if O_phi > 1 else Y
-        if self.gram is None or self.rhs is None:
-            self.gram, self.rhs = np.zeros((P.shape[1], P.shape[1])), np.zeros((P.shape[1], R.shape[1]))
+        if self._upper is None or self.rhs is None:
+            self._upper = np.zeros((P.shape[1], P.shape[1]), order="F")  # the order syrk returns
+            self.rhs = np.zeros((P.shape[1], R.shape[1]))
             self.O, self.squeeze = O_phi, squeeze
-        elif self.gram.shape[0] != P.shape[1] or self.O != O_phi or self.rhs.shape[1] != R.shape[1]:
+        elif self._upper.shape[0] != P.shape[1] or self.O != O_phi or self.rhs.shape[1] != R.shape[1]:
             raise ValueError("this chunk's features or targets differ in shape from the earlier chunks")
-        self.gram += _gram(P.contiguous())
-        self.rhs += P.double().T.cpu().numpy() @ R
+        np.add(self._upper, _upper_gram(P.contiguous()), out=self._upper)  # cast while adding: no float64 copy
+        self.rhs += (P.T @ torch.from_numpy(R).to(P)).double().cpu().numpy()
         self.N += N
-        self._coef = None
+        self._gram = self._coef = None
         return self
+
+    @property
+    def gram(self) -> np.ndarray | None:
+        """``ΦᵀΦ`` of the rows fitted so far, ``[k, k]`` float64; ``None`` before any."""
+        if self._gram is None and self._upper is not None:
+            self._gram = self._upper + np.triu(self._upper, 1).T
+        return self._gram
 
     @property
     def coef(self) -> np.ndarray:
@@ -166,15 +177,16 @@ class FeatureRidge:
             ValueError: before any fit.
             IllConditionedKernelError: a singular system with ``on_singular="raise"``.
         """
-        if self.gram is None:
+        if self._upper is None:
             raise ValueError("FeatureRidge has seen no data; call fit() or partial_fit() first")
         if self._coef is None:
             self._coef = self._solve(self.ridge)
         return self._coef
 
     def _solve(self, ridge: float) -> np.ndarray:
-        assert self.gram is not None and self.rhs is not None
-        A = self.gram + ridge * np.eye(self.gram.shape[0])
+        gram = self.gram
+        assert gram is not None and self.rhs is not None
+        A = gram + ridge * np.eye(gram.shape[0])
         rhs: np.ndarray = self.rhs
         try:
             L = cho_factor(A, lower=True)
@@ -237,13 +249,13 @@ class FeatureRidge:
             ValueError: before any fit, a negative ridge, or features of another map.
             IllConditionedKernelError: a singular system with ``on_singular="raise"``.
         """
-        if self.gram is None or self.rhs is None:
+        if self._upper is None or self.rhs is None:
             raise ValueError("FeatureRidge has seen no data; call fit() or partial_fit() first")
         lams = np.asarray(ridges, dtype=np.float64).reshape(-1)
         if (lams < 0).any():
             raise ValueError(f"ridges must be non-negative; got {lams.tolist()}")
         P, O_phi = _rows(Phi, "Phi")
-        if P.shape[1] != self.gram.shape[0] or O_phi != self.O:
+        if P.shape[1] != self._upper.shape[0] or O_phi != self.O:
             raise ValueError(
                 f"features of shape {list(np.shape(Phi))} do not come from the map the model was fitted on"
             )
