@@ -40,6 +40,21 @@ def test_ridge_regression_on_digits_reports_test_accuracy(capsys):
     assert result["n_train"] == 300 and result["n_test"] == 355 and result["test_accuracy"] > 0.6
 
 
+def test_ridge_regression_streams_the_features_in_chunks_and_fits_what_the_whole_features_fit(tmp_path, capsys):
+    """`--ridge` alone never holds Φ: chunks of samples go into ΦᵀΦ one by one (many under a small --memory).
+    The fit is the one from the whole Φ (written with --out), up to the rounding of the chunked sums."""
+    argv = ["features", "--model", "mlp", "--width", "32", "--dataset", "digits", "--num-samples", "300"]
+    argv += ["--k", "256", "--ridge", "1e-3", "--dtype", "float64"]
+    records = []
+    for extra in (["--memory", "400KB"], ["--out", str(tmp_path / "phi.npy")]):
+        assert main(argv + extra) == 0
+        records.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    streamed, whole = records
+    assert streamed["chunks"] == 300 // (400_000 // (4 * 256 * 8)) + 1 and whole["chunks"] == 1
+    assert streamed["ridge"] == pytest.approx(whole["ridge"], rel=1e-10)
+    assert streamed["test_accuracy"] == whole["test_accuracy"] > 0.6
+
+
 def test_nothing_to_do_is_an_error(capsys):
     assert main(["features", "--model", "mlp", "--dataset", "digits", "--k", "64"]) == 2
     assert "nothing to do" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import torch
 from mnist1d.data import get_dataset_args, make_dataset
 from sklearn.datasets import load_digits
 
-from pntk.data import load_dataset, read_digits, read_mnist1d, train_test
+from pntk.data import load_dataset, mnist1d_total, read_digits, read_mnist1d, train_test
 from pntk.data.builtin import _mnist1d
 
 
@@ -81,3 +81,35 @@ def test_mnist1d_flat_and_normalised() -> None:
     assert ds.x.shape == (1000, 40)
     train = load_dataset("mnist1d", flatten=True).x.double()
     assert abs(float(train.mean())) < 1e-6 and abs(float(train.std(unbiased=False)) - 1) < 1e-6
+
+
+def test_mnist1d_beyond_the_standard_sizes_is_generated_larger_by_the_same_generator() -> None:
+    """Asking for more samples than the standard split holds generates the least set that holds them (10
+    classes, 80% for training), as ``make_dataset`` with that ``num_samples`` and seed ``42 + num_samples``
+    does; sets of different sizes share no sample (with one seed, they would share many)."""
+    assert [mnist1d_total(n) for n in (1, 4000, 4001, 20000, 1_000_000)] == [5000, 5000, 5010, 25000, 1250000]
+    assert mnist1d_total(n_test=1001) == 5010 and mnist1d_total(n_all=5001) == 5010
+    args = get_dataset_args()
+    args.num_samples, args.seed = 6250, 42 + 6250
+    reference = make_dataset(args)
+    train, test = train_test("mnist1d", n_train=5000, normalize=False)
+    assert len(train) == 5000 and len(test) == 1250
+    np.testing.assert_array_equal(test.x[:, 0].numpy(), reference["x_test"].astype(np.float32))
+    np.testing.assert_array_equal(train.x[:, 0].numpy(), reference["x"].astype(np.float32))
+    # A subset of the training split of the same larger set (4,996 need 625 per class, as 5,000 do), stratified.
+    ds = load_dataset("mnist1d", n=4996, normalize=False)
+    assert len(ds) == 4996 and set(ds.indices.tolist()) <= set(range(5000))
+    np.testing.assert_array_equal(ds.x[:, 0].numpy(), reference["x"][ds.indices.numpy()].astype(np.float32))
+    assert load_dataset("mnist1d", split="test", n=1000, normalize=False).x.shape == (1000, 1, 40)
+    np.testing.assert_array_equal(read_mnist1d("test")[0][:, 0], make_dataset(get_dataset_args())["x_test"])
+
+    def repeated(a: np.ndarray, b: np.ndarray) -> int:
+        """Rows of ``a`` that are a row of ``b`` up to the affine map of each set's standardisation."""
+        za, zb = (m - m.mean(1, keepdims=True) for m in (a, b))
+        za, zb = (z / np.linalg.norm(z, axis=1, keepdims=True) for z in (za, zb))
+        return int(((za @ zb.T) > 1 - 1e-9).any(1).sum())
+
+    standard = np.concatenate([read_mnist1d(split)[0][:, 0] for split in ("train", "test")])
+    assert repeated(standard, np.concatenate([reference["x"], reference["x_test"]])) == 0
+    args.seed = 42  # the trap a seed per size avoids: class c's samples from 125·c on come again
+    assert repeated(standard, np.concatenate([*(make_dataset(args)[key] for key in ("x", "x_test"))])) == 1250

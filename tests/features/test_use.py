@@ -95,6 +95,21 @@ def test_the_gram_accumulates_over_chunks_in_float64_and_a_refit_forgets_it():
     np.testing.assert_allclose(r.gram, (Phi[:5].double().T @ Phi[:5].double()).numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(20, 6), (20, 3, 6)])
+def test_setting_the_ridge_refits_and_the_mean_diagonal_is_that_of_the_feature_kernel(shape):
+    Phi, Y = rand(*shape), rand(20, 3, seed=1)
+    r = FeatureRidge(0.5).fit(Phi, Y)
+    assert r.mean_diagonal == pytest.approx(float(FeatureKernel(Phi).diagonal().mean()), rel=1e-12)
+    at_half = r.coef
+    r.ridge = 2.0 * r.mean_diagonal  # a stale solution would survive this
+    np.testing.assert_allclose(r.coef, FeatureRidge(r.ridge).fit(Phi, Y).coef, rtol=1e-12)
+    assert not np.allclose(r.coef, at_half)
+    with pytest.raises(ValueError, match="non-negative"):
+        r.ridge = -1.0
+    with pytest.raises(ValueError, match="no data"):
+        _ = FeatureRidge().mean_diagonal
+
+
 def test_ridge_with_entk_features_equals_the_entk_solve():
     Phi, Phi_test, Y = rand(10, 3, 12), rand(4, 3, 12, seed=1), rand(10, 3, seed=2)
     Theta = torch.einsum("nak,mbk->nmab", Phi, Phi)

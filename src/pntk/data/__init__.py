@@ -1,7 +1,7 @@
 """Datasets without a network: built-in digits and MNIST-1D, and CIFAR-10/100, MNIST, Fashion-MNIST read from
 their standard files in a directory the user names."""
 
-from pntk.data.builtin import read_digits, read_mnist1d
+from pntk.data.builtin import mnist1d_seed, mnist1d_total, read_digits, read_mnist1d
 from pntk.data.cifar import read_cifar10, read_cifar100
 from pntk.data.dataset import Dataset, one_hot_targets
 from pntk.data.errors import DatasetFileError, DatasetNotFoundError
@@ -20,6 +20,8 @@ __all__ = [
     "Split",
     "channel_stats",
     "load_dataset",
+    "mnist1d_seed",
+    "mnist1d_total",
     "one_hot_targets",
     "read_cifar10",
     "read_cifar100",

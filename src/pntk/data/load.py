@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pntk.data.builtin import read_digits, read_mnist1d
+from pntk.data.builtin import mnist1d_total, read_digits, read_mnist1d
 from pntk.data.cifar import read_cifar10, read_cifar100
 from pntk.data.dataset import Dataset
 from pntk.data.errors import DatasetNotFoundError
@@ -58,18 +58,19 @@ class Split(str, Enum):
 
 @dataclass(frozen=True)
 class _Source:
-    read: Callable[[str | Path | None, str], tuple[np.ndarray, np.ndarray]]
+    # (root, split, samples to generate): the last is read by generated datasets only (MNIST-1D).
+    read: Callable[[str | Path | None, str, int], tuple[np.ndarray, np.ndarray]]
     num_classes: int
     scale: float  # maps raw values to [0, 1]
 
 
 _SOURCES: dict[DatasetName, _Source] = {
-    DatasetName.DIGITS: _Source(lambda root, split: read_digits(split), 10, 16.0),
-    DatasetName.MNIST1D: _Source(lambda root, split: read_mnist1d(split), 10, 1.0),
-    DatasetName.CIFAR10: _Source(read_cifar10, 10, 255.0),
-    DatasetName.CIFAR100: _Source(read_cifar100, 100, 255.0),
-    DatasetName.MNIST: _Source(read_mnist, 10, 255.0),
-    DatasetName.FASHION_MNIST: _Source(read_fashion_mnist, 10, 255.0),
+    DatasetName.DIGITS: _Source(lambda root, split, total: read_digits(split), 10, 16.0),
+    DatasetName.MNIST1D: _Source(lambda root, split, total: read_mnist1d(split, total), 10, 1.0),
+    DatasetName.CIFAR10: _Source(lambda root, split, total: read_cifar10(root, split), 10, 255.0),
+    DatasetName.CIFAR100: _Source(lambda root, split, total: read_cifar100(root, split), 100, 255.0),
+    DatasetName.MNIST: _Source(lambda root, split, total: read_mnist(root, split), 10, 255.0),
+    DatasetName.FASHION_MNIST: _Source(lambda root, split, total: read_fashion_mnist(root, split), 10, 255.0),
 }
 
 
@@ -98,12 +99,18 @@ def load_dataset(
     name                x                    O      N train          N test
     ==================  ===================  =====  ===============  ===============
     ``digits``          ``[N, 1, 8, 8]``     10     1,442            355
-    ``mnist1d``         ``[N, 1, 40]``       10     4,000            1,000
+    ``mnist1d``         ``[N, 1, 40]``       10     4,000 *          1,000 *
     ``cifar10``         ``[N, 3, 32, 32]``   10     50,000           10,000
     ``cifar100``        ``[N, 3, 32, 32]``   100    50,000           10,000
     ``mnist``           ``[N, 1, 28, 28]``   10     60,000           10,000
     ``fashion-mnist``   ``[N, 1, 28, 28]``   10     60,000           10,000
     ==================  ===================  =====  ===============  ===============
+
+    (*) MNIST-1D is generated: up to these sizes it is the standard set; an ``n`` beyond them generates a larger
+    set by the same generator (:func:`~pntk.data.mnist1d_total` samples, 80% for training) with a seed of its
+    own, so that it shares no sample with the standard set or a set of any other size
+    (:func:`~pntk.data.read_mnist1d`). Take both splits from one call of :func:`train_test`, or ask each for
+    the sizes of the same set.
 
     Args:
         name: a :class:`DatasetName`; an unknown name raises an error that lists the valid ones.
@@ -140,8 +147,9 @@ def load_dataset(
     name, split = DatasetName(name), Split(split)
     source = _SOURCES[name]
     parts = [Split.TRAIN, Split.TEST] if split is Split.ALL else [split]
-    raw = {part: source.read(root, part.value) for part in parts}
-    stats = _training_stats(name, source, root, raw) if normalize else None
+    total = mnist1d_total(**{f"n_{split.value}": n})
+    raw = {part: source.read(root, part.value, total) for part in parts}
+    stats = _training_stats(name, source, root, raw, total) if normalize else None
     x = np.concatenate([raw[part][0] for part in parts])
     y = np.concatenate([raw[part][1] for part in parts])
     return _dataset(name, split, x, y, source, stats, n=n, flatten=flatten, seed=seed)
@@ -178,8 +186,9 @@ def train_test(
     """
     name = DatasetName(name)
     source = _SOURCES[name]
-    raw = {part: source.read(root, part.value) for part in (Split.TRAIN, Split.TEST)}
-    stats = _training_stats(name, source, root, raw) if normalize else None
+    total = mnist1d_total(n_train, n_test)
+    raw = {part: source.read(root, part.value, total) for part in (Split.TRAIN, Split.TEST)}
+    stats = _training_stats(name, source, root, raw, total) if normalize else None
     return (
         _dataset(name, Split.TRAIN, *raw[Split.TRAIN], source, stats, n=n_train, flatten=flatten, seed=seed),
         _dataset(name, Split.TEST, *raw[Split.TEST], source, stats, n=n_test, flatten=flatten, seed=seed),
@@ -191,10 +200,11 @@ def _training_stats(
     source: _Source,
     root: str | Path | None,
     raw: dict[Split, tuple[np.ndarray, np.ndarray]],
+    total: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     if Split.TRAIN not in raw:
         try:
-            raw = {Split.TRAIN: source.read(root, Split.TRAIN.value)}
+            raw = {Split.TRAIN: source.read(root, Split.TRAIN.value, total)}
         except DatasetNotFoundError as error:
             raise DatasetNotFoundError(
                 f"{error} normalize=True standardises with the training split's statistics, so the training "

@@ -92,9 +92,8 @@ class FeatureRidge:
     """
 
     def __init__(self, ridge: float = 0.0, *, on_singular: OnSingular | str = "warn") -> None:
-        if not ridge >= 0:
-            raise ValueError(f"ridge must be non-negative; got {ridge}")
-        self.ridge = float(ridge)
+        self._coef: np.ndarray | None = None
+        self.ridge = ridge
         self.on_singular = parse_enum(OnSingular, on_singular, "on_singular value")
         # The Gram's upper triangle, summed over chunks; made symmetric once, when a solve needs it (per chunk,
         # that copy cost more than the chunk's syrk).
@@ -104,7 +103,18 @@ class FeatureRidge:
         self.O = 0
         self.N = 0
         self.squeeze = False
-        self._coef: np.ndarray | None = None
+
+    @property
+    def ridge(self) -> float:
+        """``λ``; setting it refits from the accumulated Gram on next use (no pass over the rows)."""
+        return self._ridge
+
+    @ridge.setter
+    def ridge(self, value: float) -> None:
+        if not value >= 0:
+            raise ValueError(f"ridge must be non-negative; got {value}")
+        self._ridge = float(value)
+        self._coef = None
 
     def fit(self, Phi, Y, f0=None) -> FeatureRidge:
         """Fit on all rows at once (forgetting earlier ones).
@@ -161,6 +171,18 @@ class FeatureRidge:
         self.N += N
         self._gram = self._coef = None
         return self
+
+    @property
+    def mean_diagonal(self) -> float:
+        """The mean of ``diag K̂ = diag Φ Φᵀ`` over the rows fitted so far (``N·O`` of them for eNTK features),
+        ``tr(ΦᵀΦ)/rows``: the scale to set ``λ`` against, e.g. ``ridge.ridge = 1e-3 * ridge.mean_diagonal``.
+
+        Raises:
+            ValueError: before any fit.
+        """
+        if self._upper is None:
+            raise ValueError("FeatureRidge has seen no data; call fit() or partial_fit() first")
+        return float(np.trace(self._upper)) / (self.N * self.O)
 
     @property
     def gram(self) -> np.ndarray | None:
