@@ -55,6 +55,26 @@ def test_ridge_regression_streams_the_features_in_chunks_and_fits_what_the_whole
     assert streamed["test_accuracy"] == whole["test_accuracy"] > 0.6
 
 
+@pytest.mark.parametrize("out", [None, "phi.npy", "phi.zarr"])
+def test_several_ridge_scales_are_chosen_among_on_held_out_training_samples(tmp_path, capsys, out):
+    """The last tenth of the training samples chooses the scale, then joins the fit: the result is the fit
+    with the chosen scale alone, whether Φ is streamed, held or read from a store."""
+    argv = ["features", "--model", "mlp", "--width", "32", "--dataset", "digits", "--num-samples", "300"]
+    argv += ["--k", "128", "--dtype", "float64", "--batch-size", "64"]
+    argv += [] if out is None else ["--out", str(tmp_path / out)]
+    assert main([*argv, "--ridge", "1e-9", "1e-2", "1e4"]) == 0
+    chosen = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert chosen["held_out"] == 30 and list(chosen["validation_accuracy"]) == ["1e-09", "0.01", "10000.0"]
+    best = max(chosen["validation_accuracy"], key=lambda c: chosen["validation_accuracy"][c])
+    assert chosen["ridge_scale"] == float(best)
+    assert chosen["validation_accuracy"]["10000.0"] < chosen["validation_accuracy"]["0.01"]  # λ ≫ K underfits
+    argv = [a for a in argv if a not in ("--out", str(tmp_path / (out or "")))]
+    assert main([*argv, "--ridge", best]) == 0
+    alone = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "validation_accuracy" not in alone and alone["ridge"] == pytest.approx(chosen["ridge"], rel=1e-9)
+    assert alone["test_accuracy"] == chosen["test_accuracy"]
+
+
 def test_nothing_to_do_is_an_error(capsys):
     assert main(["features", "--model", "mlp", "--dataset", "digits", "--k", "64"]) == 2
     assert "nothing to do" in capsys.readouterr().err

@@ -34,7 +34,7 @@ examples:
   pntk features --model mlp --width 512 --dataset mnist1d --num-samples 1000000 --k 4096 --method nystrom --ridge 0.1
   pntk features --model mlp --width 512 --dataset mnist1d --split test --k 4096 --out phi_test.zarr
   pntk regress --features phi.zarr --test-features phi_test.zarr --labels y.npy --test-labels y_test.npy
-  pntk features --model mlp --width 512 --dataset mnist1d --k 4096 --ridge 1e-3   # ridge regression, test accuracy
+  pntk features --model mlp --width 512 --dataset mnist1d --k 4096 --ridge 1e-3 1e-2 1e-1 1  # λ chosen, test accuracy
   pntk features --model net.py:make --weights net.safetensors --dataset x.npy --kind entk --k 1024 --out phi.npy
   pntk features --model mlp --width 512 --dataset mnist1d --k 1024 --method nystrom --landmarks rpcholesky --ridge 1e-2
 
@@ -90,8 +90,11 @@ def register(subparsers) -> None:
     f.add_argument(
         "--ridge",
         type=float,
-        help="fit ridge regression with λ = RIDGE · mean diag K̂ on the training split of a built-in dataset "
-        "and report test accuracy (JSON); without --out, Φ is streamed in chunks and never held",
+        nargs="+",
+        metavar="SCALE",
+        help="fit ridge regression with λ = SCALE · mean diag K̂ on the training split of a built-in dataset "
+        "and report test accuracy (JSON); several scales are chosen among on held-out training samples; "
+        "without --out, Φ is streamed in chunks and never held",
     )
     f.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal)")
     p.set_defaults(run=run, on_interrupt="a feature store keeps its finished blocks: rerun the same command")
@@ -208,28 +211,71 @@ def run(args: argparse.Namespace) -> int:
         np.save(Path(args.out), in_memory.detach().cpu().numpy(), allow_pickle=False)
         print(f"{args.out}: {args.kind} features {list(Phi.shape)} {Phi.dtype}", file=sys.stderr)
     if args.ridge is not None:
-        Y = torch.nn.functional.one_hot(torch.as_tensor(train.y), train.num_classes).double()
-        x_test = torch.as_tensor(np.asarray(test.x))
-        O = Y.shape[1] if args.kind == "entk" else 1
+        O = train.num_classes if args.kind == "entk" else 1
         itemsize = (dtype or next(model.parameters()).dtype).itemsize
         # Chunks of samples whose features take a quarter of the budget: the sketch's own work takes the rest.
         rows = max(1, memory_budget(torch.device("cpu"), args.memory) // (4 * args.k * O * itemsize))
-        ridge = FeatureRidge(0.0)
-        if Phi is not None:
-            ridge.fit(Phi, Y)
-            chunks = 1
-        else:
-            starts = range(0, len(x), rows)
-            chunks = len(starts)
-            progress = args.progress if args.progress is not None else chunks > 1 and sys.stderr.isatty()
-            for s in tqdm(starts, desc=f"{args.kind} features → ΦᵀΦ", unit="chunk", disable=not progress):
-                ridge.partial_fit(sketch(x[s : s + rows], progress=False), Y[s : s + rows])
-        ridge.ridge = args.ridge * ridge.mean_diagonal
-        F = np.concatenate([ridge.predict(sketch(x_test[s : s + rows])) for s in range(0, len(x_test), rows)])
-        accuracy = float((F.argmax(1) == np.asarray(test.y)).mean())
-        record = {"n_train": len(x), "n_test": len(test.y), "k": args.k, "ridge": ridge.ridge}
-        print(json.dumps({**record, "chunks": chunks, "test_accuracy": accuracy}))
+        print(json.dumps(_regress(args, Phi, sketch, x, train, test, rows)))
     return 0
+
+
+def _regress(args: argparse.Namespace, Phi, sketch, x: torch.Tensor, train, test, rows: int) -> dict:
+    """Ridge regression in ``k`` dimensions on the training split, ``λ = scale · mean diag K̂``, and its test
+    accuracy. With several ``--ridge`` scales, the last tenth of the training samples (at most 10,000) is held
+    out to choose among them, then added to the fit. ``Φ`` comes from ``Phi`` (a tensor or store) when there is
+    one, else from ``sketch`` a chunk of ``rows`` samples at a time, and is never held whole.
+
+    Returns:
+        The JSON record: sizes, the chosen scale and ``λ``, the chunks, validation and test accuracies.
+    """
+    Y = torch.nn.functional.one_hot(torch.as_tensor(train.y), train.num_classes).double()
+    labels = np.asarray(train.y)
+    scales = args.ridge
+    held = min(len(x) // 10, 10_000) if len(scales) > 1 else 0
+    fitted = len(x) - held
+    ridge, chunks = FeatureRidge(0.0), 0
+    for part, block in _blocks(args, Phi, sketch, x, fitted, rows):
+        ridge.partial_fit(block, Y[part])
+        chunks += 1
+    record: dict = {"n_train": len(x), "n_test": len(test.y), "k": args.k}
+    best = scales[0]
+    if held:
+        Phi_held = _rows(Phi, sketch, x, slice(fitted, len(x)))
+        path = ridge.predict_path(Phi_held, [c * ridge.mean_diagonal for c in scales])
+        accuracy = [float((F.argmax(1) == labels[fitted:]).mean()) for F in path]
+        best = scales[int(np.argmax(accuracy))]
+        ridge.partial_fit(Phi_held, Y[fitted:])
+        record.update(held_out=held, validation_accuracy=dict(zip(map(str, scales), accuracy)))
+    ridge.ridge = best * ridge.mean_diagonal
+    x_test = torch.as_tensor(np.asarray(test.x))
+    F = np.concatenate([ridge.predict(sketch(x_test[s : s + rows])) for s in range(0, len(x_test), rows)])
+    record.update(ridge_scale=best, ridge=ridge.ridge, chunks=chunks)
+    record["test_accuracy"] = float((F.argmax(1) == np.asarray(test.y)).mean())
+    return record
+
+
+def _blocks(args: argparse.Namespace, Phi, sketch, x: torch.Tensor, stop: int, rows: int):
+    """``(rows, Φ[rows])`` for the samples before ``stop``: the blocks of a store, a tensor's rows, or
+    sketched a chunk at a time (with a progress bar)."""
+    if isinstance(Phi, FeatureStore):
+        for part, block in Phi.blocks():
+            if part.start < stop:
+                yield slice(part.start, min(part.stop, stop)), block[: stop - part.start]
+    elif Phi is not None:
+        yield slice(0, stop), Phi[:stop]
+    else:
+        starts = range(0, stop, rows)
+        progress = args.progress if args.progress is not None else len(starts) > 1 and sys.stderr.isatty()
+        for s in tqdm(starts, desc=f"{args.kind} features → ΦᵀΦ", unit="chunk", disable=not progress):
+            part = slice(s, min(s + rows, stop))
+            yield part, sketch(x[part], progress=False)
+
+
+def _rows(Phi, sketch, x: torch.Tensor, part: slice) -> torch.Tensor:
+    """``Φ[part]``: read from a store or tensor, or sketched."""
+    if isinstance(Phi, FeatureStore):
+        return torch.from_numpy(Phi[part])
+    return Phi[part] if Phi is not None else sketch(x[part], progress=False)
 
 
 def _inputs(x):
