@@ -43,14 +43,15 @@ def _rows(Phi, name: str) -> tuple[Tensor, int]:
     raise ValueError(f"{name} must be [N, k] or [N, O, k] features; got shape {list(Phi.shape)}")
 
 
-def _upper_gram(P: Tensor) -> np.ndarray:
-    """The upper triangle of ``PᵀP`` (zeros below), multiplied in ``P``'s dtype: on the CPU by BLAS ``syrk``
-    (one triangle, half the multiply-adds of a matmul)."""
+def _lower_gram(P: Tensor) -> np.ndarray:
+    """The lower triangle of ``PᵀP`` (zeros above), C-ordered, multiplied in ``P``'s dtype: on the CPU by BLAS
+    ``syrk`` (one triangle, half the multiply-adds of a matmul)."""
     if P.device.type == "cpu" and P.dtype in (torch.float32, torch.float64):
         syrk = blas.ssyrk if P.dtype == torch.float32 else blas.dsyrk
-        # Pᵀ of a C-ordered P is Fortran-ordered, which BLAS reads without a copy.
-        return syrk(1.0, P.numpy().T, trans=0, lower=0)
-    return torch.triu(P.T @ P).cpu().numpy()
+        # Pᵀ of a C-ordered P is Fortran-ordered, which BLAS reads without a copy; the Fortran-ordered upper
+        # triangle it returns is, transposed, a C-ordered lower one.
+        return syrk(1.0, P.numpy().T, trans=0, lower=0).T
+    return torch.tril(P.T @ P).cpu().numpy()
 
 
 class FeatureRidge:
@@ -95,9 +96,9 @@ class FeatureRidge:
         self._coef: np.ndarray | None = None
         self.ridge = ridge
         self.on_singular = parse_enum(OnSingular, on_singular, "on_singular value")
-        # The Gram's upper triangle, summed over chunks; made symmetric once, when a solve needs it (per chunk,
-        # that copy cost more than the chunk's syrk).
-        self._upper: np.ndarray | None = None
+        # The Gram's lower triangle, summed over chunks, which is all LAPACK reads to solve; made symmetric only
+        # when `gram` is asked for (per chunk, that copy cost more than the chunk's syrk).
+        self._lower: np.ndarray | None = None
         self._gram: np.ndarray | None = None
         self.rhs: np.ndarray | None = None
         self.O = 0
@@ -131,7 +132,7 @@ class FeatureRidge:
             ValueError: shapes that disagree; NaN or Inf.
             StoreError: a store that is not complete.
         """
-        self._upper = self._gram = self.rhs = self._coef = None
+        self._lower = self._gram = self.rhs = self._coef = None
         self.N = 0
         if not isinstance(Phi, FeatureStore):
             return self.partial_fit(Phi, Y, f0)
@@ -160,13 +161,13 @@ class FeatureRidge:
                 "do not match"
             )
         R = Y.reshape(-1, 1) if O_phi > 1 else Y
-        if self._upper is None or self.rhs is None:
-            self._upper = np.zeros((P.shape[1], P.shape[1]), order="F")  # the order syrk returns
+        if self._lower is None or self.rhs is None:
+            self._lower = np.zeros((P.shape[1], P.shape[1]))
             self.rhs = np.zeros((P.shape[1], R.shape[1]))
             self.O, self.squeeze = O_phi, squeeze
-        elif self._upper.shape[0] != P.shape[1] or self.O != O_phi or self.rhs.shape[1] != R.shape[1]:
+        elif self._lower.shape[0] != P.shape[1] or self.O != O_phi or self.rhs.shape[1] != R.shape[1]:
             raise ValueError("this chunk's features or targets differ in shape from the earlier chunks")
-        np.add(self._upper, _upper_gram(P.contiguous()), out=self._upper)  # cast while adding: no float64 copy
+        np.add(self._lower, _lower_gram(P.contiguous()), out=self._lower)  # cast while adding: no float64 copy
         self.rhs += (P.T @ torch.from_numpy(R).to(P)).double().cpu().numpy()
         self.N += N
         self._gram = self._coef = None
@@ -180,15 +181,16 @@ class FeatureRidge:
         Raises:
             ValueError: before any fit.
         """
-        if self._upper is None:
+        if self._lower is None:
             raise ValueError("FeatureRidge has seen no data; call fit() or partial_fit() first")
-        return float(np.trace(self._upper)) / (self.N * self.O)
+        return float(np.trace(self._lower)) / (self.N * self.O)
 
     @property
     def gram(self) -> np.ndarray | None:
         """``ΦᵀΦ`` of the rows fitted so far, ``[k, k]`` float64; ``None`` before any."""
-        if self._gram is None and self._upper is not None:
-            self._gram = self._upper + np.triu(self._upper, 1).T
+        if self._gram is None and self._lower is not None:
+            lower = torch.from_numpy(self._lower)
+            self._gram = (lower + lower.T - torch.diag(lower.diagonal())).numpy()
         return self._gram
 
     @property
@@ -199,16 +201,17 @@ class FeatureRidge:
             ValueError: before any fit.
             IllConditionedKernelError: a singular system with ``on_singular="raise"``.
         """
-        if self._upper is None:
+        if self._lower is None:
             raise ValueError("FeatureRidge has seen no data; call fit() or partial_fit() first")
         if self._coef is None:
             self._coef = self._solve(self.ridge)
         return self._coef
 
     def _solve(self, ridge: float) -> np.ndarray:
-        gram = self.gram
-        assert gram is not None and self.rhs is not None
-        A = gram + ridge * np.eye(gram.shape[0])
+        assert self._lower is not None and self.rhs is not None
+        # The lower triangle of ΦᵀΦ + λI, which is all that Cholesky and eigh read below.
+        A = self._lower.copy()
+        A[np.diag_indices_from(A)] += ridge
         rhs: np.ndarray = self.rhs
         try:
             L = cho_factor(A, lower=True)
@@ -226,7 +229,7 @@ class FeatureRidge:
             raise IllConditionedKernelError(message)
         if self.on_singular is OnSingular.WARN:
             warnings.warn(message, IllConditionedKernelWarning, stacklevel=3)
-        lam, U = np.linalg.eigh(A)
+        lam, U = np.linalg.eigh(A, UPLO="L")
         keep = lam > A.shape[0] * np.finfo(float).eps * max(lam.max(), 0.0)
         return U[:, keep] @ ((U[:, keep].T @ rhs) / lam[keep, None])
 
@@ -271,13 +274,13 @@ class FeatureRidge:
             ValueError: before any fit, a negative ridge, or features of another map.
             IllConditionedKernelError: a singular system with ``on_singular="raise"``.
         """
-        if self._upper is None or self.rhs is None:
+        if self._lower is None or self.rhs is None:
             raise ValueError("FeatureRidge has seen no data; call fit() or partial_fit() first")
         lams = np.asarray(ridges, dtype=np.float64).reshape(-1)
         if (lams < 0).any():
             raise ValueError(f"ridges must be non-negative; got {lams.tolist()}")
         P, O_phi = _rows(Phi, "Phi")
-        if P.shape[1] != self._upper.shape[0] or O_phi != self.O:
+        if P.shape[1] != self._lower.shape[0] or O_phi != self.O:
             raise ValueError(
                 f"features of shape {list(np.shape(Phi))} do not come from the map the model was fitted on"
             )
