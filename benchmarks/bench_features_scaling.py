@@ -42,7 +42,7 @@ def work(job: dict) -> dict:
     import torch
 
     import pntk
-    from features_data import mlp, mnist1d
+    from features_data import mlp, mnist1d, uniform_nystrom
     from pntk.solvers import SolverOptions, ridge_regression
 
     torch.set_num_threads(job["threads"])
@@ -57,16 +57,12 @@ def work(job: dict) -> dict:
     if method in ("sketch", "nystrom"):
         if method == "sketch":
             fmap = pntk.features.FeatureMap(net, k=job["k"], seed=0)
-        else:  # min(k, N) landmarks drawn uniformly; at k ≥ N every sample is one and the regression is exact
-            index = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: job["k"]].sort().values
-            fmap = pntk.features.Nystrom(net, x[index])
+        else:  # at k ≥ N every sample is a landmark and the regression is exact
+            fmap = uniform_nystrom(net, x, job["k"])
         ridge = pntk.features.FeatureRidge(0.0)
-        diag = 0.0
         for s in range(0, n, 4096):
-            Phi = fmap(x[s : s + 4096])
-            ridge.partial_fit(Phi, Y[s : s + 4096])
-            diag += float(Phi.double().square().sum())
-        ridge.ridge = job["ridge_scale"] * diag / n
+            ridge.partial_fit(fmap(x[s : s + 4096]), Y[s : s + 4096])
+        ridge.ridge = job["ridge_scale"] * ridge.mean_diagonal
         F = ridge.predict(fmap(x_test))
     else:
         if method == "dense":

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+import pntk
+
 CACHE = Path("/tmp/pntk-bench")
 
 
@@ -40,6 +42,13 @@ def mnist1d(num_samples: int, cache: Path = CACHE) -> dict[str, np.ndarray]:
         tmp.rename(path)
     with np.load(path) as f:
         return {key: f[key] for key in f.files}
+
+
+def uniform_nystrom(net: nn.Module, x: torch.Tensor, k: int) -> pntk.features.Nystrom:
+    """Nyström features of ``min(k, N)`` landmarks drawn uniformly from the rows of ``x`` (seed 0; every row
+    when ``k ≥ N``), in their order in ``x``."""
+    index = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:k].sort().values
+    return pntk.features.Nystrom(net, x[index])
 
 
 def mlp(seed: int = 0) -> nn.Module:

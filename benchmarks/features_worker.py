@@ -29,7 +29,7 @@ from torch.func import functional_call, grad, vmap  # noqa: E402
 
 import harness  # noqa: E402
 import pntk  # noqa: E402
-from features_data import mlp, mnist1d  # noqa: E402
+from features_data import mlp, mnist1d, uniform_nystrom  # noqa: E402
 
 #: The fraction of TRAK's whole projection matrix that ``trak-matrix`` holds and times.
 SLICE = 8
@@ -136,21 +136,18 @@ def million(job: dict) -> dict:
     if job.get("method", "kronecker") == "kronecker":
         fmap = pntk.features.FeatureMap(net, k=k, seed=0)
     else:  # k landmarks drawn uniformly from the fitted rows; their kernel and its eigendecomposition are timed
-        index = torch.randperm(n - held, generator=torch.Generator().manual_seed(0))[:k].sort().values
-        fmap = pntk.features.Nystrom(net, x[index])
+        fmap = uniform_nystrom(net, x[: n - held], k)
     landmarks_s = time.perf_counter() - t0
     ridge = pntk.features.FeatureRidge(0.0)
     sketch_s = gram_s = 0.0
-    scale = 0.0  # mean diag of K̂, from the fitted rows
     for s in range(0, n - held, chunk):
         rows = slice(s, min(s + chunk, n - held))
         t1 = time.perf_counter()
         Phi = fmap(x[rows])
         t2 = time.perf_counter()
         ridge.partial_fit(Phi, Y[rows])
-        scale += float(Phi.double().square().sum())
         sketch_s, gram_s = sketch_s + t2 - t1, gram_s + time.perf_counter() - t2
-    scale /= n - held
+    scale = ridge.mean_diagonal  # of K̂, over the fitted rows
     scales = job.get("ridge_scales", [job.get("ridge_scale", 1e-3)])
     result: dict = {
         "n": n,
@@ -268,7 +265,7 @@ def accuracy(job: dict) -> dict:
                 fmap = pntk.features.FeatureMap(net, k=k, seed=0)
                 Phi, Phi_test = fmap(x), fmap(x_test)
             else:
-                nys = pntk.features.Nystrom(net, x[torch.randperm(n, generator=torch.Generator().manual_seed(0))[:k]])
+                nys = uniform_nystrom(net, x, k)
                 Phi, Phi_test = nys(x), nys(x_test)
             seconds = time.perf_counter() - t0
             err2 = 0.0

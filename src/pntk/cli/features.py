@@ -242,7 +242,7 @@ def _regress(args: argparse.Namespace, Phi, sketch, x: torch.Tensor, train, test
     record: dict = {"n_train": len(x), "n_test": len(test.y), "k": args.k}
     best = scales[0]
     if held:
-        Phi_held = _rows(Phi, sketch, x, slice(fitted, len(x)))
+        Phi_held = _features_of(Phi, sketch, x, slice(fitted, len(x)))
         path = ridge.predict_path(Phi_held, [c * ridge.mean_diagonal for c in scales])
         accuracy = [float((F.argmax(1) == labels[fitted:]).mean()) for F in path]
         best = scales[int(np.argmax(accuracy))]
@@ -273,7 +273,7 @@ def _blocks(args: argparse.Namespace, Phi, sketch, x: torch.Tensor, stop: int, r
             yield part, sketch(x[part], progress=False)
 
 
-def _rows(Phi, sketch, x: torch.Tensor, part: slice) -> torch.Tensor:
+def _features_of(Phi, sketch, x: torch.Tensor, part: slice) -> torch.Tensor:
     """``Φ[part]``: read from a store or tensor, or sketched."""
     if isinstance(Phi, FeatureStore):
         return torch.from_numpy(Phi[part])

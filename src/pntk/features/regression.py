@@ -167,7 +167,7 @@ class FeatureRidge:
             self.O, self.squeeze = O_phi, squeeze
         elif self._lower.shape[0] != P.shape[1] or self.O != O_phi or self.rhs.shape[1] != R.shape[1]:
             raise ValueError("this chunk's features or targets differ in shape from the earlier chunks")
-        np.add(self._lower, _lower_gram(P.contiguous()), out=self._lower)  # cast while adding: no float64 copy
+        self._lower += _lower_gram(P.contiguous())  # cast while adding: no float64 copy of the chunk's triangle
         self.rhs += (P.T @ torch.from_numpy(R).to(P)).double().cpu().numpy()
         self.N += N
         self._gram = self._coef = None
@@ -181,9 +181,17 @@ class FeatureRidge:
         Raises:
             ValueError: before any fit.
         """
+        return float(np.trace(self._fitted())) / (self.N * self.O)
+
+    def _fitted(self) -> np.ndarray:
+        """The accumulated lower triangle of ``ΦᵀΦ``.
+
+        Raises:
+            ValueError: before any fit.
+        """
         if self._lower is None:
             raise ValueError("FeatureRidge has seen no data; call fit() or partial_fit() first")
-        return float(np.trace(self._lower)) / (self.N * self.O)
+        return self._lower
 
     @property
     def gram(self) -> np.ndarray | None:
@@ -201,16 +209,15 @@ class FeatureRidge:
             ValueError: before any fit.
             IllConditionedKernelError: a singular system with ``on_singular="raise"``.
         """
-        if self._lower is None:
-            raise ValueError("FeatureRidge has seen no data; call fit() or partial_fit() first")
+        self._fitted()
         if self._coef is None:
             self._coef = self._solve(self.ridge)
         return self._coef
 
     def _solve(self, ridge: float) -> np.ndarray:
-        assert self._lower is not None and self.rhs is not None
+        assert self.rhs is not None
         # The lower triangle of ΦᵀΦ + λI, which is all that Cholesky and eigh read below.
-        A = self._lower.copy()
+        A = self._fitted().copy()
         A[np.diag_indices_from(A)] += ridge
         rhs: np.ndarray = self.rhs
         try:
@@ -274,13 +281,12 @@ class FeatureRidge:
             ValueError: before any fit, a negative ridge, or features of another map.
             IllConditionedKernelError: a singular system with ``on_singular="raise"``.
         """
-        if self._lower is None or self.rhs is None:
-            raise ValueError("FeatureRidge has seen no data; call fit() or partial_fit() first")
+        lower = self._fitted()
         lams = np.asarray(ridges, dtype=np.float64).reshape(-1)
         if (lams < 0).any():
             raise ValueError(f"ridges must be non-negative; got {lams.tolist()}")
         P, O_phi = _rows(Phi, "Phi")
-        if P.shape[1] != self._lower.shape[0] or O_phi != self.O:
+        if P.shape[1] != lower.shape[0] or O_phi != self.O:
             raise ValueError(
                 f"features of shape {list(np.shape(Phi))} do not come from the map the model was fitted on"
             )
