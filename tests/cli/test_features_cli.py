@@ -75,10 +75,12 @@ def test_several_ridge_scales_are_chosen_among_on_held_out_training_samples(tmp_
     assert alone["test_accuracy"] == chosen["test_accuracy"]
 
 
-def test_several_ridge_scales_need_samples_to_hold_out(capsys):
+def test_ridge_scales_are_checked_before_any_work(capsys):
     argv = ["features", "--model", "mlp", "--width", "8", "--dataset", "digits", "--num-samples", "9", "--k", "64"]
     assert main([*argv, "--ridge", "1e-3", "1e-1"]) == 2
     assert "holds out a tenth of the 9 training samples" in capsys.readouterr().err
+    assert main([*argv, "--ridge", "1e-3", "-1"]) == 2
+    assert "must be non-negative" in capsys.readouterr().err
 
 
 def test_nothing_to_do_is_an_error(capsys):

@@ -115,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
         loaded, classes = inputs.x, inputs.num_classes
     # A writable copy of a memory-mapped file.
     x = loaded if isinstance(loaded, torch.Tensor) else torch.from_numpy(np.array(loaded))
+    if args.ridge is not None and not all(scale >= 0 for scale in args.ridge):
+        raise ValueError(f"--ridge scales must be non-negative; got {args.ridge}")
     if args.ridge is not None and len(args.ridge) > 1 and len(x) < 10:
         raise ValueError(f"choosing among --ridge scales holds out a tenth of the {len(x)} training samples; give one")
     model, model_record = load_model(
